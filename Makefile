@@ -1,0 +1,29 @@
+# The stack's entry points. Native (Debian + supervisord) unless stated; compose users see compose/README in README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help up down status logs clean test load
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+up: ## install what is missing, build, start the whole stack under supervisord, print the URLs
+	@native/up.sh
+
+down: ## stop every process of the stack (data is kept; `make clean` wipes it)
+	@native/down.sh
+
+status: ## show each program's state
+	@native/ctl.sh status
+
+logs: ## follow every program's log
+	@source native/env.sh && tail -n 20 -F "$$STATE_DIR"/logs/*.log
+
+clean: down ## stop the stack and delete all of its state
+	@source native/env.sh && rm -rf "$$STATE_DIR" && echo "removed $$STATE_DIR"
+
+test: ## install, start the stack, and run every test and check against it
+	@native/test.sh
+
+load: ## drive the running stack with steady traffic so the dashboards have data (DURATION=5m RATE=100)
+	@source native/env.sh && cargo run -q -p opsctl -- load --url http://127.0.0.1:$$APP_PORT \
+	  --rate $${RATE:-100} --duration $${DURATION:-5m}

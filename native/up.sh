@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Starts the native stack under supervisord: `native/up.sh` starts every program, `native/up.sh postgres redis`
+# only those. Idempotent: running programs are left alone. Waits until each program answers, then prints the URLs.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+
+programs=${*:-$STACK_PROGRAMS}
+
+[ "${NATIVE_SKIP_INSTALL:-0}" = 1 ] || "$REPO_ROOT/native/install.sh"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "$what did not become ready within ${secs}s; see $STATE_DIR/logs/"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+prepare_state() {
+  install -d "$STATE_DIR" "$STATE_DIR/logs" "$STATE_DIR/redis" "$STATE_DIR/alertmanager" "$STATE_DIR/inbox" \
+    "$STATE_DIR/prometheus/data" "$STATE_DIR/prometheus/targets"
+  install -d -o postgres -g postgres "$STATE_DIR/postgres"
+  # Prometheus resolves rule files and file_sd targets relative to its config file: link the repo's single
+  # config and rules here, and generate only the targets, which are the one thing that differs per environment.
+  ln -sfn "$REPO_ROOT/monitoring/prometheus/prometheus.yml" "$STATE_DIR/prometheus/prometheus.yml"
+  ln -sfn "$REPO_ROOT/alerts" "$STATE_DIR/prometheus/rules"
+  local job port
+  while read -r job port; do
+    printf -- "- targets: ['127.0.0.1:%s']\n" "$port" > "$STATE_DIR/prometheus/targets/$job.yml.tmp"
+    mv "$STATE_DIR/prometheus/targets/$job.yml.tmp" "$STATE_DIR/prometheus/targets/$job.yml"
+  done <<TARGETS
+app $APP_ADMIN_PORT
+redis $REDIS_EXPORTER_PORT
+postgres $PG_EXPORTER_PORT
+node $NODE_EXPORTER_PORT
+process $PROCESS_EXPORTER_PORT
+prometheus $PROMETHEUS_PORT
+alertmanager $ALERTMANAGER_PORT
+alertmanager-api $ALERTMANAGER_PORT
+inbox $INBOX_PORT
+TARGETS
+}
+
+init_postgres() {
+  [ -f "$STATE_DIR/postgres/data/PG_VERSION" ] && return 0
+  log "initialising Postgres in $STATE_DIR/postgres/data"
+  # Local socket connections are trusted (only the postgres OS user and root reach the socket directory);
+  # TCP connections need a password.
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$STATE_DIR/postgres/data" -U postgres \
+    --auth-local=trust --auth-host=scram-sha-256 --no-sync >"$STATE_DIR/logs/initdb.log" 2>&1
+}
+
+# Creates the app's role and database and the exporter's monitoring role; safe to run on every start.
+provision_postgres() {
+  local psql=(runuser -u postgres -- psql -h "$STATE_DIR/postgres" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  "${psql[@]}" -d postgres >/dev/null <<SQL
+SELECT 'CREATE ROLE app LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') \gexec
+ALTER ROLE app PASSWORD '$PG_APP_PASSWORD';
+SELECT 'CREATE DATABASE app OWNER app' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app') \gexec
+SELECT 'CREATE ROLE postgres_exporter LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') \gexec
+ALTER ROLE postgres_exporter PASSWORD '$PG_EXPORTER_PASSWORD';
+GRANT pg_monitor TO postgres_exporter;
+SQL
+}
+
+ensure_binaries() {
+  local need=0 p
+  for p in $programs; do
+    case $p in app|inbox) [ -x "$BIN_DIR/$p" ] || need=1 ;; esac
+  done
+  [ $need = 0 ] && return 0
+  log "building the workspace binaries (debug)"
+  (cd "$REPO_ROOT" && cargo build --workspace --bins --quiet)
+}
+
+port_of() {
+  case $1 in
+    postgres) echo "$PG_PORT" ;; redis) echo "$REDIS_PORT" ;; app) echo "$APP_PORT" ;; inbox) echo "$INBOX_PORT" ;;
+    redis_exporter) echo "$REDIS_EXPORTER_PORT" ;; postgres_exporter) echo "$PG_EXPORTER_PORT" ;;
+    node_exporter) echo "$NODE_EXPORTER_PORT" ;; process_exporter) echo "$PROCESS_EXPORTER_PORT" ;;
+    alertmanager) echo "$ALERTMANAGER_PORT" ;; prometheus) echo "$PROMETHEUS_PORT" ;;
+    *) log "unknown program '$1' (known: $STACK_PROGRAMS)"; exit 2 ;;
+  esac
+}
+
+wait_ready() {
+  case $1 in
+    postgres) wait_for postgres 30 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && provision_postgres ;;
+    redis) wait_for redis 15 redis-cli -p "$REDIS_PORT" ping ;;
+    app) wait_for app 30 http_ok "http://127.0.0.1:$APP_PORT/healthcheck" ;;
+    inbox) wait_for inbox 30 http_ok "http://127.0.0.1:$INBOX_PORT/healthcheck" ;;
+    prometheus) wait_for prometheus 60 http_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
+    alertmanager) wait_for alertmanager 30 http_ok "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" ;;
+    *) wait_for "$1" 15 http_ok "http://127.0.0.1:$(port_of "$1")/metrics" ;;
+  esac
+}
+
+state_of() { supervisorctl_ status "$1" 2>/dev/null | awk '{print $2}'; }
+
+for p in $programs; do port_of "$p" >/dev/null; done
+ensure_binaries
+prepare_state
+case " $programs " in *" postgres "*) init_postgres ;; esac
+
+if ! supervisorctl_ pid >/dev/null 2>&1; then
+  log "starting supervisord (state in $STATE_DIR)"
+  supervisord -c "$REPO_ROOT/native/supervisord.conf"
+  wait_for supervisord 10 supervisorctl_ pid
+fi
+
+for p in $STACK_PROGRAMS; do
+  case " $programs " in *" $p "*) ;; *) continue ;; esac
+  if [ "$(state_of "$p")" != RUNNING ]; then
+    if port_open "$(port_of "$p")"; then
+      log "port $(port_of "$p") for $p is taken by another process; stop it or override the port (see native/env.sh)"
+      exit 1
+    fi
+    supervisorctl_ start "$p" >/dev/null || { log "$p failed to start; see $STATE_DIR/logs/$p.log"; exit 1; }
+  fi
+  wait_ready "$p"
+done
+
+if [ "$programs" != "$STACK_PROGRAMS" ]; then
+  log "running: $programs"
+  exit 0
+fi
+cat <<URLS
+The stack is up (state in $STATE_DIR; logs: make logs):
+  app            http://127.0.0.1:$APP_PORT/        (admin/metrics: http://127.0.0.1:$APP_ADMIN_PORT/metrics)
+  on-call inbox  http://127.0.0.1:$INBOX_PORT/
+  Prometheus     http://127.0.0.1:$PROMETHEUS_PORT/
+  Alertmanager   http://127.0.0.1:$ALERTMANAGER_PORT/
+  Postgres       postgres://app:***@127.0.0.1:$PG_PORT/app    Redis redis://127.0.0.1:$REDIS_PORT
+URLS
