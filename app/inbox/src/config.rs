@@ -1,0 +1,192 @@
+//! The inbox's configuration: documented defaults, overridden by `INBOX_*` environment variables, validated once
+//! at startup so a bad value stops the process with a message naming the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the inbox reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the HTTP listener binds (`INBOX_LISTEN_ADDR`, default `127.0.0.1:8082`; port 0 picks a free port).
+    pub listen_addr: SocketAddr,
+    /// Folder served under `/runbooks/` (`INBOX_RUNBOOKS_DIR`, default `runbooks`, relative to the working
+    /// directory, which is the repository root when the stack runs it).
+    pub runbooks_dir: PathBuf,
+    /// JSON-lines file every notification is appended to and replayed from at startup (`INBOX_DATA_FILE`; unset
+    /// or empty keeps notifications in memory only).
+    pub data_file: Option<PathBuf>,
+    /// How long the Watchdog heartbeat may be silent before the inbox reports it missing
+    /// (`INBOX_HEARTBEAT_MAX_AGE_SECONDS`, default 180). Also the grace period after startup.
+    pub heartbeat_max_age: Duration,
+    /// How many notifications are kept in memory, oldest dropped first (`INBOX_MAX_NOTIFICATIONS`, default 10000).
+    pub max_notifications: usize,
+    /// `json` for one JSON object per log line, anything else for plain text (`INBOX_LOG_FORMAT`, default `text`).
+    pub log_json: bool,
+    /// Log filter in `tracing` directive syntax (`INBOX_LOG_LEVEL`, default `info`; `warn` drops the line logged
+    /// per notification).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            runbooks_dir: PathBuf::from("runbooks"),
+            data_file: None,
+            heartbeat_max_age: Duration::from_secs(180),
+            max_notifications: 10_000,
+            log_json: false,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// A variable that is set to something the inbox cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// The value it holds.
+    pub value: String,
+    /// What was expected instead.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} is invalid: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable lookup, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty variable means "not set": env files often carry `NAME=` lines.
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Config::default();
+        if let Some(v) = get("INBOX_LISTEN_ADDR") {
+            config.listen_addr = v.trim().parse().map_err(|_| ConfigError {
+                var: "INBOX_LISTEN_ADDR",
+                value: v,
+                expected: "an IP address and port such as 127.0.0.1:8082",
+            })?;
+        }
+        if let Some(v) = get("INBOX_RUNBOOKS_DIR") {
+            config.runbooks_dir = PathBuf::from(v);
+        }
+        config.data_file = get("INBOX_DATA_FILE").map(PathBuf::from);
+        if let Some(v) = get("INBOX_HEARTBEAT_MAX_AGE_SECONDS") {
+            let secs: u64 = v.trim().parse().ok().filter(|s| *s > 0).ok_or(ConfigError {
+                var: "INBOX_HEARTBEAT_MAX_AGE_SECONDS",
+                value: v,
+                expected: "a whole number of seconds greater than 0",
+            })?;
+            config.heartbeat_max_age = Duration::from_secs(secs);
+        }
+        if let Some(v) = get("INBOX_MAX_NOTIFICATIONS") {
+            config.max_notifications = v.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError {
+                var: "INBOX_MAX_NOTIFICATIONS",
+                value: v,
+                expected: "a whole number greater than 0",
+            })?;
+        }
+        if let Some(v) = get("INBOX_LOG_FORMAT") {
+            config.log_json = match v.trim().to_ascii_lowercase().as_str() {
+                "json" => true,
+                "text" => false,
+                _ => {
+                    return Err(ConfigError {
+                        var: "INBOX_LOG_FORMAT",
+                        value: v,
+                        expected: "text or json",
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("INBOX_LOG_LEVEL") {
+            config.log_level = v.trim().to_string();
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config_from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8082");
+        assert_eq!(config.runbooks_dir, PathBuf::from("runbooks"));
+        assert_eq!(config.data_file, None);
+        assert_eq!(config.heartbeat_max_age, Duration::from_secs(180));
+        assert_eq!(config.max_notifications, 10_000);
+    }
+
+    #[test]
+    fn every_variable_overrides_its_default() {
+        let config = config_from(&[
+            ("INBOX_LISTEN_ADDR", "127.0.0.1:0"),
+            ("INBOX_RUNBOOKS_DIR", "/srv/runbooks"),
+            ("INBOX_DATA_FILE", "inbox.jsonl"),
+            ("INBOX_HEARTBEAT_MAX_AGE_SECONDS", "30"),
+            ("INBOX_MAX_NOTIFICATIONS", "5"),
+            ("INBOX_LOG_FORMAT", "JSON"),
+            ("INBOX_LOG_LEVEL", "warn"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen_addr.port(), 0);
+        assert_eq!(config.runbooks_dir, PathBuf::from("/srv/runbooks"));
+        assert_eq!(config.data_file, Some(PathBuf::from("inbox.jsonl")));
+        assert_eq!(config.heartbeat_max_age, Duration::from_secs(30));
+        assert_eq!(config.max_notifications, 5);
+        assert!(config.log_json);
+        assert_eq!(config.log_level, "warn");
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let config = config_from(&[("INBOX_DATA_FILE", ""), ("INBOX_LISTEN_ADDR", " ")]).unwrap();
+        assert_eq!(config.data_file, None);
+        assert_eq!(config.listen_addr.port(), 8082);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable() {
+        let err = config_from(&[("INBOX_HEARTBEAT_MAX_AGE_SECONDS", "3m")]).unwrap_err();
+        assert_eq!(err.var, "INBOX_HEARTBEAT_MAX_AGE_SECONDS");
+        assert!(err.to_string().contains("INBOX_HEARTBEAT_MAX_AGE_SECONDS=\"3m\""));
+        assert_eq!(
+            config_from(&[("INBOX_LISTEN_ADDR", "localhost")]).unwrap_err().var,
+            "INBOX_LISTEN_ADDR"
+        );
+        assert_eq!(
+            config_from(&[("INBOX_MAX_NOTIFICATIONS", "0")]).unwrap_err().var,
+            "INBOX_MAX_NOTIFICATIONS"
+        );
+        assert_eq!(
+            config_from(&[("INBOX_LOG_FORMAT", "yaml")]).unwrap_err().var,
+            "INBOX_LOG_FORMAT"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! The on-call inbox of the SRE stack: Alertmanager posts its webhooks here, one path per receiver (pager,
+//! ticket, heartbeat); the inbox keeps them, shows them (HTML and JSON), exports its own metrics, serves the
+//! runbooks that alerts link to, and is the dead-man's switch for the always-firing Watchdog alert.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod page;
+pub mod routes;
+pub mod runbooks;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;
+
+pub use config::Config;
+pub use startup::Application;

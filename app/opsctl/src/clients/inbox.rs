@@ -1,0 +1,80 @@
+//! The on-call inbox's JSON API: the Watchdog heartbeat and the notifications it has received.
+
+use reqwest::{Client, StatusCode};
+use serde::Deserialize;
+
+use super::{get_json, join, ClientError};
+
+/// The on-call inbox's JSON API.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    client: Client,
+    base: String,
+}
+
+/// `/api/heartbeat`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Heartbeat {
+    /// False once the Watchdog has been silent too long.
+    pub healthy: bool,
+    /// When the last Watchdog arrived (RFC 3339), if ever.
+    pub last_received_at: Option<String>,
+    /// Seconds since then.
+    pub age_seconds: Option<f64>,
+    /// The inbox's limit.
+    pub max_age_seconds: f64,
+}
+
+/// A notification as the inbox lists it (`/api/notifications`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Notification {
+    /// Increasing id; poll with `after`.
+    pub id: u64,
+    /// `pager`, `ticket` or `heartbeat`.
+    pub receiver: String,
+    /// Unix milliseconds of arrival.
+    pub received_at_unix_ms: u64,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// The alert it is about.
+    pub alertname: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Notifications {
+    notifications: Vec<Notification>,
+}
+
+impl Inbox {
+    /// A client for the inbox at `base` (e.g. `http://127.0.0.1:8082`).
+    pub fn new(client: Client, base: &str) -> Self {
+        Inbox {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The dead-man's switch (the inbox answers 503 while it is missing, with the same body).
+    pub async fn heartbeat(&self) -> Result<Heartbeat, ClientError> {
+        get_json(
+            &self.client,
+            &join(&self.base, "/api/heartbeat"),
+            &[StatusCode::SERVICE_UNAVAILABLE],
+        )
+        .await
+    }
+
+    /// Notifications, newest first; `query` is the filter as URL query pairs (`receiver`, `alertname`,
+    /// `status`, `after`, `limit`).
+    pub async fn notifications(&self, query: &[(&str, &str)]) -> Result<Vec<Notification>, ClientError> {
+        let mut url =
+            reqwest::Url::parse(&join(&self.base, "/api/notifications")).map_err(|e| ClientError::Decode {
+                url: self.base.clone(),
+                message: e.to_string(),
+            })?;
+        url.query_pairs_mut().extend_pairs(query);
+        Ok(get_json::<Notifications>(&self.client, url.as_str(), &[])
+            .await?
+            .notifications)
+    }
+}

@@ -1,0 +1,135 @@
+//! Small typed clients for the stack's HTTP APIs — Prometheus, Alertmanager and the on-call inbox — shared by the
+//! subcommands, plus the HTTP helpers under them. Each type holds only the fields opsctl reads and tolerates
+//! everything else.
+
+mod alertmanager;
+mod inbox;
+mod prometheus;
+
+pub use alertmanager::{Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus};
+pub use inbox::{Heartbeat, Inbox, Notification};
+pub use prometheus::{AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Target};
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// An HTTP client for loopback use: bounded request time, no proxies (the stack is local by design).
+pub fn http_client(timeout: Duration, max_idle_per_host: usize) -> Client {
+    Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .pool_max_idle_per_host(max_idle_per_host)
+        .no_proxy()
+        .build()
+        .expect("a client without TLS or proxies always builds")
+}
+
+/// Why a call to one of the stack's APIs failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No response: connection refused, timeout, reset.
+    Transport { url: String, source: reqwest::Error },
+    /// A response with an unexpected status; `body` is its beginning.
+    Status {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+    /// A 2xx response whose body is not what the API documents.
+    Decode { url: String, message: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Transport { url, source } => write!(f, "GET {url}: {}", describe_transport(source)),
+            ClientError::Status { url, status, body } => write!(f, "GET {url}: HTTP {status}: {body}"),
+            ClientError::Decode { url, message } => write!(f, "GET {url}: unexpected answer: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Transport { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A short reason for a transport failure: reqwest's own message hides the useful part in its source chain.
+pub fn describe_transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    if e.is_connect() {
+        return "connection refused or unreachable".to_string();
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    message
+}
+
+/// GETs `url` and decodes a JSON body; any status other than `accept` is an error.
+pub async fn get_json<T: DeserializeOwned>(
+    client: &Client,
+    url: &str,
+    accept: &[StatusCode],
+) -> Result<T, ClientError> {
+    let response = client.get(url).send().await.map_err(|source| ClientError::Transport {
+        url: url.to_string(),
+        source,
+    })?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|source| ClientError::Transport {
+        url: url.to_string(),
+        source,
+    })?;
+    if !(status.is_success() || accept.contains(&status)) {
+        return Err(ClientError::Status {
+            url: url.to_string(),
+            status,
+            body: snippet(&bytes),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+        url: url.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The beginning of a body, on one line, for error messages.
+pub fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+/// Joins a base URL and a path without doubling the slash.
+pub fn join(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_bodies_are_cut_for_messages() {
+        let long = "x".repeat(500);
+        assert_eq!(snippet(long.as_bytes()).chars().count(), 201);
+        assert_eq!(snippet(b"a\n  b"), "a b");
+        assert_eq!(join("http://h:1/", "/x"), "http://h:1/x");
+    }
+}

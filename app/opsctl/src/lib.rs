@@ -1,0 +1,32 @@
+//! `opsctl`, the operator CLI of the SRE stack. One module per subcommand (`load`, `smoke`), sharing the typed
+//! clients of the stack's APIs in `clients`; a new subcommand is a new module plus one variant of [`Command`].
+
+pub mod clients;
+pub mod duration;
+pub mod load;
+pub mod smoke;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `opsctl`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsctl",
+    version,
+    about = "Operator CLI of the SRE stack",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send steady read/write traffic to the app and report achieved rate, errors and latency percentiles.
+    Load(load::LoadArgs),
+    /// Check a running stack end to end; exits non-zero naming the first broken link.
+    Smoke(smoke::SmokeArgs),
+}

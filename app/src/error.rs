@@ -1,0 +1,175 @@
+//! The one error type of the HTTP edge. Every error answers with JSON `{"status":"error","message":"…"}`; client
+//! errors say what was wrong, server errors stay opaque and their cause chain is logged once, here.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// The body of every error (`status` = `error`) and of a successful write (`status` = `success`), fields in
+/// this order.
+#[derive(Debug, Serialize)]
+pub struct Message {
+    /// `error` or `success`.
+    pub status: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+/// What a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or a value is out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such route or key.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: the body (or a value in the path) is larger than the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 403: the operation is switched off in the configuration.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 500 from fault injection (drills only).
+    #[error("injected fault")]
+    InjectedFault,
+    /// 503: Postgres is unreachable or too slow; the message names the dependency, never its address.
+    #[error("{0} unavailable")]
+    Unavailable(&'static str, #[source] Box<dyn std::error::Error + Send + Sync>),
+    /// 500: anything else. The client sees `internal error`; the cause is logged.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// The status code this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InjectedFault | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(_) => tracing::error!(error = %error_chain(&self), "request failed"),
+            ApiError::Unavailable(..) => tracing::warn!(error = %error_chain(&self), "dependency unavailable"),
+            _ => {}
+        }
+        (
+            self.status(),
+            Json(Message {
+                status: "error",
+                message: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// The error and all its sources, `: `-separated, for one log field.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(e) => ApiError::Unavailable("database", Box::new(e)),
+            StoreError::InvalidValue(message) => ApiError::BadRequest(message),
+            StoreError::Internal(e) => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected a body with content-type application/json".to_owned())
+            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", source_text(&e))),
+            JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!("invalid JSON body: {}", source_text(&e))),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("request body is larger than the limit".to_owned())
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// The innermost message of a rejection (serde's, with line and column), without axum's generic prefix.
+fn source_text(error: &dyn std::error::Error) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// 404 for requests that match no route.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("not found".to_owned())
+}
+
+/// 405 for a known route with another method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_show_their_cause() {
+        let error = ApiError::Internal("password authentication failed for user app".into());
+        assert_eq!(error.to_string(), "internal error");
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn unavailable_names_the_dependency_only() {
+        let error = ApiError::Unavailable("database", "connect to 10.0.0.5:5432 refused".into());
+        assert_eq!(error.to_string(), "database unavailable");
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error_chain(&error).contains("refused"));
+    }
+}

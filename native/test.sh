@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's whole test suite (`make test`): installs what is missing, builds, starts the native stack, runs
+# the Rust tests and every monitoring check against it, then stops the stack (KEEP_STACK=1 leaves it running).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$REPO_ROOT"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+stop_stack() { [ "${KEEP_STACK:-0}" = 1 ] || native/down.sh || true; }
+
+step "install Debian packages"
+native/install.sh
+
+step "build the workspace"
+cargo build --workspace --bins --tests --quiet
+
+step "start the native stack"
+NATIVE_SKIP_INSTALL=1 native/up.sh
+trap stop_stack EXIT
+
+step "Rust tests (real Postgres and Redis of the stack)"
+cargo test --workspace --quiet
+# The outage tests stop and restart Postgres and Redis; make sure everything is back before the checks below.
+NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
+
+step "rules, rule tests, Alertmanager config, routing and inhibition"
+monitoring/check.sh
+
+step "dashboards against Grafana's schema"
+dashboards/check/schema-check.sh
+
+step "compose file (static)"
+compose/check.sh
+
+step "smoke test of the running stack"
+"$BIN_DIR/opsctl" smoke --app "http://127.0.0.1:$APP_PORT" --admin "http://127.0.0.1:$APP_ADMIN_PORT" \
+  --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT" \
+  --inbox "http://127.0.0.1:$INBOX_PORT"
+
+step "load, then every dashboard panel query returns data"
+"$BIN_DIR/opsctl" load --url "http://127.0.0.1:$APP_PORT" --rate 50 --duration 40s --keys 200
+/usr/bin/python3 dashboards/check/live-check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
+
+step "consistency of alerts, runbooks, dashboards and the live metric names"
+monitoring/consistency/check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
+
+step "all tests passed"
