@@ -255,8 +255,13 @@ def check_services(stack):
             elif vol.get("type") == "volume":
                 check(bool(vol.get("source")) and vol["source"] in stack.volumes, where,
                       f"{target} is an anonymous volume: declare a named one")
+            elif vol.get("type") == "tmpfs":
+                # Only to mask part of a read-only bind mount (Grafana must not see dashboards/check/).
+                check(any(target.startswith(other.get("target", "") + "/")
+                          for other in svc.get("volumes") or [] if other.get("type") == "bind"), where,
+                      f"tmpfs {target} masks no bind mount: keep state in a named volume")
             else:
-                check(False, where, f"mount {target} has type {vol.get('type')!r} (bind or volume expected)")
+                check(False, where, f"mount {target} has type {vol.get('type')!r} (bind, volume or tmpfs expected)")
         if name in DATA_DIRS:
             check(any(v.get("type") == "volume" and v.get("target") == DATA_DIRS[name]
                       for v in svc.get("volumes") or []), where,

@@ -189,4 +189,34 @@ mod tests {
             "INBOX_LOG_FORMAT"
         );
     }
+
+    #[test]
+    fn the_env_example_lists_every_variable_with_its_default() {
+        let example = include_str!("../../../.env.example");
+        let listed: Vec<(&str, &str)> = example
+            .lines()
+            .filter(|l| l.starts_with("INBOX_"))
+            .filter_map(|l| l.split_once('='))
+            .collect();
+        let source = include_str!("config.rs");
+        let mut read: Vec<&str> = source
+            .split('"')
+            .filter(|s| s.len() > 6 && s.starts_with("INBOX_") && s.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        let mut names: Vec<&str> = listed.iter().map(|(k, _)| *k).collect();
+        names.sort_unstable();
+        assert_eq!(names, read, ".env.example and the variables read here differ");
+        // The listed values are the defaults: reading the file gives the configuration that reading nothing gives.
+        let from_file = config_from(&listed).unwrap();
+        let default = Config::default();
+        assert_eq!(from_file.listen_addr, default.listen_addr);
+        assert_eq!(from_file.runbooks_dir, default.runbooks_dir);
+        assert_eq!(from_file.data_file, default.data_file);
+        assert_eq!(from_file.heartbeat_max_age, default.heartbeat_max_age);
+        assert_eq!(from_file.max_notifications, default.max_notifications);
+        assert_eq!(from_file.log_json, default.log_json);
+        assert_eq!(from_file.log_level, default.log_level);
+    }
 }
