@@ -17,9 +17,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 # Packages must not start their own copies of the services: the supervisor runs them on our ports.
+# policy-rc.d is Debian's switch for that; it is removed again afterwards so later installs behave as usual.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 echo "native/install.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
