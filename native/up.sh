@@ -33,6 +33,16 @@ prepare_state() {
   # config and rules here, and generate only the targets, which are the one thing that differs per environment.
   ln -sfn "$REPO_ROOT/monitoring/prometheus/prometheus.yml" "$STATE_DIR/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/alerts" "$STATE_DIR/prometheus/rules"
+  # Alertmanager's receivers post to the inbox at its default address. With the default port the repo's file is
+  # used as is; another INBOX_PORT gets a copy with only that address changed (Alertmanager 0.25 cannot read a
+  # webhook URL from a file), so a second stack on other ports never pages the first one's inbox.
+  local am_config="$REPO_ROOT/monitoring/alertmanager/alertmanager.yml"
+  if [ "$INBOX_PORT" = 8082 ]; then
+    ln -sfn "$am_config" "$STATE_DIR/alertmanager/alertmanager.yml"
+  else
+    rm -f "$STATE_DIR/alertmanager/alertmanager.yml"
+    sed "s#http://127.0.0.1:8082/#http://127.0.0.1:$INBOX_PORT/#g" "$am_config" > "$STATE_DIR/alertmanager/alertmanager.yml"
+  fi
   local job port
   while read -r job port; do
     printf -- "- targets: ['127.0.0.1:%s']\n" "$port" > "$STATE_DIR/prometheus/targets/$job.yml.tmp"
