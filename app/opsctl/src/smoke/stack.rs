@@ -249,6 +249,7 @@ pub async fn check_runbooks(smoke: &Smoke<'_>, groups: &[RuleGroup]) -> Result<(
     }
     for (url, alerts) in &urls {
         let alerts: Vec<&str> = alerts.iter().map(String::as_str).collect();
+        let url = &fetch_url(url, &smoke.args.inbox);
         let check: Check = async {
             let response = smoke.client.get(url).send().await.map_err(|e| describe_transport(&e))?;
             let status = response.status();
@@ -273,4 +274,35 @@ pub async fn check_runbooks(smoke: &Smoke<'_>, groups: &[RuleGroup]) -> Result<(
         None,
     );
     Ok(())
+}
+
+/// Where to fetch a runbook link from. The annotation holds the address an on-call engineer's browser uses
+/// (`http://localhost:8082/runbooks/…`); the inbox serves those files, so a link into `/runbooks/` is fetched from
+/// the inbox under test (`--inbox`), which may listen elsewhere. Any other link is fetched as it is.
+fn fetch_url(url: &str, inbox: &str) -> String {
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .filter(|path| path.starts_with("/runbooks/"));
+    match path {
+        Some(path) => format!("{}{path}", inbox.trim_end_matches('/')),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetch_url;
+
+    #[test]
+    fn runbook_links_are_fetched_from_the_inbox_under_test() {
+        assert_eq!(
+            fetch_url("http://localhost:8082/runbooks/RedisDown.md", "http://127.0.0.1:28082/"),
+            "http://127.0.0.1:28082/runbooks/RedisDown.md"
+        );
+        assert_eq!(
+            fetch_url("https://wiki.example.org/ops/RedisDown", "http://127.0.0.1:8082"),
+            "https://wiki.example.org/ops/RedisDown"
+        );
+    }
 }
