@@ -44,4 +44,20 @@ step "load, then every dashboard panel query returns data"
 step "consistency of alerts, runbooks, dashboards and the live metric names"
 monitoring/consistency/check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
 
+if [ "${KEEP_STACK:-0}" != 1 ]; then
+  step "make down stops every program and leaves nothing listening"
+  native/down.sh
+  leftovers=()
+  for port in $APP_PORT $APP_ADMIN_PORT $INBOX_PORT $PROMETHEUS_PORT $ALERTMANAGER_PORT $REDIS_PORT $PG_PORT \
+      $REDIS_EXPORTER_PORT $PG_EXPORTER_PORT $NODE_EXPORTER_PORT $PROCESS_EXPORTER_PORT; do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && leftovers+=("port $port still answers")
+  done
+  pgrep -f "$STATE_DIR" >/dev/null && leftovers+=("processes still use $STATE_DIR: $(pgrep -f -a "$STATE_DIR" | tr '\n' ';')")
+  if [ ${#leftovers[@]} -gt 0 ]; then
+    printf 'left behind: %s\n' "${leftovers[@]}" >&2
+    exit 1
+  fi
+  echo "nothing left running"
+fi
+
 step "all tests passed"
