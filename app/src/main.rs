@@ -13,7 +13,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(config.log_format, &config.log_level);
+    // Held to the end of main: dropping it writes out the buffered log lines.
+    let _logs = telemetry::init_logging(config.log_format, &config.log_level);
     let app = match Application::build(config.clone()).await {
         Ok(app) => app,
         Err(e) => {

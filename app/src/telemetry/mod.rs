@@ -1,18 +1,25 @@
 //! Telemetry: log setup, the metric contract and the request middleware that measures and logs every request.
 
 pub mod http;
+pub mod log_output;
 pub mod metrics;
 pub mod process;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use log_output::{BatchedStdout, LogFlushGuard};
 
-/// Installs the global log subscriber: text or one JSON object per line, filtered by `filter` (tracing directives).
-/// Call once, from `main`.
-pub fn init_logging(format: LogFormat, filter: &str) {
+/// Installs the global log subscriber: text or one JSON object per line, filtered by `filter` (tracing directives),
+/// written to stdout in batches (see [`log_output`]). Call once, from `main`, and hold the guard until exit: dropping
+/// it writes out the last lines.
+pub fn init_logging(format: LogFormat, filter: &str) -> LogFlushGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let (writer, guard) = BatchedStdout::stdout();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder
             .json()
@@ -25,6 +32,7 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     if let Err(e) = result {
         eprintln!("app: log subscriber already installed: {e}");
     }
+    guard
 }
 
 /// Logs for tests: silent unless `TEST_LOG` is set (to a filter such as `debug`), so test output stays readable.
