@@ -33,8 +33,11 @@ struct Shared {
     /// The buffer being written out, swapped with `pending`. Its lock also serialises writers, so batches reach
     /// stdout in the order they were filled.
     writing: Mutex<Vec<u8>>,
-    sink: Box<dyn Fn(&[u8]) + Send + Sync>,
+    sink: BatchSink,
 }
+
+/// Where a batch goes: stdout, or a buffer in tests.
+type BatchSink = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 impl BatchedStdout {
     /// Writes to the process's standard output; starts the thread that flushes every [`FLUSH_INTERVAL`].
