@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::error::{self, ApiError};
 use crate::fault::{self, FaultInjector};
 use crate::store::Store;
-use crate::telemetry::http::{record_metrics, trace_request};
+use crate::telemetry::http::RequestTelemetryLayer;
 use crate::telemetry::metrics::Metrics;
 
 /// What the API handlers share.
@@ -107,26 +107,27 @@ pub fn route_table() -> Vec<RouteSpec> {
     ]
 }
 
-/// The API router with its middleware: request id and log line (outermost), request metrics (when enabled),
-/// body limit, and fault injection on the routes it covers (when enabled: otherwise the layer is left out, since
-/// each layer costs every request a boxed service and future).
+/// The API router with its middleware: request id, log line and request metrics (one layer, outermost; metrics
+/// only when enabled), the body limit on the routes that read a body, and fault injection on the routes it covers
+/// (when enabled). Each layer costs every request it covers a boxed service and future, so none is added where it
+/// has nothing to do.
 pub fn api_router(state: AppState) -> Router {
     let mut router = Router::new();
     for spec in route_table() {
-        let handler = if spec.fault_injection && state.faults.enabled() {
-            spec.handler
-                .route_layer(from_fn_with_state(state.faults.clone(), fault::inject))
-        } else {
-            spec.handler
-        };
+        let mut handler = spec.handler;
+        // Only POST routes read a body; the limit reaches their extractors through a request extension.
+        if spec.method == Method::POST {
+            handler = handler.route_layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
+        }
+        if spec.fault_injection && state.faults.enabled() {
+            handler = handler.route_layer(from_fn_with_state(state.faults.clone(), fault::inject));
+        }
         router = router.route(spec.path, handler);
     }
-    let mut router = router
+    let metrics = state.metrics.enabled().then(|| state.metrics.clone());
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
-    if state.metrics.enabled() {
-        router = router.layer(from_fn_with_state(state.metrics.clone(), record_metrics));
-    }
-    router.layer(from_fn(trace_request)).with_state(state)
+        .layer(RequestTelemetryLayer::new(metrics))
+        .with_state(state)
 }

@@ -79,6 +79,11 @@ impl BatchedStdout {
         }
     }
 
+    /// Appends one complete, non-urgent line (with its newline): how the request log line bypasses the formatter.
+    pub fn write_line(&self, line: &[u8]) {
+        self.append(line, false);
+    }
+
     fn append(&self, bytes: &[u8], urgent: bool) {
         let full = {
             let mut pending = lock(&self.shared.pending);

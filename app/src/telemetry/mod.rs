@@ -4,6 +4,8 @@ pub mod http;
 pub mod log_output;
 pub mod metrics;
 pub mod process;
+pub mod request_log;
+pub mod span_fields;
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,18 +21,21 @@ pub fn init_logging(format: LogFormat, filter: &str) -> LogFlushGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     let result = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(span_fields::JsonSpanFields)
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
-    if let Err(e) = result {
-        eprintln!("app: log subscriber already installed: {e}");
+    match result {
+        // Request lines skip the subscriber's formatter but not its filter, and share its output.
+        Ok(()) => request_log::install(writer, format),
+        Err(e) => eprintln!("app: log subscriber already installed: {e}"),
     }
     guard
 }
