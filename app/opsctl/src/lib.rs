@@ -1,8 +1,9 @@
-//! `opsctl`, the operator CLI of the SRE stack. One module per subcommand (`load`, `smoke`), sharing the typed
+//! `opsctl`, the operator CLI of the SRE stack. One module per subcommand (`load`, `smoke`, `gameday`), sharing the typed
 //! clients of the stack's APIs in `clients`; a new subcommand is a new module plus one variant of [`Command`].
 
 pub mod clients;
 pub mod duration;
+pub mod gameday;
 pub mod load;
 pub mod smoke;
 
@@ -29,4 +30,6 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Check a running stack end to end; exits non-zero naming the first broken link.
     Smoke(smoke::SmokeArgs),
+    /// Prove every alert live: inject each fault, see the alert fire, reach its receiver, and resolve.
+    Gameday(gameday::GamedayArgs),
 }

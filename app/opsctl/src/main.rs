@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use opsctl::{load, smoke, Cli, Command};
+use opsctl::{gameday, load, smoke, Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -45,5 +45,13 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Gameday(args) => match gameday::run(args).await {
+            Ok(outcome) if outcome.passed => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(reason) => {
+                eprintln!("gameday: could not run: {reason}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

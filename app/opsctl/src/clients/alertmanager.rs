@@ -82,6 +82,21 @@ pub struct AlertmanagerAlert {
     /// All labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Whether it is active, silenced or inhibited.
+    #[serde(default)]
+    pub status: AlertStatus,
+}
+
+/// `status` of an Alertmanager alert.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertStatus {
+    /// `active`, `suppressed` or `unprocessed`.
+    #[serde(default)]
+    pub state: String,
+    /// Fingerprints of the alerts that inhibit it.
+    #[serde(default)]
+    pub inhibited_by: Vec<String>,
 }
 
 impl Alertmanager {

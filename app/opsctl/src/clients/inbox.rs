@@ -38,6 +38,27 @@ pub struct Notification {
     pub status: String,
     /// The alert it is about.
     pub alertname: String,
+    /// The webhook payload as Alertmanager sent it (only the alerts are read).
+    #[serde(default)]
+    pub webhook: Webhook,
+}
+
+/// The parts of Alertmanager's webhook payload opsctl reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Webhook {
+    /// The alerts of the notification's group, each `firing` or `resolved`.
+    #[serde(default)]
+    pub alerts: Vec<WebhookAlert>,
+}
+
+/// One alert of a webhook notification.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookAlert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Its labels, `alertname` included.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,8 @@ mod inbox;
 mod prometheus;
 
 pub use alertmanager::{Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus};
-pub use inbox::{Heartbeat, Inbox, Notification};
-pub use prometheus::{AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Target};
+pub use inbox::{Heartbeat, Inbox, Notification, Webhook, WebhookAlert};
+pub use prometheus::{AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Sample, Target};
 
 use std::fmt;
 use std::time::Duration;

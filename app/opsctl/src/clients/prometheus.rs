@@ -132,6 +132,36 @@ struct Alerts {
     alerts: Vec<PrometheusAlert>,
 }
 
+/// One series of an instant query's answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sample {
+    /// Its labels.
+    #[serde(default)]
+    pub metric: BTreeMap<String, String>,
+    /// `[unix seconds, "value"]`.
+    pub value: (f64, String),
+}
+
+impl Sample {
+    /// The value as a number (NaN when Prometheus wrote something else).
+    pub fn number(&self) -> f64 {
+        self.value.1.parse().unwrap_or(f64::NAN)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryData {
+    result_type: String,
+    #[serde(default)]
+    result: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigData {
+    yaml: String,
+}
+
 /// One Alertmanager Prometheus sends to.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AlertmanagerTarget {
@@ -197,6 +227,53 @@ impl Prometheus {
     /// Pending and firing alerts.
     pub async fn alerts(&self) -> Result<Vec<PrometheusAlert>, ClientError> {
         Ok(self.api::<Alerts>("/api/v1/alerts").await?.alerts)
+    }
+
+    /// Evaluates an instant query; only vector answers are accepted (wrap scalars in `vector()`).
+    pub async fn query(&self, expr: &str) -> Result<Vec<Sample>, ClientError> {
+        let mut url = reqwest::Url::parse(&join(&self.base, "/api/v1/query")).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        url.query_pairs_mut().append_pair("query", expr);
+        let path = &url.as_str()[self.base.len()..];
+        let data: QueryData = self.api(path).await?;
+        if data.result_type != "vector" {
+            return Err(ClientError::Decode {
+                url: url.to_string(),
+                message: format!("expected a vector, got a {}", data.result_type),
+            });
+        }
+        serde_json::from_value(data.result).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The configuration Prometheus runs with, as YAML.
+    pub async fn config_yaml(&self) -> Result<String, ClientError> {
+        Ok(self.api::<ConfigData>("/api/v1/status/config").await?.yaml)
+    }
+
+    /// Asks Prometheus to reload its configuration and rule files (needs `--web.enable-lifecycle`).
+    pub async fn reload(&self) -> Result<(), ClientError> {
+        let url = join(&self.base, "/-/reload");
+        let response = self
+            .client
+            .post(&url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(ClientError::Status {
+            url,
+            status,
+            body: super::snippet(&body),
+        })
     }
 
     /// Alertmanagers Prometheus has discovered and sends to.

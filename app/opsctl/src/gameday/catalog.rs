@@ -1,0 +1,392 @@
+//! Which fault proves which alert: one scenario per fault, the alerts it must fire (and where they must arrive),
+//! the alerts it must not let through (inhibited), and the order scenarios run in. Alerts that cannot be proven
+//! live are listed in [`NOT_LIVE`] with the reason; a test keeps both lists complete against `alerts/`.
+
+use super::faults::Fault;
+
+/// An alert a scenario must fire, deliver to its severity's receiver, and resolve.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub alert: &'static str,
+    /// Picks the rule when one name has several (the SLO burn alerts page and ticket).
+    pub severity: &'static str,
+    /// Labels the alert must carry (besides alertname and severity), to tell it from the same alert elsewhere.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// Seconds the expression needs, after the fault, to become true (a rate crossing its threshold, say),
+    /// besides one scrape and one evaluation interval.
+    pub detect: u64,
+    /// Seconds the expression needs, after the fault is removed, to become false (the range of a rate, say).
+    pub clear: u64,
+}
+
+/// An alert the scenario's fault also sets off but Alertmanager must hold back while `by` fires.
+#[derive(Debug, Clone)]
+pub struct Inhibited {
+    pub alert: &'static str,
+    pub labels: &'static [(&'static str, &'static str)],
+    /// The inhibiting alert (one of the scenario's expectations).
+    pub by: &'static str,
+}
+
+/// When the fault is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClearOn {
+    /// Once every expected alert has reached its receiver.
+    Delivered,
+    /// Once every expected alert fires in Prometheus: the fault itself stops delivery (Alertmanager or the inbox
+    /// is down), so the notification can only arrive after the fault is removed.
+    Firing,
+}
+
+/// A fault and what it must prove.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub fault: Fault,
+    pub expects: Vec<Expect>,
+    pub inhibited: Vec<Inhibited>,
+    pub clear_on: ClearOn,
+    /// Scenarios whose faults must be removed before this one starts (they would disturb each other).
+    pub after: &'static [&'static str],
+}
+
+/// An alert the game day does not fire, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct NotLive {
+    pub alert: &'static str,
+    pub severity: &'static str,
+    pub reason: &'static str,
+}
+
+/// Alerts covered without a fault, or not at all, with the reason.
+pub const NOT_LIVE: &[NotLive] = &[
+    NotLive {
+        alert: "Watchdog",
+        severity: "none",
+        reason: "no fault: always firing; the quiet period proves it reaches the heartbeat receiver every minute",
+    },
+    NotLive {
+        alert: "AppHighMemory",
+        severity: "warning",
+        reason: "needs the app to hold over 512 MiB for 2 minutes; the app has no memory fault to inject and \
+                 nothing in its API grows memory without bound (promtool tests cover the rule)",
+    },
+    NotLive {
+        alert: "AppAvailabilityBudgetBurn",
+        severity: "warning",
+        reason: "ticket legs (1d/2h at 3x, 3d/6h at 1x) need days of history to mean anything; on a stack younger \
+                 than its windows they open after any drill that spends budget (promtool tests cover them)",
+    },
+    NotLive {
+        alert: "AppLatencyBudgetBurn",
+        severity: "warning",
+        reason: "ticket legs (1d/2h at 3x, 3d/6h at 1x) need days of history to mean anything; on a stack younger \
+                 than its windows they open after any drill that spends budget (promtool tests cover them)",
+    },
+];
+
+const NO_LABELS: &[(&str, &str)] = &[];
+
+fn expect(alert: &'static str, severity: &'static str, detect: u64, clear: u64) -> Expect {
+    Expect {
+        alert,
+        severity,
+        labels: NO_LABELS,
+        detect,
+        clear,
+    }
+}
+
+/// Every scenario, in the order they start (each waits for the faults of its `after` list to be removed).
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        // --- first, the alerting pipeline itself: nothing else may be in flight while it is broken.
+        Scenario {
+            name: "alertmanager-down",
+            what: "stop Alertmanager",
+            fault: Fault::Stop("alertmanager"),
+            // Every evaluation's send fails at once; the ratio over 5m stays above 1% for 5 minutes after.
+            expects: vec![expect("PrometheusAlertmanagerUnreachable", "critical", 0, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Firing,
+            after: &[],
+        },
+        Scenario {
+            name: "inbox-down",
+            what: "stop the on-call inbox (every webhook fails)",
+            fault: Fault::Stop("inbox"),
+            // The first failure comes with the next Watchdog repeat (at most a minute) and its retries.
+            expects: vec![expect("AlertmanagerNotificationsFailing", "critical", 75, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Firing,
+            after: &["alertmanager-down"],
+        },
+        // --- then faults that touch no request path, side by side with the SLO drill.
+        Scenario {
+            name: "app-restarts",
+            what: "SIGTERM the app twice under load (proof: no request fails); the supervisor restarts it",
+            fault: Fault::AppSigterm,
+            expects: vec![expect("AppRestarting", "warning", 30, 900)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "slo-burn",
+            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with extra load \
+                   until the 1h ratios cross 14.4x; then healthy traffic at a high rate until resolved",
+            fault: Fault::SloBurn,
+            expects: vec![
+                // The ramp (extra load until the 1h ratio crosses) takes about a minute.
+                expect("AppLatencyBudgetBurn", "critical", 90, 300),
+                expect("AppAvailabilityBudgetBurn", "critical", 120, 300),
+                expect("AppFaultInjectionActive", "info", 0, 0),
+            ],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["app-restarts"],
+        },
+        Scenario {
+            name: "pool-exhaustion",
+            what: "lock one key's row in Postgres in 1.5 s bursts while 12 clients write that key: the app's 10 \
+                   Postgres connections wait on the lock, other queries time out acquiring one",
+            fault: Fault::PoolExhaustion,
+            expects: vec![
+                Expect {
+                    labels: &[("pool_name", "postgres")],
+                    ..expect("AppDbPoolSaturated", "warning", 0, 0)
+                },
+                Expect {
+                    labels: &[("pool_name", "postgres")],
+                    ..expect("AppDbPoolTimeouts", "warning", 0, 300)
+                },
+            ],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["app-restarts"],
+        },
+        Scenario {
+            name: "exporter-down",
+            what: "stop process-exporter",
+            fault: Fault::Stop("process_exporter"),
+            expects: vec![Expect {
+                labels: &[("job", "process")],
+                ..expect("PrometheusTargetDown", "warning", 0, 0)
+            }],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "broken-rule",
+            what: "load a rule file whose expression fails at every evaluation (many-to-many match)",
+            fault: Fault::BrokenRule,
+            expects: vec![expect("PrometheusRuleEvaluationFailures", "warning", 0, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "redis-maxmemory",
+            what: "lower Redis maxmemory to just above its used memory",
+            fault: Fault::RedisMaxmemory,
+            expects: vec![expect("RedisMemoryNearMaxmemory", "warning", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "redis-clients",
+            what: "lower Redis maxclients, hold 90% of it, and open a burst of connections past it",
+            fault: Fault::RedisClients,
+            expects: vec![
+                expect("RedisTooManyClients", "warning", 0, 0),
+                expect("RedisRejectedConnections", "warning", 0, 300),
+            ],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "pg-lock",
+            what: "hold a row lock in an open transaction while another session waits for it",
+            fault: Fault::PgLock,
+            expects: vec![
+                expect("PostgresBlockedQueries", "warning", 0, 0),
+                // The transaction must be older than 60 s before the rule's 1m `for` starts.
+                expect("PostgresLongRunningTransaction", "warning", 60, 0),
+            ],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "pg-deadlock",
+            what: "two transactions lock two rows in opposite order, twice",
+            fault: Fault::PgDeadlock,
+            expects: vec![expect("PostgresDeadlocks", "warning", 5, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "pg-connections",
+            what: "open client connections until 85% of the available Postgres connections are in use",
+            fault: Fault::PgConnections,
+            expects: vec![expect("PostgresConnectionsNearMax", "warning", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        Scenario {
+            name: "pg-buffer-cache",
+            what: "scan a table larger than a quarter of shared_buffers once a second (it bypasses the cache)",
+            fault: Fault::PgBufferCache,
+            expects: vec![expect("PostgresBufferCacheHitRatioLow", "warning", 30, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["inbox-down"],
+        },
+        // --- faults on the app's request path, one at a time.
+        Scenario {
+            name: "app-metrics-absent",
+            what: "remove the app from Prometheus's targets (a broken service discovery)",
+            fault: Fault::EmptyTargets("app"),
+            expects: vec![expect("AppMetricsAbsent", "critical", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["slo-burn"],
+        },
+        Scenario {
+            name: "redis-down",
+            what: "stop Redis under read load (proof: no read of an existing key fails)",
+            fault: Fault::RedisDown,
+            expects: vec![expect("RedisDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "AppCacheErrors",
+                labels: NO_LABELS,
+                by: "RedisDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["app-metrics-absent", "redis-maxmemory", "redis-clients", "pool-exhaustion"],
+        },
+        Scenario {
+            name: "app-down",
+            what: "stop the app",
+            fault: Fault::Stop("app"),
+            expects: vec![expect("AppTargetDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "PrometheusTargetDown",
+                labels: &[("job", "app")],
+                by: "AppTargetDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["redis-down"],
+        },
+        Scenario {
+            name: "postgres-down",
+            what: "stop Postgres under write load, then start it (proof: every acknowledged write is stored; \
+                   writes during the outage fail fast with 503)",
+            fault: Fault::PostgresDown,
+            expects: vec![expect("PostgresDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "AppDbPoolTimeouts",
+                labels: &[("pool_name", "postgres")],
+                by: "PostgresDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["app-down", "pg-lock", "pg-deadlock", "pg-connections", "pg-buffer-cache"],
+        },
+        Scenario {
+            name: "cache-misses",
+            what: "read keys that do not exist at 60/s: the cache hit ratio falls",
+            fault: Fault::CacheMisses,
+            // The 5m ratio falls under 50% once misses outnumber the hits already in its window.
+            expects: vec![expect("AppCacheHitRatioLow", "warning", 60, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["postgres-down"],
+        },
+        Scenario {
+            name: "redis-acl",
+            what: "deny the app's Redis user the GET command (reads fall back to Postgres)",
+            fault: Fault::RedisDenyGet,
+            expects: vec![expect("AppCacheErrors", "warning", 0, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["cache-misses"],
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// (alert, severity) of every alerting rule in the repository's `alerts/`, by a line scan: an `- alert:` line
+    /// starts a rule and the next `severity:` line is its severity.
+    fn shipped_alerts() -> BTreeSet<(String, String)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../alerts");
+        let mut found = BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).expect("alerts/ exists") {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut current: Option<String> = None;
+            for line in text.lines() {
+                let line = line.trim();
+                if let Some(name) = line.strip_prefix("- alert:") {
+                    current = Some(name.trim().to_string());
+                } else if let Some(severity) = line.strip_prefix("severity:") {
+                    if let Some(name) = current.take() {
+                        found.insert((name, severity.trim().to_string()));
+                    }
+                } else if line.starts_with("- record:") {
+                    current = None;
+                }
+            }
+        }
+        assert!(found.len() > 20, "the scan found too few alerts in {}: {found:?}", dir.display());
+        found
+    }
+
+    #[test]
+    fn every_shipped_alert_has_a_scenario_or_a_reason() {
+        let mut covered = BTreeSet::new();
+        for s in scenarios() {
+            for e in &s.expects {
+                covered.insert((e.alert.to_string(), e.severity.to_string()));
+            }
+        }
+        let listed: BTreeSet<_> = NOT_LIVE
+            .iter()
+            .map(|n| (n.alert.to_string(), n.severity.to_string()))
+            .collect();
+        let shipped = shipped_alerts();
+        let missing: Vec<_> = shipped.iter().filter(|a| !covered.contains(*a) && !listed.contains(*a)).collect();
+        assert!(missing.is_empty(), "alerts with neither a scenario nor a reason: {missing:?}");
+        let unknown: Vec<_> = covered.union(&listed).filter(|a| !shipped.contains(*a)).collect();
+        assert!(unknown.is_empty(), "the catalog names alerts alerts/ does not ship: {unknown:?}");
+        let both: Vec<_> = covered.intersection(&listed).collect();
+        assert!(both.is_empty(), "both covered and listed as not live: {both:?}");
+    }
+
+    #[test]
+    fn scenarios_are_named_once_and_wait_only_for_earlier_ones() {
+        let mut seen = BTreeSet::new();
+        for s in scenarios() {
+            for dep in s.after {
+                assert!(seen.contains(dep), "{} waits for {dep}, which is not an earlier scenario", s.name);
+            }
+            assert!(seen.insert(s.name), "{} twice", s.name);
+            for i in &s.inhibited {
+                assert!(s.expects.iter().any(|e| e.alert == i.by), "{}: {} is not expected", s.name, i.by);
+            }
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! The faults: each is a task that injects, reports ready, holds the fault until told to clear it, clears it, and
+//! may keep working (healthy traffic, a proof's checks) until told to finish. Faults act on the real stack: the
+//! supervisor's programs, Redis and Postgres over their own protocols, Prometheus's service discovery files and
+//! rule directory, and the app's fault-injection endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+
+use super::proofs::{self, Proof};
+use super::stack::{redis_command, redis_info_field, Ctx};
+use crate::load::{self, LoadArgs};
+
+/// The faults the catalog uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Stop a supervisor program, start it again to clear.
+    Stop(&'static str),
+    /// Replace a Prometheus job's file_sd target file with an empty list.
+    EmptyTargets(&'static str),
+    /// A rule file whose expression fails at every evaluation.
+    BrokenRule,
+    RedisMaxmemory,
+    RedisClients,
+    RedisDenyGet,
+    /// Stop Redis under read load (with its proof).
+    RedisDown,
+    PgLock,
+    PgDeadlock,
+    PgConnections,
+    PgBufferCache,
+    /// Stop Postgres under write load (with its proof).
+    PostgresDown,
+    /// Two SIGTERMs to the app under load (with its proof).
+    AppSigterm,
+    SloBurn,
+    PoolExhaustion,
+    CacheMisses,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Hold,
+    Clear,
+    Finish,
+}
+
+/// A fault in place.
+pub struct Active {
+    phase: watch::Sender<Phase>,
+    cleared: Option<oneshot::Receiver<Result<(), String>>>,
+    task: JoinHandle<Result<Vec<Proof>, String>>,
+}
+
+/// What a fault task gets: the stack, and its side of the phase handshake.
+struct Handle {
+    ctx: Arc<Ctx>,
+    phase: watch::Receiver<Phase>,
+    ready: Option<oneshot::Sender<Result<(), String>>>,
+    cleared: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Handle {
+    fn ready(&mut self) {
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    async fn until(&mut self, phase: Phase) {
+        let _ = self.phase.wait_for(|p| *p >= phase).await;
+    }
+
+    fn holding(&self) -> bool {
+        *self.phase.borrow() == Phase::Hold
+    }
+
+    fn cleared(&mut self, result: Result<(), String>) {
+        if let Some(tx) = self.cleared.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Fault {
+    /// Faults that are over once injected (the restarts happened, the deadlocks were broken): what waits for them
+    /// may start at once.
+    pub fn over_once_injected(self) -> bool {
+        matches!(self, Fault::AppSigterm | Fault::PgDeadlock)
+    }
+
+    /// Injects the fault; returns once it is in place (or failed to be).
+    pub async fn inject(self, ctx: Arc<Ctx>) -> Result<Active, String> {
+        let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (cleared_tx, cleared_rx) = oneshot::channel();
+        let mut handle = Handle {
+            ctx,
+            phase: phase_rx,
+            ready: Some(ready_tx),
+            cleared: Some(cleared_tx),
+        };
+        let task = tokio::spawn(async move {
+            let result = self.run(&mut handle).await;
+            // A fault that failed before being ready reports it through `ready`; one that failed while clearing,
+            // through `cleared`.
+            if let Err(e) = &result {
+                if let Some(tx) = handle.ready.take() {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                handle.cleared(Err(e.clone()));
+            }
+            handle.cleared(Ok(()));
+            result
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Active {
+                phase: phase_tx,
+                cleared: Some(cleared_rx),
+                task,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => "the fault ended before it was in place".to_string(),
+                Err(e) => format!("the fault task panicked: {e}"),
+            }),
+        }
+    }
+
+    async fn run(self, h: &mut Handle) -> Result<Vec<Proof>, String> {
+        let ctx = h.ctx.clone();
+        match self {
+            Fault::Stop(program) => {
+                ctx.supervisor("stop", program).await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                ctx.supervisor("start", program).await?;
+                if program == "app" {
+                    ctx.wait_app_healthy(Duration::from_secs(30)).await?;
+                }
+                Ok(vec![])
+            }
+            Fault::EmptyTargets(job) => {
+                let path = ctx.args.prometheus_dir.join("targets").join(format!("{job}.yml"));
+                let original = tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| format!("read {}: {e}", path.display()))?;
+                write_atomically(&path, "[]\n").await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                write_atomically(&path, &original).await?;
+                Ok(vec![])
+            }
+            Fault::BrokenRule => {
+                let dir = ctx.args.prometheus_dir.join("drills");
+                let path = dir.join("gameday-broken-rule.yml");
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| format!("create {}: {e}", dir.display()))?;
+                // `on()` with several series on each side: "many-to-many matching not allowed" at every evaluation.
+                let rule = "# Written by `opsctl gameday` for the broken-rule drill; removed when it ends.\n\
+                            groups:\n  - name: gameday-broken-rule\n    rules:\n      - record: gameday:broken\n        \
+                            expr: up * on () up\n";
+                write_atomically(&path, rule).await?;
+                ctx.prometheus.reload().await.map_err(|e| e.to_string())?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                tokio::fs::remove_file(&path)
+                    .await
+                    .map_err(|e| format!("remove {}: {e}", path.display()))?;
+                ctx.prometheus.reload().await.map_err(|e| e.to_string())?;
+                Ok(vec![])
+            }
+            Fault::RedisMaxmemory => {
+                let redis = &ctx.args.redis_addr;
+                let original = config_get(redis, "maxmemory").await?;
+                let used: u64 = redis_info_field(redis, "memory", "used_memory").await?;
+                // 4% above what is used now: the ratio sits near 96%, above the 90% threshold, with room for churn.
+                let max = used + used / 25;
+                redis_command(redis, &["CONFIG", "SET", "maxmemory", &max.to_string()]).await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                redis_command(redis, &["CONFIG", "SET", "maxmemory", &original]).await?;
+                Ok(vec![])
+            }
+            Fault::RedisClients => redis_clients(h).await,
+            Fault::RedisDenyGet => {
+                let redis = &ctx.args.redis_addr;
+                redis_command(redis, &["ACL", "SETUSER", "default", "-get"]).await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                redis_command(redis, &["ACL", "SETUSER", "default", "+get"]).await?;
+                Ok(vec![])
+            }
+            Fault::RedisDown => {
+                let readers = proofs::Readers::start(ctx.clone(), 40.0);
+                sleep(Duration::from_secs(3)).await;
+                ctx.supervisor("stop", "redis").await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                ctx.supervisor("start", "redis").await?;
+                h.cleared(Ok(()));
+                // Keep reading while the app finds Redis again.
+                sleep(Duration::from_secs(10)).await;
+                Ok(vec![readers.stop().await])
+            }
+            Fault::PgLock => pg_lock(h).await,
+            Fault::PgDeadlock => {
+                let db = &ctx.args.database_url;
+                ensure_lock_table(db).await?;
+                for _ in 0..2 {
+                    deadlock_once(db).await?;
+                }
+                h.ready();
+                h.until(Phase::Clear).await;
+                Ok(vec![])
+            }
+            Fault::PgConnections => pg_connections(h).await,
+            Fault::PgBufferCache => pg_buffer_cache(h).await,
+            Fault::PostgresDown => {
+                let writers = proofs::Writers::start(ctx.clone(), 20.0);
+                sleep(Duration::from_secs(3)).await;
+                ctx.supervisor("stop", "postgres").await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                ctx.supervisor("start", "postgres").await?;
+                h.cleared(Ok(()));
+                // Keep writing while the app reconnects, so the proof covers writes after the restart too.
+                sleep(Duration::from_secs(10)).await;
+                Ok(vec![writers.stop().await])
+            }
+            Fault::AppSigterm => {
+                let proof = proofs::sigterm_twice(ctx.clone()).await?;
+                h.ready();
+                h.until(Phase::Clear).await;
+                Ok(vec![proof])
+            }
+            Fault::SloBurn => slo_burn(h).await,
+            Fault::PoolExhaustion => pool_exhaustion(h).await,
+            Fault::CacheMisses => {
+                let (stop, load) = background_load(
+                    LoadArgs {
+                        rate: 60.0,
+                        concurrency: 16,
+                        read_ratio: 1.0,
+                        missing_ratio: 1.0,
+                        key_prefix: "gameday-miss".to_string(),
+                        ..ctx.load_args()
+                    },
+                );
+                h.ready();
+                h.until(Phase::Clear).await;
+                let _ = stop.send(true);
+                let report = load.await.map_err(|e| e.to_string())?;
+                ctx.say(&format!(
+                    "cache-misses: {} reads of missing keys, {} errors",
+                    report.completed, report.errors
+                ));
+                Ok(vec![])
+            }
+        }
+    }
+}
+
+impl Active {
+    /// Removes the fault; returns once it is removed.
+    pub async fn clear(&mut self) -> Result<(), String> {
+        let _ = self.phase.send(Phase::Clear);
+        match self.cleared.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends whatever the fault still does after clearing; returns its proofs.
+    pub async fn finish(self) -> Result<Vec<Proof>, String> {
+        let _ = self.phase.send(Phase::Finish);
+        self.task.await.map_err(|e| format!("the fault task panicked: {e}"))?
+    }
+}
+
+async fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("gameday-tmp");
+    tokio::fs::write(&tmp, text)
+        .await
+        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| format!("rename to {}: {e}", path.display()))
+}
+
+async fn config_get(redis: &str, name: &str) -> Result<String, String> {
+    let reply = redis_command(redis, &["CONFIG", "GET", name]).await?;
+    reply
+        .lines()
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| format!("CONFIG GET {name}: unexpected reply {reply:?}"))
+}
+
+/// Starts `opsctl load` in the background; `true` on the returned sender stops it.
+pub fn background_load(args: LoadArgs) -> (watch::Sender<bool>, JoinHandle<load::stats::Report>) {
+    let (tx, mut rx) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        load::run(&args, stop).await
+    });
+    (tx, handle)
+}
+
+async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
+    let ctx = h.ctx.clone();
+    let redis = ctx.args.redis_addr.clone();
+    let original = config_get(&redis, "maxclients").await?;
+    let connected: u64 = redis_info_field(&redis, "clients", "connected_clients").await?;
+    // Room for 60 more clients; hold 85% of the new limit (the rule's threshold is 80%), which leaves the app's
+    // pool and the exporter enough free slots to reconnect.
+    let max = connected + 60;
+    let hold = (max * 85).div_ceil(100).saturating_sub(connected);
+    redis_command(&redis, &["CONFIG", "SET", "maxclients", &max.to_string()]).await?;
+    let mut held = Vec::new();
+    for _ in 0..hold {
+        held.push(
+            tokio::net::TcpStream::connect(&redis)
+                .await
+                .map_err(|e| format!("connect to Redis: {e}"))?,
+        );
+    }
+    // A burst past the limit: Redis accepts each connection, answers "max number of clients reached", closes it,
+    // and counts it in rejected_connections.
+    let mut burst = Vec::new();
+    for _ in 0..(max - connected - hold + 10) {
+        if let Ok(s) = tokio::net::TcpStream::connect(&redis).await {
+            burst.push(s);
+        }
+    }
+    sleep(Duration::from_millis(500)).await;
+    drop(burst);
+    h.ready();
+    h.until(Phase::Clear).await;
+    drop(held);
+    redis_command(&redis, &["CONFIG", "SET", "maxclients", &original]).await?;
+    Ok(vec![])
+}
+
+async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connect to Postgres: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+async fn ensure_lock_table(url: &str) -> Result<(), String> {
+    let c = pg_connect(url).await?;
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gameday_lock (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+         INSERT INTO gameday_lock (id) VALUES (1), (2) ON CONFLICT DO NOTHING;",
+    )
+    .await
+    .map_err(|e| format!("create gameday_lock: {e}"))
+}
+
+async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, String> {
+    let url = h.ctx.args.database_url.clone();
+    ensure_lock_table(&url).await?;
+    let holder = pg_connect(&url).await?;
+    holder
+        .batch_execute("BEGIN; SELECT n FROM gameday_lock WHERE id = 1 FOR UPDATE;")
+        .await
+        .map_err(|e| format!("lock the row: {e}"))?;
+    let waiter = pg_connect(&url).await?;
+    let blocked = tokio::spawn(async move {
+        waiter
+            .batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 1")
+            .await
+    });
+    h.ready();
+    h.until(Phase::Clear).await;
+    holder
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(|e| format!("release the lock: {e}"))?;
+    match blocked.await {
+        Ok(Ok(())) => Ok(vec![]),
+        Ok(Err(e)) => Err(format!("the blocked update failed: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One deadlock: two sessions each lock a row, then ask for the other's; Postgres aborts one after
+/// deadlock_timeout.
+async fn deadlock_once(url: &str) -> Result<(), String> {
+    let a = pg_connect(url).await?;
+    let b = pg_connect(url).await?;
+    let err = |e: tokio_postgres::Error| format!("deadlock drill: {e}");
+    a.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 1;").await.map_err(err)?;
+    b.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 2;").await.map_err(err)?;
+    let a_waits = tokio::spawn(async move {
+        let r = a.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2").await;
+        let _ = a.batch_execute("ROLLBACK").await;
+        r
+    });
+    sleep(Duration::from_millis(200)).await;
+    let rb = b.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 1").await;
+    let _ = b.batch_execute("ROLLBACK").await;
+    let ra = a_waits.await.map_err(|e| e.to_string())?;
+    let deadlocked = [&ra, &rb]
+        .iter()
+        .any(|r| matches!(r, Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)));
+    if deadlocked {
+        Ok(())
+    } else {
+        Err(format!("no deadlock was detected: {ra:?} / {rb:?}"))
+    }
+}
+
+async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
+    let url = h.ctx.args.database_url.clone();
+    let probe = pg_connect(&url).await?;
+    let row = probe
+        .query_one(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,
+                    (SELECT sum(numbackends)::int FROM pg_stat_database)",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("read connection settings: {e}"))?;
+    let (max, reserved, open): (i32, i32, i32) = (row.get(0), row.get(1), row.get(2));
+    // 85% of what non-superusers may open (the rule's threshold is 80%).
+    let target = ((max - reserved) * 85 + 99) / 100;
+    let extra = (target - open).clamp(0, 500) as usize;
+    let mut held = Vec::with_capacity(extra);
+    for _ in 0..extra {
+        held.push(pg_connect(&url).await?);
+    }
+    h.ctx.say(&format!(
+        "pg-connections: opened {extra} connections ({open} were open; max_connections {max}, {reserved} reserved)"
+    ));
+    h.ready();
+    h.until(Phase::Clear).await;
+    drop(held);
+    drop(probe);
+    Ok(vec![])
+}
+
+async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, String> {
+    let url = h.ctx.args.database_url.clone();
+    let c = pg_connect(&url).await?;
+    // Postgres reads a table larger than a quarter of shared_buffers through a small ring of buffers, so every
+    // scan counts as block reads, not hits. Twice that size, whatever shared_buffers is.
+    let row = c
+        .query_one(
+            "SELECT (setting::bigint * current_setting('block_size')::bigint / 2)::bigint FROM pg_settings
+             WHERE name = 'shared_buffers'",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("read shared_buffers: {e}"))?;
+    let bytes: i64 = row.get(0);
+    let rows = (bytes / 800).max(10_000);
+    c.batch_execute(&format!(
+        "DROP TABLE IF EXISTS gameday_scan;
+         CREATE TABLE gameday_scan AS SELECT g AS id, repeat('x', 700) AS pad FROM generate_series(1, {rows}) g;"
+    ))
+    .await
+    .map_err(|e| format!("create gameday_scan: {e}"))?;
+    h.ready();
+    while h.holding() {
+        c.batch_execute("SELECT count(*) FROM gameday_scan")
+            .await
+            .map_err(|e| format!("scan gameday_scan: {e}"))?;
+        tokio::select! {
+            _ = sleep(Duration::from_secs(1)) => {}
+            _ = h.until(Phase::Clear) => {}
+        }
+    }
+    c.batch_execute("DROP TABLE gameday_scan")
+        .await
+        .map_err(|e| format!("drop gameday_scan: {e}"))?;
+    Ok(vec![])
+}
+
+async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), String> {
+    let url = format!("{}/fault", ctx.args.admin.trim_end_matches('/'));
+    let request = match &body {
+        Some(b) => ctx.http.post(&url).json(b),
+        None => ctx.http.delete(&url),
+    };
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    if status != StatusCode::OK {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{url}: HTTP {status}: {text} (is APP_FAULT_INJECTION_ENABLED=true?)"));
+    }
+    Ok(())
+}
+
+/// Waits until `expr` (one series) is above `threshold`, for at most `limit`.
+async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> Result<f64, String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(samples) = ctx.prometheus.query(expr).await {
+            if let Some(v) = samples.first().map(|s| s.number()) {
+                if v > threshold {
+                    return Ok(v);
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{expr} stayed at or below {threshold} for {limit:?}"));
+        }
+        sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The SLO drill. The burn-rate alerts need their 1h ratio above 14.4x the budget; on a stack with little history
+/// that takes few bad requests, so the drill keeps the budget it spends small: extra load only until the 1h ratios
+/// cross (with a margin), then the app's own traffic with 5% errors while the `for` runs out. After the fault, the
+/// 6h/30m leg (6x) would hold the page for up to 30 minutes on a young stack, so healthy traffic at a high rate
+/// dilutes the bad requests out of it, as the hours of history of a real service would.
+async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
+    let ctx = h.ctx.clone();
+    let (stop_extra, extra) = background_load(
+        LoadArgs {
+            rate: 40.0,
+            concurrency: 48,
+            read_ratio: 1.0,
+            ..ctx.load_args()
+        },
+    );
+    let limit = Duration::from_secs(300);
+    set_fault(&ctx, Some(json!({"latency_ms": 400, "duration_seconds": 1800}))).await?;
+    let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", 0.01 * 14.4 * 1.25, limit).await?;
+    set_fault(&ctx, Some(json!({"error_ratio": 0.5, "latency_ms": 400, "duration_seconds": 1800}))).await?;
+    let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", 0.001 * 14.4 * 1.5, limit).await?;
+    let _ = stop_extra.send(true);
+    let _ = extra.await;
+    set_fault(&ctx, Some(json!({"error_ratio": 0.05, "latency_ms": 400, "duration_seconds": 1800}))).await?;
+    ctx.say(&format!(
+        "slo-burn: 1h ratios crossed (slow {latency:.3}, errors {errors:.4}); holding 5% errors and 400 ms"
+    ));
+    h.ready();
+    h.until(Phase::Clear).await;
+    set_fault(&ctx, None).await?;
+    let (stop_dilution, dilution) = background_load(
+        LoadArgs {
+            rate: 400.0,
+            concurrency: 64,
+            read_ratio: 1.0,
+            ..ctx.load_args()
+        },
+    );
+    h.cleared(Ok(()));
+    h.until(Phase::Finish).await;
+    let _ = stop_dilution.send(true);
+    let report = dilution.await.map_err(|e| e.to_string())?;
+    ctx.say(&format!(
+        "slo-burn: healthy traffic after the fault: {} requests at {:.0}/s, {} errors",
+        report.completed, report.achieved_rate, report.errors
+    ));
+    Ok(vec![])
+}
+
+/// Pool exhaustion: one key's row locked in 1.5 s bursts while ten clients write it. Each write holds one of the
+/// app's ten Postgres connections while it waits for the lock, so the pool stays full; any other query that needs
+/// a connection times out acquiring one. The bursts are shorter than the app's statement timeout, so the writers
+/// themselves succeed (slowly).
+async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
+    let ctx = h.ctx.clone();
+    let key = "gameday-hot";
+    let set_url = format!("{}/set", ctx.args.app.trim_end_matches('/'));
+    ctx.http
+        .post(&set_url)
+        .json(&json!({"key": key, "value": 0}))
+        .send()
+        .await
+        .map_err(|e| format!("seed {key}: {e}"))?;
+    let locker = pg_connect(&ctx.args.database_url).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut writers = Vec::new();
+    for w in 0..10 {
+        let (client, url, stop) = (ctx.http.clone(), set_url.clone(), stop_rx.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let mut n = 0u64;
+            while !*stop.borrow() {
+                n += 1;
+                let sent = client
+                    .post(&url)
+                    .json(&json!({"key": key, "value": {"writer": w, "n": n}}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => ok += 1,
+                    _ => {
+                        failed += 1;
+                        sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut ready = false;
+    while h.holding() {
+        locker
+            .batch_execute(&format!("BEGIN; SELECT 1 FROM kv_store WHERE key = '{key}' FOR UPDATE;"))
+            .await
+            .map_err(|e| format!("lock {key}: {e}"))?;
+        if !ready {
+            h.ready();
+            ready = true;
+        }
+        tokio::select! {
+            _ = sleep(Duration::from_millis(1500)) => {}
+            _ = h.until(Phase::Clear) => {}
+        }
+        locker
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| format!("unlock {key}: {e}"))?;
+        sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let (mut ok, mut failed) = (0, 0);
+    for w in writers {
+        let (o, f) = w.await.map_err(|e| e.to_string())?;
+        ok += o;
+        failed += f;
+    }
+    ctx.say(&format!("pool-exhaustion: the hot-key writers got {ok} answers 2xx and {failed} not"));
+    Ok(vec![])
+}

@@ -1,0 +1,319 @@
+//! `opsctl gameday`: proves every alert live against the running stack. A quiet period of healthy load first
+//! (nothing but the Watchdog heartbeat may arrive), then one scenario per fault (see `catalog`), side by side where
+//! they cannot disturb each other; each injects its fault, waits for its alerts to fire and reach their receivers,
+//! removes the fault and waits for the resolved notifications. Last, the proofs that need a calm stack. Writes the
+//! inventory (markdown and JSON) and exits non-zero when anything failed.
+
+mod catalog;
+mod faults;
+mod proofs;
+mod report;
+mod runner;
+mod stack;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::watch;
+use tokio::time::sleep;
+
+use crate::duration::{format_duration, parse_duration};
+use catalog::{scenarios, NOT_LIVE};
+use proofs::Proof;
+use runner::{Rules, ScenarioResult, Timing};
+use stack::{now_ms, Ctx};
+
+/// Arguments of `opsctl gameday`.
+#[derive(Debug, Clone, Args)]
+pub struct GamedayArgs {
+    /// The app's API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub app: String,
+    /// The app's admin listener (metrics, fault injection).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub admin: String,
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    pub prometheus: String,
+    #[arg(long, default_value = "http://127.0.0.1:9093")]
+    pub alertmanager: String,
+    /// The on-call inbox.
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    pub inbox: String,
+    /// Postgres, as the app's user (drills lock rows and open connections; the proof reads writes back).
+    #[arg(long, default_value = "postgres://app:app@127.0.0.1:5432/app")]
+    pub database_url: String,
+    /// Redis, host:port.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    pub redis_addr: String,
+    /// The supervisor's control command; the game day runs `<ctl> stop|start <program>` and
+    /// `<ctl> signal TERM app`.
+    #[arg(long, default_value = "native/ctl.sh")]
+    pub ctl: String,
+    /// Directory of Prometheus's configuration: `targets/<job>.yml` (file_sd) and `drills/` (extra rule files).
+    #[arg(long, default_value_os_t = stack::default_prometheus_dir())]
+    pub prometheus_dir: PathBuf,
+    /// Length of the quiet period of healthy load (at least 10m for the proof; 0s skips it).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub quiet: Duration,
+    /// Background load during the whole game day, requests per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Runs only these scenarios (comma-separated; for working on one). The full game day runs all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// The dashboards' live check; `{prometheus}` is replaced by --prometheus.
+    #[arg(
+        long,
+        default_value = "/usr/bin/python3 dashboards/check/live-check.py --prometheus {prometheus} --require-data"
+    )]
+    pub dashboards_check: String,
+    /// Where the inventory goes (gameday.md and gameday.json).
+    #[arg(long, default_value = "gameday-results")]
+    pub out_dir: PathBuf,
+}
+
+/// Everything the game day measured.
+#[derive(Debug, serde::Serialize)]
+pub struct Outcome {
+    pub timing: Timing,
+    pub started_unix_ms: u64,
+    pub seconds: f64,
+    pub quiet: Proof,
+    pub proofs: Vec<Proof>,
+    pub scenarios: Vec<ScenarioResult>,
+    pub not_live: Vec<(String, String, String)>,
+    pub background_load: serde_json::Value,
+    pub passed: bool,
+}
+
+/// Runs the game day; the error is a reason it could not run at all.
+pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
+    let ctx = Arc::new(Ctx::new(args.clone()));
+    let started = now_ms();
+    let timing = read_timing(&ctx).await?;
+    let rules = read_rules(&ctx).await?;
+    ctx.say(&format!(
+        "intervals: scrape {}s, evaluation {}s, group_wait {}s, group_interval {}s; {} alerting rules",
+        timing.scrape_seconds,
+        timing.evaluation_seconds,
+        timing.group_wait_seconds,
+        timing.group_interval_seconds,
+        rules.len()
+    ));
+    check_coverage(&rules)?;
+
+    // The game day's own key space, then steady background traffic for the whole run.
+    let seed = crate::load::LoadArgs {
+        rate: 1000.0,
+        duration: Duration::from_millis(1),
+        no_seed: false,
+        ..ctx.load_args()
+    };
+    let seeded = crate::load::run(&seed, std::future::pending()).await;
+    if seeded.seed_errors > 0 || seeded.seeded_keys == 0 {
+        return Err(format!("could not write the game day's keys ({} failed)", seeded.seed_errors));
+    }
+    let (stop_background, background) = faults::background_load(ctx.load_args());
+
+    settle(&ctx).await?;
+    let quiet = quiet_period(&ctx, args.quiet).await;
+    ctx.say(&format!("quiet period: {} — {}", if quiet.passed { "passed" } else { "FAILED" }, quiet.figures));
+    let mut proofs = vec![proofs::dashboards(&ctx).await];
+
+    let results = run_scenarios(&ctx, &rules, timing).await;
+
+    let _ = stop_background.send(true);
+    let background = background.await.map_err(|e| e.to_string())?;
+    proofs.push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
+    for p in &proofs {
+        ctx.say(&format!("proof: {} — {}", if p.passed { "passed" } else { "FAILED" }, p.claim));
+    }
+
+    let passed = quiet.passed && proofs.iter().all(|p| p.passed) && results.iter().all(ScenarioResult::passed);
+    let outcome = Outcome {
+        timing,
+        started_unix_ms: started,
+        seconds: (now_ms() - started) as f64 / 1000.0,
+        quiet,
+        proofs,
+        scenarios: results,
+        not_live: NOT_LIVE
+            .iter()
+            .map(|n| (n.alert.to_string(), n.severity.to_string(), n.reason.to_string()))
+            .collect(),
+        background_load: serde_json::to_value(&background).unwrap_or_default(),
+        passed,
+    };
+    report::write(&args.out_dir, &outcome)?;
+    print!("{}", report::markdown(&outcome));
+    ctx.say(&format!(
+        "game day {} in {}; inventory in {}",
+        if outcome.passed { "passed" } else { "FAILED" },
+        format_duration(Duration::from_secs_f64(outcome.seconds)),
+        args.out_dir.display()
+    ));
+    Ok(outcome)
+}
+
+/// Scrape and evaluation intervals from Prometheus's configuration, group wait and interval from the root route of
+/// Alertmanager's.
+async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
+    let prom = ctx.prometheus.config_yaml().await.map_err(|e| e.to_string())?;
+    let am = ctx.alertmanager.status().await.map_err(|e| e.to_string())?.config.original;
+    let first = |text: &str, key: &str| -> Result<u64, String> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+            .ok_or_else(|| format!("no {key} in the configuration"))
+            .and_then(|v| parse_duration(v.trim()))
+            .map(|d| d.as_secs())
+    };
+    // The root route's own keys: the lines of the top-level `route:` block indented by exactly one level (child
+    // routes, such as the Watchdog's, sit deeper).
+    let root_route: String = am
+        .lines()
+        .skip_while(|l| *l != "route:")
+        .skip(1)
+        .take_while(|l| l.starts_with(' ') || l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(Timing {
+        scrape_seconds: first(&prom, "scrape_interval")?,
+        evaluation_seconds: first(&prom, "evaluation_interval")?,
+        group_wait_seconds: first(&root_route, "group_wait")?,
+        group_interval_seconds: first(&root_route, "group_interval")?,
+    })
+}
+
+async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
+    let groups = ctx.prometheus.rules().await.map_err(|e| e.to_string())?;
+    let mut rules = BTreeMap::new();
+    for rule in groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_alert()) {
+        let severity = rule.labels.get("severity").cloned().unwrap_or_default();
+        rules.insert((rule.name.clone(), severity), rule.duration as u64);
+    }
+    Ok(rules)
+}
+
+/// Every alerting rule Prometheus runs has a scenario or a reason (the unit test checks alerts/ the same way).
+fn check_coverage(rules: &Rules) -> Result<(), String> {
+    let mut covered: BTreeSet<(String, String)> = NOT_LIVE
+        .iter()
+        .map(|n| (n.alert.to_string(), n.severity.to_string()))
+        .collect();
+    for s in scenarios() {
+        covered.extend(s.expects.iter().map(|e| (e.alert.to_string(), e.severity.to_string())));
+    }
+    let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("alerts with neither a scenario nor a reason: {missing:?}"))
+    }
+}
+
+/// Waits until nothing but the Watchdog and info alerts is active in Prometheus and Alertmanager, so the quiet
+/// period starts clean (earlier tests may have left a fault's alerts resolving).
+async fn settle(ctx: &Ctx) -> Result<(), String> {
+    let deadline = now_ms() + 600_000;
+    loop {
+        let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
+        let am = ctx.alertmanager.alerts().await.map_err(|e| e.to_string())?;
+        let noisy = |labels: &BTreeMap<String, String>| {
+            labels.get("alertname").map(String::as_str) != Some("Watchdog")
+                && labels.get("severity").map(String::as_str) != Some("info")
+        };
+        let busy: BTreeSet<String> = prom
+            .iter()
+            .map(|a| &a.labels)
+            .chain(am.iter().map(|a| &a.labels))
+            .filter(|l| noisy(l))
+            .filter_map(|l| l.get("alertname").cloned())
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if now_ms() > deadline {
+            return Err(format!("the stack did not settle within 10 minutes: {busy:?} still active"));
+        }
+        ctx.say(&format!("settling: waiting for {busy:?} to end"));
+        sleep(Duration::from_secs(15)).await;
+    }
+}
+
+/// Healthy load for `length`: no notification may arrive but the Watchdog heartbeat, which must keep arriving.
+async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
+    let claim = format!(
+        "a quiet period of steady, healthy load ({}) sends no notification but the Watchdog heartbeat",
+        format_duration(length)
+    );
+    let since = match ctx.last_notification_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            return Proof {
+                claim,
+                passed: false,
+                figures: format!("inbox: {e}"),
+            }
+        }
+    };
+    ctx.say(&format!("quiet period: {} of healthy load at {}/s", format_duration(length), ctx.args.rate));
+    sleep(length).await;
+    let after = since.to_string();
+    let received = ctx
+        .inbox
+        .notifications(&[("after", &after), ("limit", "1000")])
+        .await
+        .unwrap_or_default();
+    let heartbeats = received.iter().filter(|n| n.receiver == "heartbeat").count();
+    let others: Vec<String> = received
+        .iter()
+        .filter(|n| n.receiver != "heartbeat")
+        .map(|n| format!("{} {} to {}", n.alertname, n.status, n.receiver))
+        .collect();
+    let minutes = length.as_secs() / 60;
+    let heartbeat = ctx.inbox.heartbeat().await.map(|h| h.healthy).unwrap_or(false);
+    Proof {
+        claim,
+        passed: others.is_empty() && heartbeats as u64 + 1 >= minutes && heartbeat,
+        figures: format!(
+            "{heartbeats} heartbeat notifications in {}, {} others{}; the inbox's dead-man's switch {}",
+            format_duration(length),
+            others.len(),
+            if others.is_empty() { String::new() } else { format!(": {}", others.join(", ")) },
+            if heartbeat { "healthy" } else { "reports the heartbeat missing" }
+        ),
+    }
+}
+
+/// Starts every scenario as soon as the faults of its `after` list are removed, and collects the results.
+async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, timing: Timing) -> Vec<ScenarioResult> {
+    let all = scenarios();
+    let chosen: Vec<_> = all
+        .into_iter()
+        .filter(|s| ctx.args.only.is_empty() || ctx.args.only.iter().any(|o| o == s.name))
+        .collect();
+    let mut cleared: BTreeMap<&'static str, watch::Sender<bool>> = BTreeMap::new();
+    for s in &chosen {
+        cleared.insert(s.name, watch::channel(false).0);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in chosen {
+        let waits: Vec<watch::Receiver<bool>> =
+            s.after.iter().filter_map(|d| cleared.get(d)).map(|tx| tx.subscribe()).collect();
+        let done = cleared[s.name].clone();
+        let (ctx, rules) = (ctx.clone(), rules.clone());
+        tasks.spawn(async move {
+            for mut w in waits {
+                let _ = w.wait_for(|c| *c).await;
+            }
+            runner::run(ctx, s, &rules, timing, done).await
+        });
+    }
+    let mut results = tasks.join_all().await;
+    results.sort_by_key(|r| r.started_unix_ms);
+    results
+}

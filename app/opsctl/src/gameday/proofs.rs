@@ -1,0 +1,387 @@
+//! The claims the game day proves with figures besides the alerts: reads survive Redis, acknowledged writes
+//! survive Postgres, a SIGTERM loses no request, unknown paths add no series, every dashboard panel has data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+
+use super::stack::{Ctx, KEYS, KEY_PREFIX};
+use crate::clients::http_client;
+
+/// One proven (or disproven) claim.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proof {
+    pub claim: String,
+    pub passed: bool,
+    pub figures: String,
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Readers of existing keys at a steady rate, counting every answer that is not 200.
+pub struct Readers {
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<(u64, u64, Duration, Vec<String>)>>,
+}
+
+impl Readers {
+    pub fn start(ctx: Arc<Ctx>, rate: f64) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let workers = (0..4)
+            .map(|_| {
+                let (ctx, rx) = (ctx.clone(), rx.clone());
+                let period = Duration::from_secs_f64(4.0 / rate);
+                tokio::spawn(async move {
+                    let (mut ok, mut failed, mut slowest, mut samples) = (0, 0, Duration::ZERO, Vec::new());
+                    while !*rx.borrow() {
+                        let key = format!("{KEY_PREFIX}-{}", fastrand::u64(0..KEYS));
+                        let url = format!("{}/get/{key}", ctx.args.app.trim_end_matches('/'));
+                        let started = Instant::now();
+                        let outcome = ctx.http.get(&url).send().await;
+                        slowest = slowest.max(started.elapsed());
+                        match outcome {
+                            Ok(r) if r.status() == reqwest::StatusCode::OK => ok += 1,
+                            Ok(r) => {
+                                failed += 1;
+                                samples.push(format!("{key}: HTTP {}", r.status()));
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                samples.push(format!("{key}: {e}"));
+                            }
+                        }
+                        sleep(period).await;
+                    }
+                    (ok, failed, slowest, samples)
+                })
+            })
+            .collect();
+        Readers { stop, workers }
+    }
+
+    pub async fn stop(self) -> Proof {
+        let _ = self.stop.send(true);
+        let (mut ok, mut failed, mut slowest, mut samples) = (0, 0, Duration::ZERO, Vec::new());
+        for w in self.workers {
+            if let Ok((o, f, s, mut e)) = w.await {
+                ok += o;
+                failed += f;
+                slowest = slowest.max(s);
+                samples.append(&mut e);
+            }
+        }
+        samples.truncate(3);
+        Proof {
+            claim: "Redis stopped under read load: no read of an existing key fails".to_string(),
+            passed: failed == 0 && ok > 0,
+            figures: format!(
+                "{ok} reads answered 200, {failed} failed{}; slowest {}",
+                if samples.is_empty() { String::new() } else { format!(" ({})", samples.join("; ")) },
+                millis(slowest)
+            ),
+        }
+    }
+}
+
+/// Writers of fresh keys, remembering which writes were acknowledged; `stop` checks them in Postgres.
+pub struct Writers {
+    ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<WriterTally>>,
+}
+
+#[derive(Default)]
+struct WriterTally {
+    acked: Vec<(String, u64)>,
+    refused_503: u64,
+    slowest_503: Duration,
+    other: Vec<String>,
+}
+
+impl Writers {
+    pub fn start(ctx: Arc<Ctx>, rate: f64) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let run = crate::gameday::stack::now_ms();
+        let workers = (0..4)
+            .map(|w| {
+                let (ctx, rx) = (ctx.clone(), rx.clone());
+                let period = Duration::from_secs_f64(4.0 / rate);
+                tokio::spawn(async move {
+                    let mut tally = WriterTally::default();
+                    let url = format!("{}/set", ctx.args.app.trim_end_matches('/'));
+                    let mut n = 0u64;
+                    while !*rx.borrow() {
+                        n += 1;
+                        let key = format!("gameday-w-{run}-{w}-{n}");
+                        let started = Instant::now();
+                        let outcome = ctx.http.post(&url).json(&json!({"key": key, "value": {"n": n}})).send().await;
+                        match outcome {
+                            Ok(r) if r.status().is_success() => tally.acked.push((key, n)),
+                            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                                tally.refused_503 += 1;
+                                tally.slowest_503 = tally.slowest_503.max(started.elapsed());
+                            }
+                            Ok(r) => tally.other.push(format!("HTTP {}", r.status())),
+                            Err(e) => tally.other.push(e.to_string()),
+                        }
+                        sleep(period).await;
+                    }
+                    tally
+                })
+            })
+            .collect();
+        Writers { ctx, stop, workers }
+    }
+
+    pub async fn stop(mut self) -> Proof {
+        let _ = self.stop.send(true);
+        let mut all = WriterTally::default();
+        for w in std::mem::take(&mut self.workers) {
+            if let Ok(mut t) = w.await {
+                all.acked.append(&mut t.acked);
+                all.refused_503 += t.refused_503;
+                all.slowest_503 = all.slowest_503.max(t.slowest_503);
+                all.other.append(&mut t.other);
+            }
+        }
+        let claim = "Postgres stopped and restarted under write load: every acknowledged write is stored; writes \
+                     during the outage fail fast with 503"
+            .to_string();
+        let lost = match self.missing(&all.acked).await {
+            Ok(lost) => lost,
+            Err(e) => {
+                return Proof {
+                    claim,
+                    passed: false,
+                    figures: format!("could not read the writes back: {e}"),
+                }
+            }
+        };
+        all.other.truncate(3);
+        Proof {
+            claim,
+            passed: lost == 0 && all.other.is_empty() && all.refused_503 > 0 && all.slowest_503 < Duration::from_secs(1),
+            figures: format!(
+                "{} writes acknowledged, {lost} of them missing from Postgres afterwards; {} answered 503 during the \
+                 outage, the slowest in {}; other failures: {}",
+                all.acked.len(),
+                all.refused_503,
+                millis(all.slowest_503),
+                if all.other.is_empty() { "none".to_string() } else { all.other.join("; ") }
+            ),
+        }
+    }
+
+    /// How many acknowledged writes Postgres does not hold with the acknowledged value.
+    async fn missing(&self, acked: &[(String, u64)]) -> Result<usize, String> {
+        let (client, connection) = tokio_postgres::connect(&self.ctx.args.database_url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let keys: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
+        let rows = client
+            .query("SELECT key, (value->>'n')::bigint FROM kv_store WHERE key = ANY($1)", &[&keys])
+            .await
+            .map_err(|e| e.to_string())?;
+        let stored: std::collections::HashMap<String, i64> =
+            rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect();
+        Ok(acked
+            .iter()
+            .filter(|(k, n)| stored.get(k) != Some(&(*n as i64)))
+            .count())
+    }
+}
+
+/// SIGTERM to the app twice, 20 s apart, under steady reads and writes; the supervisor restarts it each time.
+/// Clients open a connection per request (no keep-alive), as behind a proxy: a connection refused while the app
+/// restarts carried no request and is retried; every request that reached the app must be answered with success.
+pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
+    let (stop, rx) = watch::channel(false);
+    let client = http_client(Duration::from_secs(10), 0);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (ctx, rx, client) = (ctx.clone(), rx.clone(), client.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut refused, mut failures) = (0u64, 0u64, Vec::new());
+                let mut n = 0u64;
+                while !*rx.borrow() {
+                    n += 1;
+                    let base = ctx.args.app.trim_end_matches('/');
+                    let request = if n % 2 == 0 {
+                        client.get(format!("{base}/get/{KEY_PREFIX}-{}", fastrand::u64(0..KEYS)))
+                    } else {
+                        client.post(format!("{base}/set")).json(&json!({"key": format!("gameday-sigterm-{w}"), "value": n}))
+                    };
+                    match request.send().await {
+                        Ok(r) if r.status().is_success() => ok += 1,
+                        Ok(r) => failures.push(format!("HTTP {}", r.status())),
+                        Err(e) if e.is_connect() => {
+                            refused += 1;
+                            sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Err(e) => failures.push(crate::clients::describe_transport(&e)),
+                    }
+                    sleep(Duration::from_millis(10)).await;
+                }
+                (ok, refused, failures)
+            })
+        })
+        .collect();
+    let result = async {
+        sleep(Duration::from_secs(3)).await;
+        for round in 0..2 {
+            if round > 0 {
+                sleep(Duration::from_secs(20)).await;
+            }
+            ctx.supervisor("signal TERM", "app").await?;
+            sleep(Duration::from_secs(1)).await;
+            ctx.wait_app_healthy(Duration::from_secs(30)).await?;
+        }
+        sleep(Duration::from_secs(3)).await;
+        Ok::<(), String>(())
+    }
+    .await;
+    let _ = stop.send(true);
+    let (mut ok, mut refused, mut failures) = (0, 0, Vec::new());
+    for w in workers {
+        if let Ok((o, r, mut f)) = w.await {
+            ok += o;
+            refused += r;
+            failures.append(&mut f);
+        }
+    }
+    result?;
+    let failed = failures.len();
+    failures.truncate(3);
+    Ok(Proof {
+        claim: "SIGTERM to the app under load (twice): no request fails".to_string(),
+        passed: failed == 0 && ok > 0,
+        figures: format!(
+            "{ok} requests answered 2xx, {failed} failed{}; {refused} connection attempts refused while the \
+             supervisor restarted the app (retried: they carried no request)",
+            if failures.is_empty() { String::new() } else { format!(" ({})", failures.join("; ")) }
+        ),
+    })
+}
+
+/// Counts the request-duration series the app exposes.
+async fn app_http_series(ctx: &Ctx) -> Result<usize, String> {
+    let url = format!("{}/metrics", ctx.args.admin.trim_end_matches('/'));
+    let text = ctx
+        .http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_bucket{"))
+        .count())
+}
+
+async fn prometheus_http_series(ctx: &Ctx) -> Result<f64, String> {
+    let samples = ctx
+        .prometheus
+        .query(r#"count(http_server_request_duration_seconds_bucket{job="app"})"#)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(samples.first().map(|s| s.number()).unwrap_or(0.0))
+}
+
+/// 10,000 requests to random unknown paths: every one is 404, and the number of HTTP series stays the same, in
+/// the app and in Prometheus (all unknown paths share the route label `unmatched`).
+pub async fn random_paths(ctx: Arc<Ctx>, scrape: Duration) -> Proof {
+    let claim = "a scan of 10,000 random paths leaves the number of HTTP series unchanged".to_string();
+    let base = ctx.args.app.trim_end_matches('/').to_string();
+    let fail = |figures: String| Proof {
+        claim: claim.clone(),
+        passed: false,
+        figures,
+    };
+    // One unknown path per method first, so the `unmatched` 404 series exist before counting.
+    let _ = ctx.http.get(format!("{base}/gameday-warm-up")).send().await;
+    let _ = ctx.http.post(format!("{base}/gameday-warm-up")).send().await;
+    sleep(scrape * 2 + Duration::from_secs(1)).await;
+    let (app_before, prom_before) = match (app_http_series(&ctx).await, prometheus_http_series(&ctx).await) {
+        (Ok(a), Ok(p)) => (a, p),
+        (a, p) => return fail(format!("could not count series: {a:?} {p:?}")),
+    };
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16u64 {
+        let (client, base) = (ctx.http.clone(), base.clone());
+        tasks.spawn(async move {
+            let mut other = 0u64;
+            for i in 0..625u64 {
+                let path: String = (0..fastrand::usize(1..4))
+                    .map(|_| format!("/{:x}", fastrand::u64(..)))
+                    .collect();
+                let request = if i % 5 == 0 {
+                    client.post(format!("{base}{path}?w={worker}"))
+                } else {
+                    client.get(format!("{base}{path}"))
+                };
+                match request.send().await {
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+                    _ => other += 1,
+                }
+            }
+            other
+        });
+    }
+    let not_404: u64 = tasks.join_all().await.into_iter().sum();
+    let took = started.elapsed();
+    sleep(scrape * 2 + Duration::from_secs(1)).await;
+    let (app_after, prom_after) = match (app_http_series(&ctx).await, prometheus_http_series(&ctx).await) {
+        (Ok(a), Ok(p)) => (a, p),
+        (a, p) => return fail(format!("could not count series: {a:?} {p:?}")),
+    };
+    Proof {
+        claim,
+        passed: not_404 == 0 && app_before == app_after && prom_before == prom_after,
+        figures: format!(
+            "10000 requests in {:.1} s, {not_404} not answered 404; bucket series in the app {app_before} → \
+             {app_after}, in Prometheus {prom_before} → {prom_after}",
+            took.as_secs_f64()
+        ),
+    }
+}
+
+/// Runs the dashboards' live check (every panel query against Prometheus, data required).
+pub async fn dashboards(ctx: &Ctx) -> Proof {
+    let claim = "after load, every dashboard panel query returns data from Prometheus".to_string();
+    let command = ctx.args.dashboards_check.replace("{prometheus}", &ctx.args.prometheus);
+    let output = tokio::process::Command::new("sh").arg("-c").arg(&command).output().await;
+    match output {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            if !out.status.success() {
+                eprintln!("{text}");
+            }
+            Proof {
+                claim,
+                passed: out.status.success(),
+                figures: format!("`{command}`: {last}"),
+            }
+        }
+        Err(e) => Proof {
+            claim,
+            passed: false,
+            figures: format!("{command}: {e}"),
+        },
+    }
+}

@@ -1,0 +1,106 @@
+//! The inventory: one markdown document (the table README shows) and the same figures as JSON.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::Outcome;
+
+fn secs(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0} s")).unwrap_or_else(|| "—".to_string())
+}
+
+fn verdict(passed: bool) -> &'static str {
+    if passed {
+        "pass"
+    } else {
+        "**FAIL**"
+    }
+}
+
+/// The inventory as markdown.
+pub fn markdown(o: &Outcome) -> String {
+    let mut md = String::new();
+    let t = &o.timing;
+    let _ = writeln!(
+        md,
+        "Game day {} in {:.0} min. Intervals: scrape {} s, evaluation {} s, Alertmanager group_wait {} s, \
+         group_interval {} s. Bound to fire = detection + `for` + scrape + evaluation + group_wait + {} s; bound to \
+         resolve = clearing + scrape + evaluation + group_interval + {} s (the `for` and thresholds are the shipped \
+         rules'). Times to fire and to notify count from the fault; time to resolve from its removal to the resolved \
+         notification.\n",
+        if o.passed { "passed" } else { "FAILED" },
+        o.seconds / 60.0,
+        t.scrape_seconds,
+        t.evaluation_seconds,
+        t.group_wait_seconds,
+        t.group_interval_seconds,
+        super::runner::SLACK_SECONDS,
+        super::runner::SLACK_SECONDS,
+    );
+    md.push_str(
+        "| alert | severity | receiver | `for` | scenario | bound to fire | fired | notified | bound to resolve | \
+         resolved | result |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in &o.scenarios {
+        if let Some(e) = &s.error {
+            let _ = writeln!(md, "| — | | | | {} | | | | | | **FAIL**: {} |", s.name, e.replace('|', "/"));
+        }
+        for r in &s.rows {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} s | {} | {} s | {} | {} | {} s | {} | {}{} |",
+                r.alert,
+                r.severity,
+                r.receiver.as_deref().unwrap_or("none (not notified)"),
+                r.for_seconds,
+                s.name,
+                r.fire_bound_seconds,
+                secs(r.fired_seconds),
+                secs(r.notified_seconds),
+                r.resolve_bound_seconds,
+                secs(r.resolved_seconds),
+                verdict(r.passed),
+                if r.notes.is_empty() { String::new() } else { format!(" ({})", r.notes.join("; ")) }
+            );
+        }
+    }
+    for (alert, severity, reason) in &o.not_live {
+        let _ = writeln!(md, "| {alert} | {severity} | | | not exercised live: {reason} | | | | | | — |");
+    }
+    md.push_str("\nInhibitions (the target must not reach a receiver while its source fires):\n\n");
+    md.push_str("| scenario | inhibited alert | by | it fired | Alertmanager held it inhibited | delivered while inhibited | delivered after the source resolved | result |\n|---|---|---|---|---|---|---|---|\n");
+    for s in &o.scenarios {
+        for i in &s.inhibitions {
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.name,
+                i.alert,
+                i.by,
+                yes(i.fired),
+                yes(i.seen_inhibited),
+                yes(i.delivered_while_inhibited),
+                yes(i.delivered_after),
+                verdict(i.passed)
+            );
+        }
+    }
+    md.push_str("\nProofs:\n\n| claim | figures | result |\n|---|---|---|\n");
+    let scenario_proofs = o.scenarios.iter().flat_map(|s| &s.proofs);
+    for p in std::iter::once(&o.quiet).chain(scenario_proofs).chain(&o.proofs) {
+        let _ = writeln!(md, "| {} | {} | {} |", p.claim, p.figures.replace('|', "/"), verdict(p.passed));
+    }
+    md
+}
+
+/// Writes `gameday.md` and `gameday.json` into `dir`.
+pub fn write(dir: &Path, o: &Outcome) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let json = serde_json::to_string_pretty(o).map_err(|e| e.to_string())?;
+    for (name, text) in [("gameday.md", markdown(o)), ("gameday.json", json)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! Runs one scenario: wait until its alerts are quiet, inject the fault, watch Prometheus and the inbox until
+//! every expected alert fires and reaches its receiver, remove the fault, and watch until each is resolved.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::sleep;
+
+use super::catalog::{ClearOn, Expect, Inhibited, Scenario};
+use super::proofs::Proof;
+use super::stack::{now_ms, Ctx};
+use crate::clients::{Notification, PrometheusAlert};
+
+/// The intervals the bounds are made of, read from the running Prometheus and Alertmanager.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timing {
+    pub scrape_seconds: u64,
+    pub evaluation_seconds: u64,
+    pub group_wait_seconds: u64,
+    pub group_interval_seconds: u64,
+}
+
+/// Time allowed on top of the intervals: Prometheus's resend delay, the webhook, and the game day's polling.
+pub const SLACK_SECONDS: u64 = 20;
+
+/// Severity → the inbox receiver Alertmanager routes it to (monitoring/alertmanager/routes.tsv tests the same).
+pub fn receiver_for(severity: &str) -> Option<&'static str> {
+    match severity {
+        "critical" => Some("pager"),
+        "warning" => Some("ticket"),
+        "none" => Some("heartbeat"),
+        _ => None,
+    }
+}
+
+/// One row of the inventory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub alert: String,
+    pub severity: String,
+    pub receiver: Option<String>,
+    pub for_seconds: u64,
+    pub fire_bound_seconds: u64,
+    /// From the start of the fault to the alert firing in Prometheus.
+    pub fired_seconds: Option<f64>,
+    /// From the start of the fault to the notification's arrival at the inbox.
+    pub notified_seconds: Option<f64>,
+    pub resolve_bound_seconds: u64,
+    /// From the fault's removal to the resolved notification (to the alert's end in Prometheus for info alerts).
+    pub resolved_seconds: Option<f64>,
+    pub passed: bool,
+    pub notes: Vec<String>,
+}
+
+/// An inhibition check.
+#[derive(Debug, Clone, Serialize)]
+pub struct InhibitionRow {
+    pub scenario: String,
+    pub alert: String,
+    pub by: String,
+    /// It fired in Prometheus during the scenario.
+    pub fired: bool,
+    /// Alertmanager listed it as inhibited.
+    pub seen_inhibited: bool,
+    /// A firing notification of it arrived while `by` fired.
+    pub delivered_while_inhibited: bool,
+    /// A firing notification arrived after `by` resolved (its own window still held the fault).
+    pub delivered_after: bool,
+    pub passed: bool,
+}
+
+/// What a scenario produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub what: String,
+    pub rows: Vec<Row>,
+    pub inhibitions: Vec<InhibitionRow>,
+    pub proofs: Vec<Proof>,
+    pub error: Option<String>,
+    pub started_unix_ms: u64,
+    pub seconds: f64,
+}
+
+impl ScenarioResult {
+    pub fn passed(&self) -> bool {
+        self.error.is_none()
+            && self.rows.iter().all(|r| r.passed)
+            && self.inhibitions.iter().all(|i| i.passed)
+            && self.proofs.iter().all(|p| p.passed)
+    }
+}
+
+/// Alerting rules as Prometheus loaded them: (name, severity) → `for` in seconds.
+pub type Rules = BTreeMap<(String, String), u64>;
+
+struct Watch {
+    expect: Expect,
+    row: Row,
+    notified_ms: Option<u64>,
+}
+
+fn matches(labels: &BTreeMap<String, String>, alert: &str, severity: Option<&str>, extra: &[(&str, &str)]) -> bool {
+    labels.get("alertname").map(String::as_str) == Some(alert)
+        && severity.is_none_or(|s| labels.get("severity").map(String::as_str) == Some(s))
+        && extra.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+}
+
+fn active_in(alerts: &[PrometheusAlert], alert: &str, severity: Option<&str>, extra: &[(&str, &str)]) -> Option<String> {
+    alerts
+        .iter()
+        .filter(|a| matches(&a.labels, alert, severity, extra))
+        .map(|a| a.state.clone())
+        .max_by_key(|s| s == "firing")
+}
+
+/// Notifications since `after` about `alert`, oldest first; empty when the inbox does not answer (it may be the
+/// fault).
+async fn notifications(ctx: &Ctx, alert: &str, after: u64) -> Vec<Notification> {
+    let after = after.to_string();
+    let mut list = ctx
+        .inbox
+        .notifications(&[("alertname", alert), ("after", &after), ("limit", "1000")])
+        .await
+        .unwrap_or_default();
+    list.reverse();
+    list
+}
+
+/// Tells the scenarios waiting for this one that its fault no longer disturbs them: when it is removed, right
+/// after injection for a fault that is over once injected, and in any case when the scenario ends.
+struct Release(tokio::sync::watch::Sender<bool>);
+
+impl Release {
+    fn now(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+pub async fn run(
+    ctx: Arc<Ctx>,
+    scenario: Scenario,
+    rules: &Rules,
+    timing: Timing,
+    release: tokio::sync::watch::Sender<bool>,
+) -> ScenarioResult {
+    let release = Release(release);
+    let started = now_ms();
+    let mut result = ScenarioResult {
+        name: scenario.name.to_string(),
+        what: scenario.what.to_string(),
+        rows: vec![],
+        inhibitions: vec![],
+        proofs: vec![],
+        error: None,
+        started_unix_ms: started,
+        seconds: 0.0,
+    };
+    let mut watches: Vec<Watch> = Vec::new();
+    for e in &scenario.expects {
+        let Some(&for_seconds) = rules.get(&(e.alert.to_string(), e.severity.to_string())) else {
+            result.error = Some(format!("Prometheus has no rule {} with severity {}", e.alert, e.severity));
+            return result;
+        };
+        let notifies = receiver_for(e.severity).is_some();
+        let base = timing.scrape_seconds + timing.evaluation_seconds + SLACK_SECONDS;
+        watches.push(Watch {
+            expect: e.clone(),
+            row: Row {
+                scenario: scenario.name.to_string(),
+                alert: e.alert.to_string(),
+                severity: e.severity.to_string(),
+                receiver: receiver_for(e.severity).map(str::to_string),
+                for_seconds,
+                fire_bound_seconds: e.detect + for_seconds + base + if notifies { timing.group_wait_seconds } else { 0 },
+                fired_seconds: None,
+                notified_seconds: None,
+                resolve_bound_seconds: e.clear + base + if notifies { timing.group_interval_seconds } else { 0 },
+                resolved_seconds: None,
+                passed: false,
+                notes: vec![],
+            },
+            notified_ms: None,
+        });
+    }
+    let mut inhibitions: Vec<(Inhibited, InhibitionRow)> = scenario
+        .inhibited
+        .iter()
+        .map(|i| {
+            (
+                i.clone(),
+                InhibitionRow {
+                    scenario: scenario.name.to_string(),
+                    alert: i.alert.to_string(),
+                    by: i.by.to_string(),
+                    fired: false,
+                    seen_inhibited: false,
+                    delivered_while_inhibited: false,
+                    delivered_after: false,
+                    passed: true,
+                },
+            )
+        })
+        .collect();
+
+    // Start from quiet: an alert still active from an earlier fault would be mistaken for this one's.
+    let quiet_deadline = now_ms() + 420_000;
+    loop {
+        let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
+        let busy: Vec<&str> = scenario
+            .expects
+            .iter()
+            .map(|e| (e.alert, Some(e.severity), e.labels))
+            .chain(scenario.inhibited.iter().map(|i| (i.alert, None, i.labels)))
+            .filter(|(a, s, l)| active_in(&alerts, a, *s, l).is_some())
+            .map(|(a, _, _)| a)
+            .collect();
+        if busy.is_empty() {
+            break;
+        }
+        if now_ms() > quiet_deadline {
+            result.error = Some(format!("{busy:?} still active from an earlier fault after 7 minutes"));
+            return result;
+        }
+        sleep(Duration::from_secs(3)).await;
+    }
+
+    let since = match ctx.last_notification_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            result.error = Some(format!("inbox: {e}"));
+            return result;
+        }
+    };
+    ctx.say(&format!("{}: injecting: {}", scenario.name, scenario.what));
+    let t0 = now_ms();
+    let mut active = match scenario.fault.inject(ctx.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            result.error = Some(format!("could not inject the fault: {e}"));
+            return result;
+        }
+    };
+    let secs = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
+    if scenario.fault.over_once_injected() {
+        release.now();
+    }
+
+    // Fire.
+    let longest_fire = watches.iter().map(|w| w.row.fire_bound_seconds).max().unwrap_or(0);
+    let fire_deadline = t0 + (longest_fire * 1000) * 3 / 2 + 60_000;
+    loop {
+        let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
+        for w in watches.iter_mut() {
+            let e = &w.expect;
+            if w.row.fired_seconds.is_none()
+                && active_in(&alerts, e.alert, Some(e.severity), e.labels).as_deref() == Some("firing")
+            {
+                w.row.fired_seconds = Some(secs(t0, now_ms()));
+                ctx.say(&format!("{}: {} fires", scenario.name, e.alert));
+            }
+            if w.notified_ms.is_none() && w.row.receiver.is_some() {
+                for n in notifications(&ctx, e.alert, since).await {
+                    let alert_matches = n.webhook.alerts.iter().any(|a| {
+                        a.status == "firing" && matches(&a.labels, e.alert, Some(e.severity), e.labels)
+                    });
+                    if alert_matches {
+                        if Some(n.receiver.as_str()) != w.row.receiver.as_deref() {
+                            w.row.notes.push(format!("notified to {} instead", n.receiver));
+                        }
+                        w.notified_ms = Some(n.received_at_unix_ms);
+                        w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
+                        ctx.say(&format!("{}: {} reached {}", scenario.name, e.alert, n.receiver));
+                        break;
+                    }
+                }
+            }
+        }
+        check_inhibitions(&ctx, &mut inhibitions, &watches, &alerts, since).await;
+        let done = watches.iter().all(|w| match (scenario.clear_on, w.row.receiver.is_some()) {
+            (ClearOn::Delivered, true) => w.notified_ms.is_some(),
+            _ => w.row.fired_seconds.is_some(),
+        });
+        if done || now_ms() > fire_deadline {
+            break;
+        }
+        sleep(Duration::from_secs(2)).await;
+    }
+
+    // Clear, then resolve (and, for faults that stop delivery, the notification that could not arrive before).
+    if let Err(e) = active.clear().await {
+        result.error = Some(format!("could not remove the fault: {e}"));
+    }
+    let t_clear = now_ms();
+    release.now();
+    ctx.say(&format!("{}: fault removed", scenario.name));
+    let longest_resolve = watches.iter().map(|w| w.row.resolve_bound_seconds).max().unwrap_or(0);
+    let resolve_deadline = t_clear + (longest_resolve * 1000) * 3 / 2 + 60_000;
+    loop {
+        let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
+        for w in watches.iter_mut() {
+            if w.row.resolved_seconds.is_some() || w.row.fired_seconds.is_none() {
+                continue;
+            }
+            let e = &w.expect;
+            if w.row.receiver.is_none() {
+                if active_in(&alerts, e.alert, Some(e.severity), e.labels).is_none() {
+                    w.row.resolved_seconds = Some(secs(t_clear, now_ms()));
+                }
+                continue;
+            }
+            for n in notifications(&ctx, e.alert, since).await {
+                for a in n.webhook.alerts.iter().filter(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels)) {
+                    if a.status == "firing" && w.notified_ms.is_none() {
+                        w.notified_ms = Some(n.received_at_unix_ms);
+                        w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
+                    }
+                    if a.status == "resolved" && w.row.resolved_seconds.is_none() && n.received_at_unix_ms >= t_clear {
+                        w.row.resolved_seconds = Some(secs(t_clear, n.received_at_unix_ms));
+                        ctx.say(&format!("{}: {} resolved", scenario.name, e.alert));
+                    }
+                }
+            }
+        }
+        check_inhibitions(&ctx, &mut inhibitions, &watches, &alerts, since).await;
+        let done = watches
+            .iter()
+            .all(|w| w.row.resolved_seconds.is_some() || w.row.fired_seconds.is_none());
+        if done || now_ms() > resolve_deadline {
+            break;
+        }
+        sleep(Duration::from_secs(2)).await;
+    }
+    match active.finish().await {
+        Ok(proofs) => result.proofs = proofs,
+        Err(e) => result.error = result.error.take().or(Some(e)),
+    }
+
+    for w in watches.iter_mut() {
+        let r = &mut w.row;
+        let within = |v: Option<f64>, bound: u64| v.is_some_and(|v| v <= bound as f64);
+        let fired_in_time = match (scenario.clear_on, r.receiver.is_some()) {
+            // The notification can only arrive once delivery works again: the bound applies to Prometheus.
+            (ClearOn::Firing, true) => {
+                within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds) && r.notified_seconds.is_some()
+            }
+            (ClearOn::Delivered, true) => within(r.notified_seconds, r.fire_bound_seconds),
+            (_, false) => within(r.fired_seconds, r.fire_bound_seconds),
+        };
+        if r.fired_seconds.is_none() {
+            r.notes.push("never fired".to_string());
+        } else if r.receiver.is_some() && r.notified_seconds.is_none() {
+            r.notes.push("never reached a receiver".to_string());
+        } else if !fired_in_time {
+            r.notes.push("slower than its bound".to_string());
+        }
+        if r.receiver.is_none() && notified_any(&ctx, &w.expect, since).await {
+            r.notes.push("notified, but info alerts must not be".to_string());
+        }
+        let resolved_in_time = within(r.resolved_seconds, r.resolve_bound_seconds);
+        if r.fired_seconds.is_some() && r.resolved_seconds.is_none() {
+            r.notes.push("never resolved".to_string());
+        } else if r.resolved_seconds.is_some() && !resolved_in_time {
+            r.notes.push("resolved slower than its bound".to_string());
+        }
+        r.passed = fired_in_time && resolved_in_time && !r.notes.iter().any(|n| n.contains("instead") || n.contains("must not"));
+    }
+    result.rows = watches.into_iter().map(|w| w.row).collect();
+    result.inhibitions = inhibitions.into_iter().map(|(_, row)| row).collect();
+    result.seconds = secs(started, now_ms());
+    let verdict = if result.passed() { "passed" } else { "FAILED" };
+    ctx.say(&format!("{}: {verdict} in {:.0} s", scenario.name, result.seconds));
+    result
+}
+
+async fn notified_any(ctx: &Ctx, e: &Expect, since: u64) -> bool {
+    notifications(ctx, e.alert, since)
+        .await
+        .iter()
+        .any(|n| n.webhook.alerts.iter().any(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels)))
+}
+
+/// Updates the inhibition checks: the target fired, Alertmanager held it as inhibited, and no firing notification
+/// of it arrived while its source was active (until the source's resolved notification).
+async fn check_inhibitions(
+    ctx: &Ctx,
+    inhibitions: &mut [(Inhibited, InhibitionRow)],
+    watches: &[Watch],
+    alerts: &[PrometheusAlert],
+    since: u64,
+) {
+    if inhibitions.is_empty() {
+        return;
+    }
+    let held = ctx.alertmanager.alerts().await.unwrap_or_default();
+    for (i, row) in inhibitions.iter_mut() {
+        if active_in(alerts, i.alert, None, i.labels).as_deref() == Some("firing") {
+            row.fired = true;
+        }
+        if held
+            .iter()
+            .any(|a| matches(&a.labels, i.alert, None, i.labels) && !a.status.inhibited_by.is_empty())
+        {
+            row.seen_inhibited = true;
+        }
+        let source = watches.iter().find(|w| w.expect.alert == i.by);
+        let source_resolved = source.and_then(|w| w.row.resolved_seconds).is_some();
+        for n in notifications(ctx, i.alert, since).await {
+            let delivered = n
+                .webhook
+                .alerts
+                .iter()
+                .any(|a| a.status == "firing" && matches(&a.labels, i.alert, None, i.labels));
+            if !delivered {
+                continue;
+            }
+            // Before the source resolved, a delivery is a failed inhibition, also when the target won the race
+            // to Alertmanager against its source.
+            if source_resolved {
+                row.delivered_after = true;
+            } else {
+                row.delivered_while_inhibited = true;
+            }
+        }
+        row.passed = !row.delivered_while_inhibited;
+    }
+}
