@@ -2,11 +2,13 @@
 """The benchmark behind `make bench` (run it through app/ceiling/bench.sh, which installs, builds and starts
 Postgres and Redis first). Standard library only.
 
-It starts three servers on free loopback ports: the app as the native stack runs it (full instrumentation), the
-same app with APP_METRICS_ENABLED=false, and the bare `ceiling`. Then, with wrk:
+It starts four servers on free loopback ports: the app as the native stack runs it (full instrumentation: JSON
+request log line, metrics; fault injection off, its production default), the same app with
+APP_METRICS_ENABLED=false, the same app with APP_LOG_LEVEL=warn (no request log line or span: what they cost),
+and the bare `ceiling`. Then, with wrk:
 
-1. GET /helloworld at full speed on all three, interleaved (A, B, C, A, B, C, ...), medians per server;
-2. cache-hit GET /get/{key} on the app (both settings) and on the ceiling, interleaved the same way; the cache-miss
+1. GET /helloworld at full speed on all four, interleaved (A, B, C, D, A, B, C, D, ...), medians per server;
+2. cache-hit GET /get/{key} on the app (all three settings) and on the ceiling, interleaved the same way; the cache-miss
    path (key in Postgres, not in Redis) and POST /set at full speed; and p50/p99 of hit, miss and set at a fixed
    moderate rate (wrk's delay() paces each connection);
 3. GET /metrics on the admin listener after every route has been used (real series count), timed client-side,
@@ -100,6 +102,13 @@ def http(method, url, body=None, timeout=5):
         return e.code, e.read()
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -190,6 +199,7 @@ class Bench:
         argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s",
                 "-s", self.script(name, script_body), (base or server.base) + path]
         sampler = RssSampler(server.proc.pid) if server.name == "app" else None
+        cpu_before = cpu_seconds(server.proc.pid)
         if sampler:
             with sampler:
                 out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -201,9 +211,20 @@ class Bench:
             raise RuntimeError(f"wrk printed no figures:\n{out}")
         run = json.loads(match.group(1))
         run["rps"] = run["requests"] / (run["duration_us"] / 1e6)
+        # The server's own CPU per request: what each costs, whatever share of the cores wrk left it.
+        run["cpu_us_per_request"] = (cpu_seconds(server.proc.pid) - cpu_before) * 1e6 / max(run["requests"], 1)
         if run["errors"] or run["non_2xx"]:
+            # wrk counts failures without saying what they were: ask once more, so the error shows an answer
+            # (not for "/", where the script builds the requests and a plain GET would be another route).
+            probe = "no probe"
+            if path != "/":
+                try:
+                    status, body = http("GET", (base or server.base) + path, timeout=2)
+                    probe = f"a GET now answers {status} {body[:200]!r}"
+                except OSError as e:
+                    probe = f"a GET now fails: {e}"
             raise RuntimeError(f"{server.name} {path}: {run['errors']} socket errors, {run['non_2xx']} non-2xx "
-                               f"responses; see {server.log_path}")
+                               f"responses ({probe}); see {server.log_path}")
         for s in self.servers.values():
             s.truncate_log()
         return run
@@ -215,7 +236,8 @@ class Bench:
             for s in servers:
                 run = self.wrk(s, path, name=f"{label}-{s.name}")
                 runs[s.name].append(run)
-                log(f"{label} round {r + 1}/{self.args.rounds} {s.name}: {run['rps']:.0f} req/s")
+                log(f"{label} round {r + 1}/{self.args.rounds} {s.name}: {run['rps']:.0f} req/s, "
+                    f"{run['cpu_us_per_request']:.1f} us CPU/request")
         return {name: summarize(rs) for name, rs in runs.items()}
 
     def paced(self, server, path, script_body, name):
@@ -263,40 +285,47 @@ class Bench:
         open(pids_file, "w").close()
         base_env = dict(os.environ)
 
-        def app_env(port, admin_port, metrics):
+        def app_env(port, admin_port, metrics=True, log_level="info"):
             env = dict(base_env)
             env.update(APP_LISTEN_ADDR=f"127.0.0.1:{port}", APP_ADMIN_ADDR=f"127.0.0.1:{admin_port}",
-                       APP_METRICS_ENABLED="true" if metrics else "false")
+                       APP_METRICS_ENABLED="true" if metrics else "false", APP_LOG_LEVEL=log_level,
+                       APP_LOG_FORMAT="json", APP_FAULT_INJECTION_ENABLED="false",
+                       # The ceiling reads the warm-up's cache entry straight from Redis and never refills it: with
+                       # the default 300 s TTL it expired during the later phases and the ceiling answered 404.
+                       APP_CACHE_TTL_SECONDS="86400")
             return env
 
         self.servers = {}
         try:
             self.cleanup_data()
-            ports = [free_port() for _ in range(5)]
-            self.servers["app"] = Server("app", [a.app_bin], app_env(ports[0], ports[1], True), ports[0], ports[1],
+            ports = [free_port() for _ in range(7)]
+            self.servers["app"] = Server("app", [a.app_bin], app_env(ports[0], ports[1]), ports[0], ports[1],
                                          "/healthcheck", a.out_dir, pids_file)
             idle_kib = rss_kib(self.servers["app"].proc.pid)
             self.servers["app-metrics-off"] = Server(
-                "app-metrics-off", [a.app_bin], app_env(ports[2], ports[3], False), ports[2], ports[3],
+                "app-metrics-off", [a.app_bin], app_env(ports[2], ports[3], metrics=False), ports[2], ports[3],
+                "/healthcheck", a.out_dir, pids_file)
+            self.servers["app-no-request-log"] = Server(
+                "app-no-request-log", [a.app_bin], app_env(ports[5], ports[6], log_level="warn"), ports[5], ports[6],
                 "/healthcheck", a.out_dir, pids_file)
             ceiling_env = dict(base_env, CEILING_ADDR=f"127.0.0.1:{ports[4]}", CEILING_REDIS_URL=a.redis_url)
             self.servers["ceiling"] = Server("ceiling", [a.ceiling_bin], ceiling_env, ports[4], None,
                                              "/helloworld", a.out_dir, pids_file)
-            app, off, ceiling = self.servers["app"], self.servers["app-metrics-off"], self.servers["ceiling"]
-            trio = [app, off, ceiling]
+            app, ceiling = self.servers["app"], self.servers["ceiling"]
+            everyone = list(self.servers.values())
             r = self.results
             r["idle_rss_kib"] = idle_kib
 
             # Warm-up: connections, pools and allocator arenas, so the first measured run is not penalised.
             status, _ = http("POST", app.base + "/set", {"key": "bench-hit", "value": {"msg": "cached", "n": 1}})
             assert status == 200, f"POST /set answered {status}"
-            for s in trio:
+            for s in everyone:
                 self.wrk(s, "/get/bench-hit", duration=2, name="warmup")
 
             log(f"GET /helloworld: {a.rounds} interleaved rounds of {a.duration}s, wrk -t{a.threads} -c{a.connections}")
-            r["hello"] = self.interleaved("helloworld", "/helloworld", trio)
+            r["hello"] = self.interleaved("helloworld", "/helloworld", everyone)
             log("GET /get/{key}, cache hit")
-            r["hit"] = self.interleaved("cache-hit", "/get/bench-hit", trio)
+            r["hit"] = self.interleaved("cache-hit", "/get/bench-hit", everyone)
 
             # Enough never-cached rows that no thread runs out during a full-speed run.
             per_thread = 100_000
@@ -347,7 +376,8 @@ class Bench:
 def summarize(runs):
     rps = [run["rps"] for run in runs]
     return {"runs": runs, "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
-            "p99_us_median": statistics.median(run["p99_us"] for run in runs)}
+            "p99_us_median": statistics.median(run["p99_us"] for run in runs),
+            "cpu_us_median": statistics.median(run["cpu_us_per_request"] for run in runs)}
 
 
 def redis_benchmark(url, clients):
@@ -383,6 +413,10 @@ def markdown(r, m, a):
     def rps(s):
         return f"{k(s['rps_median'])} req/s ({k(s['rps_min'])}–{k(s['rps_max'])})"
 
+    def full_speed_row(label, s):
+        return (f"| {label} | {rps(s)} | {s['cpu_us_median']:.1f} µs server CPU/request, "
+                f"p99 {s['p99_us_median'] / 1000:.2f} ms | |")
+
     hello, hit, paced = r["hello"], r["hit"], r["paced"]
     hello_ratio = hello["app"]["rps_median"] / hello["ceiling"]["rps_median"]
     hit_ratio = hit["app"]["rps_median"] / hit["ceiling"]["rps_median"]
@@ -403,26 +437,23 @@ def markdown(r, m, a):
         "",
         "| measurement | result | detail | target |",
         "|---|---|---|---|",
-        f"| `GET /helloworld`, app (full instrumentation) | {rps(hello['app'])} | p99 "
-        f"{hello['app']['p99_us_median'] / 1000:.2f} ms | |",
-        f"| `GET /helloworld`, app, `APP_METRICS_ENABLED=false` | {rps(hello['app-metrics-off'])} | p99 "
-        f"{hello['app-metrics-off']['p99_us_median'] / 1000:.2f} ms | |",
-        f"| `GET /helloworld`, ceiling (bare axum) | {rps(hello['ceiling'])} | p99 "
-        f"{hello['ceiling']['p99_us_median'] / 1000:.2f} ms | |",
+        full_speed_row("`GET /helloworld`, app (full instrumentation)", hello["app"]),
+        full_speed_row("`GET /helloworld`, app, `APP_METRICS_ENABLED=false`", hello["app-metrics-off"]),
+        full_speed_row("`GET /helloworld`, app, `APP_LOG_LEVEL=warn` (no request log line)",
+                       hello["app-no-request-log"]),
+        full_speed_row("`GET /helloworld`, ceiling (bare axum)", hello["ceiling"]),
         f"| `/helloworld` instrumented / ceiling | **{hello_ratio:.2f}** | metrics off / ceiling "
-        f"{hello['app-metrics-off']['rps_median'] / hello['ceiling']['rps_median']:.2f} | ≥ 0.90: "
+        f"{hello['app-metrics-off']['rps_median'] / hello['ceiling']['rps_median']:.2f}; no request log / ceiling "
+        f"{hello['app-no-request-log']['rps_median'] / hello['ceiling']['rps_median']:.2f} | ≥ 0.90: "
         f"{ok(hello_ratio >= 0.90)} |",
-        f"| `GET /get/{{key}}` cache hit, app | {rps(hit['app'])} | p99 {hit['app']['p99_us_median'] / 1000:.2f} ms | |",
-        f"| `GET /get/{{key}}` cache hit, app, metrics off | {rps(hit['app-metrics-off'])} | p99 "
-        f"{hit['app-metrics-off']['p99_us_median'] / 1000:.2f} ms | |",
-        f"| `GET /get/{{key}}` cache hit, ceiling (one Redis GET) | {rps(hit['ceiling'])} | p99 "
-        f"{hit['ceiling']['p99_us_median'] / 1000:.2f} ms | |",
+        full_speed_row("`GET /get/{key}` cache hit, app", hit["app"]),
+        full_speed_row("`GET /get/{key}` cache hit, app, metrics off", hit["app-metrics-off"]),
+        full_speed_row("`GET /get/{key}` cache hit, app, no request log line", hit["app-no-request-log"]),
+        full_speed_row("`GET /get/{key}` cache hit, ceiling (one Redis GET)", hit["ceiling"]),
         f"| cache hit app / ceiling | **{hit_ratio:.2f}** | Redis alone (redis-benchmark GET, "
         f"{a.connections} clients): {k(r['redis_benchmark'] or 0)} req/s | ≥ 0.80: {ok(hit_ratio >= 0.80)} |",
-        f"| `GET /get/{{key}}` cache miss (Postgres read + cache fill), app | {rps(r['miss'])} | p99 "
-        f"{r['miss']['p99_us_median'] / 1000:.2f} ms | |",
-        f"| `POST /set` (Postgres upsert + cache update), app | {rps(r['set'])} | p99 "
-        f"{r['set']['p99_us_median'] / 1000:.2f} ms | |",
+        full_speed_row("`GET /get/{key}` cache miss (Postgres read + cache fill), app", r["miss"]),
+        full_speed_row("`POST /set` (Postgres upsert + cache update), app", r["set"]),
         paced_row("cache hit, app", paced["hit_app"]),
         paced_row("cache hit, ceiling", paced["hit_ceiling"]),
         paced_row("cache miss, app", paced["miss_app"]),
