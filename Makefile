@@ -1,7 +1,7 @@
 # The stack's entry points. Native (Debian + supervisord) unless stated; compose users see compose/README in README.md.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs clean test load bench
+.PHONY: help up down status logs clean test load gameday bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: ## install, start the stack, and run every test and check against it
 load: ## drive the running stack with steady traffic so the dashboards have data (DURATION=5m RATE=100)
 	@source native/env.sh && cargo run -q -p opsctl -- load --url http://127.0.0.1:$$APP_PORT \
 	  --rate $${RATE:-100} --duration $${DURATION:-5m}
+
+gameday: ## prove every alert on the running stack: fault, page or ticket, resolution (about 30 min; see README)
+	@native/gameday.sh
 
 bench: ## release-build and benchmark the app against a bare axum ceiling; prints the table (see README, Benchmarks)
 	@app/ceiling/bench.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole test suite (`make test`): installs what is missing, builds, starts the native stack, runs
-# the Rust tests and every monitoring check against it, then stops the stack (KEEP_STACK=1 leaves it running).
+# the smoke test, the game day, the Rust tests and every monitoring check against it, then stops the stack
+# (KEEP_STACK=1 leaves it running; GAMEDAY=0 replaces the half-hour game day by a short load and the panel check).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
@@ -18,11 +19,6 @@ step "start the native stack"
 NATIVE_SKIP_INSTALL=1 native/up.sh
 trap stop_stack EXIT
 
-step "Rust tests (real Postgres and Redis of the stack)"
-cargo test --workspace --quiet
-# The outage tests stop and restart Postgres and Redis; make sure everything is back before the checks below.
-NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
-
 step "rules, rule tests, Alertmanager config, routing and inhibition"
 monitoring/check.sh
 
@@ -37,9 +33,21 @@ step "smoke test of the running stack"
   --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT" \
   --inbox "http://127.0.0.1:$INBOX_PORT"
 
-step "load, then every dashboard panel query returns data"
-"$BIN_DIR/opsctl" load --url "http://127.0.0.1:$APP_PORT" --rate 50 --duration 40s --keys 200
-/usr/bin/python3 dashboards/check/live-check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
+step "game day: every alert fired, delivered and resolved; quiet period; proofs (make gameday, ~30 min)"
+# First on the fresh stack, so that no earlier test's fault is still resolving. GAMEDAY=0 skips it (quick runs).
+if [ "${GAMEDAY:-1}" = 1 ]; then
+  native/gameday.sh
+else
+  echo "skipped (GAMEDAY=0)"
+  "$BIN_DIR/opsctl" load --url "http://127.0.0.1:$APP_PORT" --rate 50 --duration 40s --keys 200
+  /usr/bin/python3 dashboards/check/live-check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
+fi
+
+step "Rust tests (real Postgres and Redis of the stack)"
+cargo test --workspace --quiet
+# The outage tests stop and restart Postgres and Redis; make sure everything is back before the checks below.
+NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
+
 
 step "consistency of alerts, runbooks, dashboards and the live metric names"
 monitoring/consistency/check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"

@@ -101,7 +101,7 @@ fn expect(alert: &'static str, severity: &'static str, detect: u64, clear: u64) 
 /// Every scenario, in the order they start (each waits for the faults of its `after` list to be removed).
 pub fn scenarios() -> Vec<Scenario> {
     vec![
-        // --- first, the alerting pipeline itself: nothing else may be in flight while it is broken.
+        // --- first the alerting pipeline itself: nothing else may be in flight while it is broken.
         Scenario {
             name: "alertmanager-down",
             what: "stop Alertmanager",
@@ -122,7 +122,8 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Firing,
             after: &["alertmanager-down"],
         },
-        // --- then faults that touch no request path, side by side with the SLO drill.
+        // --- then, side by side where they cannot disturb each other: faults off the request path, and the
+        // --- app-side faults one at a time (each would spoil the others' proofs or be inhibited by them).
         Scenario {
             name: "app-restarts",
             what: "SIGTERM the app twice under load (proof: no request fails); the supervisor restarts it",
@@ -131,40 +132,6 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
-        },
-        Scenario {
-            name: "slo-burn",
-            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with extra load \
-                   until the 1h ratios cross 14.4x; then healthy traffic at a high rate until resolved",
-            fault: Fault::SloBurn,
-            expects: vec![
-                // The ramp (extra load until the 1h ratio crosses) takes about a minute.
-                expect("AppLatencyBudgetBurn", "critical", 90, 300),
-                expect("AppAvailabilityBudgetBurn", "critical", 120, 300),
-                expect("AppFaultInjectionActive", "info", 0, 0),
-            ],
-            inhibited: vec![],
-            clear_on: ClearOn::Delivered,
-            after: &["app-restarts"],
-        },
-        Scenario {
-            name: "pool-exhaustion",
-            what: "lock one key's row in Postgres in 1.5 s bursts while 12 clients write that key: the app's 10 \
-                   Postgres connections wait on the lock, other queries time out acquiring one",
-            fault: Fault::PoolExhaustion,
-            expects: vec![
-                Expect {
-                    labels: &[("pool_name", "postgres")],
-                    ..expect("AppDbPoolSaturated", "warning", 0, 0)
-                },
-                Expect {
-                    labels: &[("pool_name", "postgres")],
-                    ..expect("AppDbPoolTimeouts", "warning", 0, 300)
-                },
-            ],
-            inhibited: vec![],
-            clear_on: ClearOn::Delivered,
-            after: &["app-restarts"],
         },
         Scenario {
             name: "exporter-down",
@@ -209,6 +176,29 @@ pub fn scenarios() -> Vec<Scenario> {
             after: &["inbox-down"],
         },
         Scenario {
+            name: "app-metrics-absent",
+            what: "remove the app from Prometheus's targets (a broken service discovery)",
+            fault: Fault::EmptyTargets("app"),
+            expects: vec![expect("AppMetricsAbsent", "critical", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["app-restarts"],
+        },
+        Scenario {
+            name: "postgres-down",
+            what: "stop Postgres under write load, then start it (proof: every acknowledged write is stored; \
+                   writes during the outage fail fast with 503)",
+            fault: Fault::PostgresDown,
+            expects: vec![expect("PostgresDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "AppDbPoolTimeouts",
+                labels: &[("pool_name", "postgres")],
+                by: "PostgresDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["app-restarts"],
+        },
+        Scenario {
             name: "pg-lock",
             what: "hold a row lock in an open transaction while another session waits for it",
             fault: Fault::PgLock,
@@ -219,7 +209,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["inbox-down"],
+            after: &["postgres-down"],
         },
         Scenario {
             name: "pg-deadlock",
@@ -228,7 +218,7 @@ pub fn scenarios() -> Vec<Scenario> {
             expects: vec![expect("PostgresDeadlocks", "warning", 5, 300)],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["inbox-down"],
+            after: &["postgres-down"],
         },
         Scenario {
             name: "pg-connections",
@@ -237,7 +227,7 @@ pub fn scenarios() -> Vec<Scenario> {
             expects: vec![expect("PostgresConnectionsNearMax", "warning", 0, 0)],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["inbox-down"],
+            after: &["postgres-down"],
         },
         Scenario {
             name: "pg-buffer-cache",
@@ -246,17 +236,7 @@ pub fn scenarios() -> Vec<Scenario> {
             expects: vec![expect("PostgresBufferCacheHitRatioLow", "warning", 30, 300)],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["inbox-down"],
-        },
-        // --- faults on the app's request path, one at a time.
-        Scenario {
-            name: "app-metrics-absent",
-            what: "remove the app from Prometheus's targets (a broken service discovery)",
-            fault: Fault::EmptyTargets("app"),
-            expects: vec![expect("AppMetricsAbsent", "critical", 0, 0)],
-            inhibited: vec![],
-            clear_on: ClearOn::Delivered,
-            after: &["slo-burn"],
+            after: &["postgres-down"],
         },
         Scenario {
             name: "redis-down",
@@ -269,7 +249,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 by: "RedisDown",
             }],
             clear_on: ClearOn::Delivered,
-            after: &["app-metrics-absent", "redis-maxmemory", "redis-clients", "pool-exhaustion"],
+            after: &["app-metrics-absent", "postgres-down", "redis-maxmemory", "redis-clients"],
         },
         Scenario {
             name: "app-down",
@@ -284,29 +264,40 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["redis-down"],
         },
+        // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
         Scenario {
-            name: "postgres-down",
-            what: "stop Postgres under write load, then start it (proof: every acknowledged write is stored; \
-                   writes during the outage fail fast with 503)",
-            fault: Fault::PostgresDown,
-            expects: vec![expect("PostgresDown", "critical", 0, 0)],
-            inhibited: vec![Inhibited {
-                alert: "AppDbPoolTimeouts",
-                labels: &[("pool_name", "postgres")],
-                by: "PostgresDown",
-            }],
-            clear_on: ClearOn::Delivered,
-            after: &["app-down", "pg-lock", "pg-deadlock", "pg-connections", "pg-buffer-cache"],
-        },
-        Scenario {
-            name: "cache-misses",
-            what: "read keys that do not exist at 60/s: the cache hit ratio falls",
-            fault: Fault::CacheMisses,
-            // The 5m ratio falls under 50% once misses outnumber the hits already in its window.
-            expects: vec![expect("AppCacheHitRatioLow", "warning", 60, 300)],
+            name: "slo-burn",
+            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with extra load \
+                   until the 1h ratios cross 14.4x; then healthy traffic at a high rate until resolved",
+            fault: Fault::SloBurn,
+            expects: vec![
+                // The ramp (extra load until the 1h ratio crosses) takes about a minute.
+                expect("AppLatencyBudgetBurn", "critical", 90, 300),
+                expect("AppAvailabilityBudgetBurn", "critical", 120, 300),
+                expect("AppFaultInjectionActive", "info", 0, 0),
+            ],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["postgres-down"],
+            after: &["app-down"],
+        },
+        Scenario {
+            name: "pool-exhaustion",
+            what: "lock one key's row in Postgres in 1.5 s bursts while 10 clients write that key: the app's 10 \
+                   Postgres connections wait on the lock, other queries time out acquiring one",
+            fault: Fault::PoolExhaustion,
+            expects: vec![
+                Expect {
+                    labels: &[("pool_name", "postgres")],
+                    ..expect("AppDbPoolSaturated", "warning", 0, 0)
+                },
+                Expect {
+                    labels: &[("pool_name", "postgres")],
+                    ..expect("AppDbPoolTimeouts", "warning", 0, 300)
+                },
+            ],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["slo-burn"],
         },
         Scenario {
             name: "redis-acl",
@@ -315,7 +306,16 @@ pub fn scenarios() -> Vec<Scenario> {
             expects: vec![expect("AppCacheErrors", "warning", 0, 300)],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["cache-misses"],
+            after: &["pool-exhaustion"],
+        },        Scenario {
+            name: "cache-misses",
+            what: "read keys that do not exist at 60/s: the cache hit ratio falls",
+            fault: Fault::CacheMisses,
+            // The 5m ratio falls under 50% once misses outnumber the hits already in its window.
+            expects: vec![expect("AppCacheHitRatioLow", "warning", 60, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["redis-acl"],
         },
     ]
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
 use super::proofs::{self, Proof};
-use super::stack::{redis_command, redis_info_field, Ctx};
+use super::stack::{now_ms, redis_command, redis_info_field, Ctx};
 use crate::load::{self, LoadArgs};
 
 /// The faults the catalog uses.
@@ -53,7 +53,7 @@ enum Phase {
 /// A fault in place.
 pub struct Active {
     phase: watch::Sender<Phase>,
-    cleared: Option<oneshot::Receiver<Result<(), String>>>,
+    cleared: Option<oneshot::Receiver<Result<u64, String>>>,
     task: JoinHandle<Result<Vec<Proof>, String>>,
 }
 
@@ -62,7 +62,7 @@ struct Handle {
     ctx: Arc<Ctx>,
     phase: watch::Receiver<Phase>,
     ready: Option<oneshot::Sender<Result<(), String>>>,
-    cleared: Option<oneshot::Sender<Result<(), String>>>,
+    cleared: Option<oneshot::Sender<Result<u64, String>>>,
 }
 
 impl Handle {
@@ -80,7 +80,8 @@ impl Handle {
         *self.phase.borrow() == Phase::Hold
     }
 
-    fn cleared(&mut self, result: Result<(), String>) {
+    /// Reports the fault removed at `at` (Unix ms); what waits for `clear` goes on.
+    fn cleared(&mut self, result: Result<u64, String>) {
         if let Some(tx) = self.cleared.take() {
             let _ = tx.send(result);
         }
@@ -115,7 +116,7 @@ impl Fault {
                 }
                 handle.cleared(Err(e.clone()));
             }
-            handle.cleared(Ok(()));
+            handle.cleared(Ok(now_ms()));
             result
         });
         match ready_rx.await {
@@ -205,10 +206,12 @@ impl Fault {
                 h.ready();
                 h.until(Phase::Clear).await;
                 ctx.supervisor("start", "redis").await?;
-                h.cleared(Ok(()));
-                // Keep reading while the app finds Redis again.
+                let removed = now_ms();
+                // Keep reading while the app finds Redis again; the next scenario may not start meanwhile.
                 sleep(Duration::from_secs(10)).await;
-                Ok(vec![readers.stop().await])
+                let proof = readers.stop().await;
+                h.cleared(Ok(removed));
+                Ok(vec![proof])
             }
             Fault::PgLock => pg_lock(h).await,
             Fault::PgDeadlock => {
@@ -230,10 +233,12 @@ impl Fault {
                 h.ready();
                 h.until(Phase::Clear).await;
                 ctx.supervisor("start", "postgres").await?;
-                h.cleared(Ok(()));
+                let removed = now_ms();
                 // Keep writing while the app reconnects, so the proof covers writes after the restart too.
                 sleep(Duration::from_secs(10)).await;
-                Ok(vec![writers.stop().await])
+                let proof = writers.stop().await;
+                h.cleared(Ok(removed));
+                Ok(vec![proof])
             }
             Fault::AppSigterm => {
                 let proof = proofs::sigterm_twice(ctx.clone()).await?;
@@ -269,12 +274,13 @@ impl Fault {
 }
 
 impl Active {
-    /// Removes the fault; returns once it is removed.
-    pub async fn clear(&mut self) -> Result<(), String> {
+    /// Removes the fault; returns when it was removed (Unix ms), once the fault's own after-work that could
+    /// disturb other scenarios (a proof's last requests) is over.
+    pub async fn clear(&mut self) -> Result<u64, String> {
         let _ = self.phase.send(Phase::Clear);
         match self.cleared.take() {
-            Some(rx) => rx.await.unwrap_or(Ok(())),
-            None => Ok(()),
+            Some(rx) => rx.await.unwrap_or_else(|_| Ok(now_ms())),
+            None => Ok(now_ms()),
         }
     }
 
@@ -553,6 +559,7 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     h.ready();
     h.until(Phase::Clear).await;
     set_fault(&ctx, None).await?;
+    let removed = now_ms();
     let (stop_dilution, dilution) = background_load(
         LoadArgs {
             rate: 400.0,
@@ -561,7 +568,7 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
             ..ctx.load_args()
         },
     );
-    h.cleared(Ok(()));
+    h.cleared(Ok(removed));
     h.until(Phase::Finish).await;
     let _ = stop_dilution.send(true);
     let report = dilution.await.map_err(|e| e.to_string())?;

@@ -70,6 +70,9 @@ pub struct InhibitionRow {
     /// A firing notification arrived after `by` resolved (its own window still held the fault).
     pub delivered_after: bool,
     pub passed: bool,
+    /// When the source stopped being active in Prometheus (Unix ms): Alertmanager lifts the inhibition then.
+    #[serde(skip)]
+    source_ended_ms: Option<u64>,
 }
 
 /// What a scenario produced.
@@ -207,6 +210,7 @@ pub async fn run(
                     delivered_while_inhibited: false,
                     delivered_after: false,
                     passed: true,
+                    source_ended_ms: None,
                 },
             )
         })
@@ -243,22 +247,35 @@ pub async fn run(
     };
     ctx.say(&format!("{}: injecting: {}", scenario.name, scenario.what));
     let t0 = now_ms();
-    let mut active = match scenario.fault.inject(ctx.clone()).await {
-        Ok(a) => a,
-        Err(e) => {
-            result.error = Some(format!("could not inject the fault: {e}"));
-            return result;
-        }
-    };
     let secs = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
-    if scenario.fault.over_once_injected() {
-        release.now();
-    }
+    // Some faults take a while to put in place (the SLO drill ramps up): watch from the start meanwhile.
+    let inject = scenario.fault.inject(ctx.clone());
+    tokio::pin!(inject);
+    let mut injected = None;
 
     // Fire.
     let longest_fire = watches.iter().map(|w| w.row.fire_bound_seconds).max().unwrap_or(0);
     let fire_deadline = t0 + (longest_fire * 1000) * 3 / 2 + 60_000;
     loop {
+        if injected.is_none() {
+            let outcome = tokio::select! {
+                outcome = &mut inject => Some(outcome),
+                _ = sleep(Duration::from_secs(2)) => None,
+            };
+            match outcome {
+                Some(Ok(a)) => {
+                    injected = Some(a);
+                    if scenario.fault.over_once_injected() {
+                        release.now();
+                    }
+                }
+                Some(Err(e)) => {
+                    result.error = Some(format!("could not inject the fault: {e}"));
+                    return result;
+                }
+                None => {}
+            }
+        }
         let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
         for w in watches.iter_mut() {
             let e = &w.expect;
@@ -290,17 +307,23 @@ pub async fn run(
             (ClearOn::Delivered, true) => w.notified_ms.is_some(),
             _ => w.row.fired_seconds.is_some(),
         });
-        if done || now_ms() > fire_deadline {
+        if injected.is_some() && (done || now_ms() > fire_deadline) {
             break;
         }
-        sleep(Duration::from_secs(2)).await;
+        if injected.is_some() {
+            sleep(Duration::from_secs(2)).await;
+        }
     }
+    let mut active = injected.expect("the loop ends only once the fault is in place");
 
     // Clear, then resolve (and, for faults that stop delivery, the notification that could not arrive before).
-    if let Err(e) = active.clear().await {
-        result.error = Some(format!("could not remove the fault: {e}"));
-    }
-    let t_clear = now_ms();
+    let t_clear = match active.clear().await {
+        Ok(at) => at,
+        Err(e) => {
+            result.error = Some(format!("could not remove the fault: {e}"));
+            now_ms()
+        }
+    };
     release.now();
     ctx.say(&format!("{}: fault removed", scenario.name));
     let longest_resolve = watches.iter().map(|w| w.row.resolve_bound_seconds).max().unwrap_or(0);
@@ -413,7 +436,13 @@ async fn check_inhibitions(
             row.seen_inhibited = true;
         }
         let source = watches.iter().find(|w| w.expect.alert == i.by);
-        let source_resolved = source.and_then(|w| w.row.resolved_seconds).is_some();
+        if let Some(w) = source {
+            let e = &w.expect;
+            let active = active_in(alerts, e.alert, Some(e.severity), e.labels).is_some();
+            if w.row.fired_seconds.is_some() && !active && row.source_ended_ms.is_none() {
+                row.source_ended_ms = Some(now_ms());
+            }
+        }
         for n in notifications(ctx, i.alert, since).await {
             let delivered = n
                 .webhook
@@ -423,12 +452,11 @@ async fn check_inhibitions(
             if !delivered {
                 continue;
             }
-            // Before the source resolved, a delivery is a failed inhibition, also when the target won the race
-            // to Alertmanager against its source.
-            if source_resolved {
-                row.delivered_after = true;
-            } else {
-                row.delivered_while_inhibited = true;
+            // Before the source ended, a delivery is a failed inhibition (also when the target won the race to
+            // Alertmanager against its source). After it, the target's own window may still hold the fault.
+            match row.source_ended_ms {
+                Some(ended) if n.received_at_unix_ms >= ended.saturating_sub(2_000) => row.delivered_after = true,
+                _ => row.delivered_while_inhibited = true,
             }
         }
         row.passed = !row.delivered_while_inhibited;

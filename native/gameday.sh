@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make gameday`: runs `opsctl gameday` against the running native stack (start it with `make up`): every alert's
+# fault injected, its notification awaited at the inbox, the fault removed, the resolution awaited; plus the quiet
+# period and the proofs. Takes about half an hour. Inventory: $STATE_DIR/gameday/gameday.md and gameday.json.
+# GAMEDAY_ARGS adds options (e.g. GAMEDAY_ARGS="--only redis-down --quiet 0s" while working on one scenario).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$REPO_ROOT"
+[ -x "$BIN_DIR/opsctl" ] || cargo build --quiet -p opsctl
+# shellcheck disable=SC2086 # GAMEDAY_ARGS is a list of options
+exec "$BIN_DIR/opsctl" gameday \
+  --app "http://127.0.0.1:$APP_PORT" --admin "http://127.0.0.1:$APP_ADMIN_PORT" \
+  --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT" \
+  --inbox "http://127.0.0.1:$INBOX_PORT" --database-url "$APP_DATABASE_URL" --redis-addr "127.0.0.1:$REDIS_PORT" \
+  --ctl "$REPO_ROOT/native/ctl.sh" --prometheus-dir "$STATE_DIR/prometheus" --out-dir "$STATE_DIR/gameday" \
+  ${GAMEDAY_ARGS:-}
