@@ -108,7 +108,11 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: Fault::Stop("alertmanager"),
             // Every evaluation's send fails at once; the ratio over 5m stays above 1% for 5 minutes after.
             expects: vec![expect("PrometheusAlertmanagerUnreachable", "critical", 0, 300)],
-            inhibited: vec![],
+            inhibited: vec![Inhibited {
+                alert: "PrometheusTargetDown",
+                labels: &[("job", "alertmanager")],
+                by: "PrometheusAlertmanagerUnreachable",
+            }],
             clear_on: ClearOn::Firing,
             after: &[],
         },
@@ -118,7 +122,11 @@ pub fn scenarios() -> Vec<Scenario> {
             fault: Fault::Stop("inbox"),
             // The first failure comes with the next Watchdog repeat (at most a minute) and its retries.
             expects: vec![expect("AlertmanagerNotificationsFailing", "critical", 75, 300)],
-            inhibited: vec![],
+            inhibited: vec![Inhibited {
+                alert: "PrometheusTargetDown",
+                labels: &[("job", "inbox")],
+                by: "AlertmanagerNotificationsFailing",
+            }],
             clear_on: ClearOn::Firing,
             after: &["alertmanager-down"],
         },
@@ -165,7 +173,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "redis-clients",
-            what: "lower Redis maxclients, hold 90% of it, and open a burst of connections past it",
+            what: "lower Redis maxclients, keep 85% of it connected, and open a burst of connections past it",
             fault: Fault::RedisClients,
             expects: vec![
                 expect("RedisTooManyClients", "warning", 0, 0),
