@@ -275,13 +275,14 @@ pub fn scenarios() -> Vec<Scenario> {
         // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
         Scenario {
             name: "slo-burn",
-            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with extra load \
+            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with 80/s of extra load \
                    until the 1h ratios cross 14.4x; then healthy traffic at a high rate until resolved",
             fault: Fault::SloBurn,
             expects: vec![
-                // The ramp (extra load until the 1h ratio crosses) takes about a minute.
-                expect("AppLatencyBudgetBurn", "critical", 90, 300),
-                expect("AppAvailabilityBudgetBurn", "critical", 120, 300),
+                // The ramp (extra load until the 1h ratio crosses) takes one to two minutes on a stack with half an
+                // hour of history; the error ramp follows it.
+                expect("AppLatencyBudgetBurn", "critical", 150, 300),
+                expect("AppAvailabilityBudgetBurn", "critical", 180, 300),
                 expect("AppFaultInjectionActive", "info", 0, 0),
             ],
             inhibited: vec![],

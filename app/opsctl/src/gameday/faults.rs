@@ -557,8 +557,8 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
     let (stop_extra, extra) = background_load(
         LoadArgs {
-            rate: 40.0,
-            concurrency: 48,
+            rate: 80.0,
+            concurrency: 64,
             read_ratio: 1.0,
             ..ctx.load_args()
         },
