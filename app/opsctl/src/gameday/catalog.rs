@@ -316,7 +316,8 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["pool-exhaustion"],
-        },        Scenario {
+        },
+        Scenario {
             name: "cache-misses",
             what: "read keys that do not exist at 60/s: the cache hit ratio falls",
             fault: Fault::CacheMisses,

@@ -249,16 +249,14 @@ impl Fault {
             Fault::SloBurn => slo_burn(h).await,
             Fault::PoolExhaustion => pool_exhaustion(h).await,
             Fault::CacheMisses => {
-                let (stop, load) = background_load(
-                    LoadArgs {
-                        rate: 60.0,
-                        concurrency: 16,
-                        read_ratio: 1.0,
-                        missing_ratio: 1.0,
-                        key_prefix: "gameday-miss".to_string(),
-                        ..ctx.load_args()
-                    },
-                );
+                let (stop, load) = background_load(LoadArgs {
+                    rate: 60.0,
+                    concurrency: 16,
+                    read_ratio: 1.0,
+                    missing_ratio: 1.0,
+                    key_prefix: "gameday-miss".to_string(),
+                    ..ctx.load_args()
+                });
                 h.ready();
                 h.until(Phase::Clear).await;
                 let _ = stop.send(true);
@@ -387,9 +385,14 @@ async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
 
 async fn ensure_lock_table(url: &str) -> Result<(), String> {
     let c = pg_connect(url).await?;
+    // The lock drills start together; concurrent CREATE TABLE IF NOT EXISTS can still collide on the catalog's
+    // unique index, so the creation is serialised by a transaction-scoped advisory lock.
     c.batch_execute(
-        "CREATE TABLE IF NOT EXISTS gameday_lock (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
-         INSERT INTO gameday_lock (id) VALUES (1), (2) ON CONFLICT DO NOTHING;",
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('gameday_lock'));
+         CREATE TABLE IF NOT EXISTS gameday_lock (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+         INSERT INTO gameday_lock (id) VALUES (1), (2), (3) ON CONFLICT DO NOTHING;
+         COMMIT;",
     )
     .await
     .map_err(|e| format!("create gameday_lock: {e}"))
@@ -423,20 +426,24 @@ async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, String> {
 }
 
 /// One deadlock: two sessions each lock a row, then ask for the other's; Postgres aborts one after
-/// deadlock_timeout.
+/// deadlock_timeout. Rows 2 and 3: row 1 is the lock drill's, which may be holding it at the same time.
 async fn deadlock_once(url: &str) -> Result<(), String> {
     let a = pg_connect(url).await?;
     let b = pg_connect(url).await?;
     let err = |e: tokio_postgres::Error| format!("deadlock drill: {e}");
-    a.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 1;").await.map_err(err)?;
-    b.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 2;").await.map_err(err)?;
+    a.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 2;")
+        .await
+        .map_err(err)?;
+    b.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 3;")
+        .await
+        .map_err(err)?;
     let a_waits = tokio::spawn(async move {
-        let r = a.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2").await;
+        let r = a.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 3").await;
         let _ = a.batch_execute("ROLLBACK").await;
         r
     });
     sleep(Duration::from_millis(200)).await;
-    let rb = b.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 1").await;
+    let rb = b.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2").await;
     let _ = b.batch_execute("ROLLBACK").await;
     let ra = a_waits.await.map_err(|e| e.to_string())?;
     let deadlocked = [&ra, &rb]
@@ -525,7 +532,9 @@ async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), Str
     let status = response.status();
     if status != StatusCode::OK {
         let text = response.text().await.unwrap_or_default();
-        return Err(format!("{url}: HTTP {status}: {text} (is APP_FAULT_INJECTION_ENABLED=true?)"));
+        return Err(format!(
+            "{url}: HTTP {status}: {text} (is APP_FAULT_INJECTION_ENABLED=true?)"
+        ));
     }
     Ok(())
 }
@@ -555,22 +564,28 @@ async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> R
 /// dilutes the bad requests out of it, as the hours of history of a real service would.
 async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
-    let (stop_extra, extra) = background_load(
-        LoadArgs {
-            rate: 80.0,
-            concurrency: 64,
-            read_ratio: 1.0,
-            ..ctx.load_args()
-        },
-    );
+    let (stop_extra, extra) = background_load(LoadArgs {
+        rate: 80.0,
+        concurrency: 64,
+        read_ratio: 1.0,
+        ..ctx.load_args()
+    });
     let limit = Duration::from_secs(300);
     set_fault(&ctx, Some(json!({"latency_ms": 400, "duration_seconds": 1800}))).await?;
     let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", 0.01 * 14.4 * 1.25, limit).await?;
-    set_fault(&ctx, Some(json!({"error_ratio": 0.5, "latency_ms": 400, "duration_seconds": 1800}))).await?;
+    set_fault(
+        &ctx,
+        Some(json!({"error_ratio": 0.5, "latency_ms": 400, "duration_seconds": 1800})),
+    )
+    .await?;
     let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", 0.001 * 14.4 * 1.5, limit).await?;
     let _ = stop_extra.send(true);
     let _ = extra.await;
-    set_fault(&ctx, Some(json!({"error_ratio": 0.05, "latency_ms": 400, "duration_seconds": 1800}))).await?;
+    set_fault(
+        &ctx,
+        Some(json!({"error_ratio": 0.05, "latency_ms": 400, "duration_seconds": 1800})),
+    )
+    .await?;
     ctx.say(&format!(
         "slo-burn: 1h ratios crossed (slow {latency:.3}, errors {errors:.4}); holding 5% errors and 400 ms"
     ));
@@ -578,14 +593,14 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     h.until(Phase::Clear).await;
     set_fault(&ctx, None).await?;
     let removed = now_ms();
-    let (stop_dilution, dilution) = background_load(
-        LoadArgs {
-            rate: 400.0,
-            concurrency: 64,
-            read_ratio: 1.0,
-            ..ctx.load_args()
-        },
-    );
+    // /helloworld: healthy API traffic that touches neither the cache nor Postgres, so that it dilutes only the
+    // SLO windows (reads of cached keys would also hold the cache hit ratio up for the next five minutes).
+    let (stop_dilution, dilution) = background_load(LoadArgs {
+        rate: 400.0,
+        concurrency: 64,
+        hello_ratio: 1.0,
+        ..ctx.load_args()
+    });
     h.cleared(Ok(removed));
     h.until(Phase::Finish).await;
     let _ = stop_dilution.send(true);
@@ -640,7 +655,9 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let mut ready = false;
     while h.holding() {
         locker
-            .batch_execute(&format!("BEGIN; SELECT 1 FROM kv_store WHERE key = '{key}' FOR UPDATE;"))
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM kv_store WHERE key = '{key}' FOR UPDATE;"
+            ))
             .await
             .map_err(|e| format!("lock {key}: {e}"))?;
         if !ready {
@@ -664,6 +681,8 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
         ok += o;
         failed += f;
     }
-    ctx.say(&format!("pool-exhaustion: the hot-key writers got {ok} answers 2xx and {failed} not"));
+    ctx.say(&format!(
+        "pool-exhaustion: the hot-key writers got {ok} answers 2xx and {failed} not"
+    ));
     Ok(vec![])
 }

@@ -105,22 +105,31 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
     ));
     check_coverage(&rules)?;
 
-    // The game day's own key space, then steady background traffic for the whole run.
+    // The game day's own key space, then steady background traffic for the whole run. Four writes at a time: on a
+    // young stack a burst of slow commits would weigh on the latency SLO's long windows for many minutes.
     let seed = crate::load::LoadArgs {
         rate: 1000.0,
         duration: Duration::from_millis(1),
         no_seed: false,
+        concurrency: 4,
         ..ctx.load_args()
     };
     let seeded = crate::load::run(&seed, std::future::pending()).await;
     if seeded.seed_errors > 0 || seeded.seeded_keys == 0 {
-        return Err(format!("could not write the game day's keys ({} failed)", seeded.seed_errors));
+        return Err(format!(
+            "could not write the game day's keys ({} failed)",
+            seeded.seed_errors
+        ));
     }
     let (stop_background, background) = faults::background_load(ctx.load_args());
 
     settle(&ctx).await?;
     let quiet = quiet_period(&ctx, args.quiet).await;
-    ctx.say(&format!("quiet period: {} — {}", if quiet.passed { "passed" } else { "FAILED" }, quiet.figures));
+    ctx.say(&format!(
+        "quiet period: {} — {}",
+        if quiet.passed { "passed" } else { "FAILED" },
+        quiet.figures
+    ));
     let mut proofs = vec![proofs::dashboards(&ctx).await];
 
     let results = run_scenarios(&ctx, &rules, timing).await;
@@ -129,7 +138,11 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
     let background = background.await.map_err(|e| e.to_string())?;
     proofs.push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
     for p in &proofs {
-        ctx.say(&format!("proof: {} — {}", if p.passed { "passed" } else { "FAILED" }, p.claim));
+        ctx.say(&format!(
+            "proof: {} — {}",
+            if p.passed { "passed" } else { "FAILED" },
+            p.claim
+        ));
     }
 
     let passed = quiet.passed && proofs.iter().all(|p| p.passed) && results.iter().all(ScenarioResult::passed);
@@ -162,7 +175,13 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
 /// Alertmanager's.
 async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
     let prom = ctx.prometheus.config_yaml().await.map_err(|e| e.to_string())?;
-    let am = ctx.alertmanager.status().await.map_err(|e| e.to_string())?.config.original;
+    let am = ctx
+        .alertmanager
+        .status()
+        .await
+        .map_err(|e| e.to_string())?
+        .config
+        .original;
     let first = |text: &str, key: &str| -> Result<u64, String> {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
@@ -216,32 +235,128 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
 }
 
 /// Waits until nothing but the Watchdog and info alerts is active in Prometheus and Alertmanager, so the quiet
-/// period starts clean (earlier tests may have left a fault's alerts resolving).
+/// period starts clean (earlier tests may have left a fault's alerts resolving). While it waits, it says once a
+/// minute what keeps each alert active, so that a stack that never settles explains itself in the log.
+///
+/// A young stack's SLO windows hold only minutes of traffic, so a few slow or failed requests from its first
+/// minutes (cold caches, the first connections) can keep a burn-rate alert's long-window leg above its threshold
+/// for a long time at the background rate. When only the SLO alerts remain after two minutes, healthy reads at
+/// 100/s fill the windows with the traffic an established service would have; the log says so.
 async fn settle(ctx: &Ctx) -> Result<(), String> {
+    let mut warm_up = None;
+    let result = settle_loop(ctx, &mut warm_up).await;
+    if let Some((stop, load)) = warm_up {
+        let _ = stop.send(true);
+        let report: crate::load::stats::Report = load.await.map_err(|e| e.to_string())?;
+        ctx.say(&format!(
+            "warm-up load stopped: {} requests, {} failed",
+            report.completed, report.errors
+        ));
+    }
+    result
+}
+
+type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
+
+async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>) -> Result<(), String> {
     let deadline = now_ms() + 600_000;
-    loop {
+    for round in 0u32.. {
         let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
         let am = ctx.alertmanager.alerts().await.map_err(|e| e.to_string())?;
         let noisy = |labels: &BTreeMap<String, String>| {
             labels.get("alertname").map(String::as_str) != Some("Watchdog")
                 && labels.get("severity").map(String::as_str) != Some("info")
         };
+        let name = |l: &BTreeMap<String, String>| {
+            format!(
+                "{}{{{}}}",
+                l.get("alertname").map(String::as_str).unwrap_or("?"),
+                l.get("severity").map(String::as_str).unwrap_or("")
+            )
+        };
         let busy: BTreeSet<String> = prom
             .iter()
             .map(|a| &a.labels)
             .chain(am.iter().map(|a| &a.labels))
             .filter(|l| noisy(l))
-            .filter_map(|l| l.get("alertname").cloned())
+            .map(name)
             .collect();
         if busy.is_empty() {
             return Ok(());
         }
         if now_ms() > deadline {
-            return Err(format!("the stack did not settle within 10 minutes: {busy:?} still active"));
+            ctx.say(&diagnosis(ctx).await);
+            return Err(format!(
+                "the stack did not settle within 10 minutes: {busy:?} still active"
+            ));
         }
         ctx.say(&format!("settling: waiting for {busy:?} to end"));
+        if round % 4 == 1 {
+            ctx.say(&diagnosis(ctx).await);
+        }
+        let only_slo = busy
+            .iter()
+            .all(|b| b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{"));
+        if round >= 8 && only_slo && warm_up.is_none() {
+            ctx.say(
+                "settling: only the SLO burn alerts remain; healthy reads at 100/s fill the young stack's SLO windows",
+            );
+            *warm_up = Some(faults::background_load(crate::load::LoadArgs {
+                rate: 100.0,
+                read_ratio: 1.0,
+                ..ctx.load_args()
+            }));
+        }
         sleep(Duration::from_secs(15)).await;
     }
+    unreachable!("the rounds outnumber the deadline")
+}
+
+/// What the app served lately that counts against its SLOs, and where the burn rates stand.
+async fn diagnosis(ctx: &Ctx) -> String {
+    const API: &str = r#"job="app", http_route!~"/healthcheck|/status""#;
+    let queries = [
+        (
+            "SLIs (error and slow ratios by window)",
+            r#"{__name__=~"app:(availability_errors|latency_slow):ratio_rate(5m|1h|2h|1d)"}"#.to_string(),
+        ),
+        (
+            "5xx responses in the last hour",
+            format!(
+                r#"sum by (http_route, http_response_status_code) (increase(http_server_request_duration_seconds_count{{{API}, http_response_status_code=~"5.."}}[1h])) > 0"#
+            ),
+        ),
+        (
+            "requests slower than 0.25 s in the last hour",
+            format!(
+                r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) - sum by (http_route) (increase(http_server_request_duration_seconds_bucket{{{API}, le="0.25"}}[1h])) > 0"#
+            ),
+        ),
+        (
+            "requests in the last hour",
+            format!(r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) > 0"#),
+        ),
+    ];
+    let mut out = String::from("diagnosis:");
+    for (title, expr) in queries {
+        out.push_str(&format!("\n  {title}:"));
+        match ctx.prometheus.query(&expr).await {
+            Ok(samples) if samples.is_empty() => out.push_str(" none"),
+            Ok(samples) => {
+                for s in samples {
+                    let labels: Vec<String> = s
+                        .metric
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "job")
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    out.push_str(&format!(" [{}] {:.4};", labels.join(","), s.number()));
+                }
+            }
+            Err(e) => out.push_str(&format!(" query failed: {e}")),
+        }
+    }
+    out
 }
 
 /// Healthy load for `length`: no notification may arrive but the Watchdog heartbeat, which must keep arriving.
@@ -260,7 +375,11 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
             }
         }
     };
-    ctx.say(&format!("quiet period: {} of healthy load at {}/s", format_duration(length), ctx.args.rate));
+    ctx.say(&format!(
+        "quiet period: {} of healthy load at {}/s",
+        format_duration(length),
+        ctx.args.rate
+    ));
     sleep(length).await;
     let after = since.to_string();
     let received = ctx
@@ -284,8 +403,16 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
             "{heartbeats} heartbeat notifications in {}, {} others{}; the inbox's dead-man's switch {}",
             format_duration(length),
             others.len(),
-            if others.is_empty() { String::new() } else { format!(": {}", others.join(", ")) },
-            if heartbeat { "healthy" } else { "reports the heartbeat missing" }
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", others.join(", "))
+            },
+            if heartbeat {
+                "healthy"
+            } else {
+                "reports the heartbeat missing"
+            }
         ),
     }
 }
@@ -303,8 +430,12 @@ async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, timing: Timing) -> Vec<Sce
     }
     let mut tasks = tokio::task::JoinSet::new();
     for s in chosen {
-        let waits: Vec<watch::Receiver<bool>> =
-            s.after.iter().filter_map(|d| cleared.get(d)).map(|tx| tx.subscribe()).collect();
+        let waits: Vec<watch::Receiver<bool>> = s
+            .after
+            .iter()
+            .filter_map(|d| cleared.get(d))
+            .map(|tx| tx.subscribe())
+            .collect();
         let done = cleared[s.name].clone();
         let (ctx, rules) = (ctx.clone(), rules.clone());
         tasks.spawn(async move {

@@ -59,6 +59,7 @@ impl Ctx {
             keys: KEYS,
             read_ratio: 0.9,
             missing_ratio: 0.0,
+            hello_ratio: 0.0,
             key_prefix: KEY_PREFIX.to_string(),
             timeout: Duration::from_secs(5),
             no_seed: true,
@@ -125,7 +126,9 @@ pub const KEYS: u64 = 200;
 pub async fn redis_command(addr: &str, args: &[&str]) -> Result<String, String> {
     let what = args.join(" ");
     let run = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to Redis at {addr}: {e}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to Redis at {addr}: {e}"))?;
         let mut stream = BufReader::new(stream);
         let mut request = format!("*{}\r\n", args.len());
         for a in args {

@@ -47,6 +47,10 @@ pub struct LoadArgs {
     /// cache miss ratio.
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     pub missing_ratio: f64,
+    /// Share of requests that are `GET /helloworld`, which touches neither Postgres nor Redis: healthy API traffic
+    /// that leaves the cache and database figures alone (the rest follow --read-ratio).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    pub hello_ratio: f64,
     /// Prefix of every key this run reads or writes.
     #[arg(long, default_value = "load", value_parser = key_prefix)]
     pub key_prefix: String,
@@ -244,10 +248,17 @@ async fn seed(api: &Arc<Api>, args: &LoadArgs, concurrency: usize) -> (u64, u64)
     (ok, failed)
 }
 
-/// Picks the next request: a read or a write by `--read-ratio`, a missing key by `--missing-ratio`.
+/// Picks the next request: `/helloworld` by `--hello-ratio`, else a read or a write by `--read-ratio`, a missing
+/// key by `--missing-ratio`.
 fn plan(rng: &mut fastrand::Rng, args: &LoadArgs, seq: u64) -> Planned {
     let prefix = &args.key_prefix;
-    if rng.f64() < args.read_ratio {
+    if args.hello_ratio > 0.0 && rng.f64() < args.hello_ratio {
+        Planned {
+            op: Op::Hello,
+            key: String::new(),
+            seq,
+        }
+    } else if rng.f64() < args.read_ratio {
         if rng.f64() < args.missing_ratio {
             // Random, so each is a real miss in the cache too, not a cached "absent" answer.
             Planned {
@@ -275,6 +286,7 @@ fn plan(rng: &mut fastrand::Rng, args: &LoadArgs, seq: u64) -> Planned {
 async fn send(api: Arc<Api>, planned: Planned, permit: OwnedSemaphorePermit, results: mpsc::UnboundedSender<Sample>) {
     let started = Instant::now();
     let request = match planned.op {
+        Op::Hello => api.client.get(join(&api.base, "/helloworld")),
         Op::Read | Op::ReadMissing => api.client.get(join(&api.base, &format!("/get/{}", planned.key))),
         Op::Write => api.client.post(join(&api.base, "/set")).json(&json!({
             "key": planned.key,
@@ -303,7 +315,7 @@ async fn send(api: Arc<Api>, planned: Planned, permit: OwnedSemaphorePermit, res
 
 fn expected(op: Op, status: StatusCode) -> bool {
     match op {
-        Op::Read | Op::Write => status.is_success(),
+        Op::Hello | Op::Read | Op::Write => status.is_success(),
         Op::ReadMissing => status == StatusCode::NOT_FOUND,
     }
 }
@@ -373,6 +385,7 @@ mod tests {
                 }
                 Op::ReadMissing => missing += 1,
                 Op::Write => writes += 1,
+                Op::Hello => panic!("no --hello-ratio, no /helloworld"),
             }
         }
         assert!((3500..4000).contains(&reads), "{reads}");

@@ -11,6 +11,8 @@ use serde::Serialize;
 /// What a request was meant to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `GET /helloworld`.
+    Hello,
     /// `GET /get/{key}` of a seeded key.
     Read,
     /// `GET /get/{key}` of a key that does not exist (404 expected).
@@ -111,13 +113,13 @@ impl Stats {
         record(&mut self.all, sample.latency);
         record(&mut self.window, sample.latency);
         match sample.op {
-            Op::Read | Op::ReadMissing => record(&mut self.reads, sample.latency),
+            Op::Hello | Op::Read | Op::ReadMissing => record(&mut self.reads, sample.latency),
             Op::Write => record(&mut self.writes, sample.latency),
         }
         if sample.outcome == Outcome::Ok {
             self.ok += 1;
             match sample.op {
-                Op::Read => self.ok_reads += 1,
+                Op::Hello | Op::Read => self.ok_reads += 1,
                 Op::ReadMissing => self.ok_missing_reads += 1,
                 Op::Write => self.ok_writes += 1,
             }
@@ -247,6 +249,7 @@ pub struct Report {
     /// Completed requests per second of the run.
     pub achieved_rate: f64,
     pub ok: u64,
+    /// Reads of existing keys (and `GET /helloworld`) answered 2xx.
     pub ok_reads: u64,
     /// Reads of missing keys answered 404, as expected.
     pub ok_missing_reads: u64,
