@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod listener;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{admin_router, AdminState};
 use crate::config::Config;
 use crate::fault::FaultInjector;
+use crate::listener::DrainingListener;
 use crate::routes::{api_router, AppState, Limits};
 use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, PoolName};
@@ -140,8 +141,10 @@ impl Application {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        // The API listener serves its backlog before the server stops accepting (see `listener`).
+        let (api_listener, drained_rx) = DrainingListener::new(api_listener, stop_rx.clone());
         let api = axum::serve(api_listener, api_router)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .with_graceful_shutdown(stopped(drained_rx))
             .into_future();
         let admin = axum::serve(admin_listener, admin_router)
             .with_graceful_shutdown(stopped(stop_rx))

@@ -196,6 +196,82 @@ async fn shutdown_is_bounded_by_its_timeout() {
     in_flight.abort();
 }
 
+/// Connections the kernel accepted before shutdown are served, not reset. Eight clients open a connection per
+/// request as fast as they can while the app shuts down, five times; a plain graceful shutdown resets a few of
+/// them each time (those still queued in the listen backlog when the listener closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_under_connection_churn_resets_no_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Default, Debug)]
+    struct Tally {
+        answered: u64,
+        refused: u64,
+        reset: u64,
+        other: Vec<String>,
+    }
+    let mut total = Tally::default();
+    for _ in 0..5 {
+        // /helloworld touches no dependency: Postgres and Redis play no part here.
+        let mut app = spawn_with(test_config()).await;
+        let addr = app.api.trim_start_matches("http://").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let (addr, stop) = (addr.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut t = Tally::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut stream = match tokio::net::TcpStream::connect(&addr).await {
+                            Ok(stream) => stream,
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                t.refused += 1;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                continue;
+                            }
+                            Err(e) => {
+                                t.other.push(format!("connect: {e}"));
+                                continue;
+                            }
+                        };
+                        let mut answer = Vec::new();
+                        let exchange = async {
+                            stream
+                                .write_all(b"GET /helloworld HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                                .await?;
+                            stream.read_to_end(&mut answer).await
+                        };
+                        match exchange.await {
+                            Ok(_) if answer.starts_with(b"HTTP/1.1 200") => t.answered += 1,
+                            Ok(_) => t.other.push(format!("answer: {:?}", String::from_utf8_lossy(&answer))),
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => t.reset += 1,
+                            Err(e) => t.other.push(format!("exchange: {e}")),
+                        }
+                    }
+                    t
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (result, _) = app.shutdown().await;
+        result.expect("clean shutdown");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            let t = client.await.unwrap();
+            total.answered += t.answered;
+            total.refused += t.refused;
+            total.reset += t.reset;
+            total.other.extend(t.other);
+        }
+    }
+    assert!(total.answered > 0, "{total:?}");
+    assert_eq!(total.reset, 0, "connections reset unanswered: {total:?}");
+    assert!(total.other.is_empty(), "{total:?}");
+}
+
 #[tokio::test]
 async fn every_documented_operation_is_served_under_its_template() {
     let app = spawn_app().await;

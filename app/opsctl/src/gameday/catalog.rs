@@ -134,7 +134,7 @@ pub fn scenarios() -> Vec<Scenario> {
         // --- app-side faults one at a time (each would spoil the others' proofs or be inhibited by them).
         Scenario {
             name: "app-restarts",
-            what: "SIGTERM the app twice under load (proof: every answer a success, no acknowledged write lost); \
+            what: "SIGTERM the app twice under load (proof: no request fails, no acknowledged write is lost); \
                    the supervisor restarts it",
             fault: Fault::AppSigterm,
             expects: vec![expect("AppRestarting", "warning", 30, 900)],
