@@ -25,10 +25,13 @@ fn millis(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// What one reader counted: answers 200, answers not 200, the slowest answer, the failures.
+type ReaderTally = (u64, u64, Duration, Vec<String>);
+
 /// Readers of existing keys at a steady rate, counting every answer that is not 200.
 pub struct Readers {
     stop: watch::Sender<bool>,
-    workers: Vec<JoinHandle<(u64, u64, Duration, Vec<String>)>>,
+    workers: Vec<JoinHandle<ReaderTally>>,
 }
 
 impl Readers {
