@@ -6,9 +6,10 @@
 //! SIGTERMs at about 1,000 new connections/s; see README, "Game day").
 //!
 //! So on shutdown the listener first stops new handshakes: a socket filter on the listening socket drops new SYNs,
-//! whose clients retransmit a second later, by when the restarted app or nobody is listening (a clean refusal). Then it keeps accepting until the backlog is empty, and
-//! only then lets the server stop. The filter is the kernel's classic BPF (`SO_ATTACH_FILTER`) through socket2;
-//! where it cannot be attached, the listener drains what it can and says so in the log.
+//! whose clients retransmit a second later, by when the restarted app or nobody is listening (a clean refusal).
+//! Then it keeps accepting until the backlog is empty, and only then lets the server stop. The filter is the
+//! kernel's classic BPF (`SO_ATTACH_FILTER`) through socket2; where it cannot be attached, the listener drains what
+//! it can and says so in the log.
 
 use std::io;
 use std::net::SocketAddr;
