@@ -359,7 +359,10 @@ pub async fn run(
             }
         }
         check_inhibitions(&ctx, &mut inhibitions, &watches, &alerts, since).await;
-        if watches.iter().all(|w| w.row.receiver.is_none() || w.notified_ms.is_some()) {
+        let held_back_delivered = watches
+            .iter()
+            .all(|w| w.row.receiver.is_none() || w.row.fired_seconds.is_none() || w.notified_ms.is_some());
+        if held_back_delivered {
             release.now();
         }
         let done = watches
@@ -379,14 +382,17 @@ pub async fn run(
         let r = &mut w.row;
         let within = |v: Option<f64>, bound: u64| v.is_some_and(|v| v <= bound as f64);
         let fired_in_time = match (scenario.clear_on, r.receiver.is_some()) {
-            // The notification can only arrive once delivery works again: the fire bound applies to Prometheus,
-            // and the held-back notification must follow the fault's removal within a resend and a group_wait.
+            // The notification can only arrive once delivery works again: the fire bound applies to Prometheus.
+            // The held-back notification must follow the fault's removal within two evaluations (Prometheus resends
+            // a firing alert at the first evaluation after its resend delay, which the stack sets to one interval)
+            // and a group_wait, or a group_interval when Alertmanager had already tried and failed to deliver it
+            // (it retries with a backoff for up to a group_interval).
             (ClearOn::Firing, true) => {
+                let redelivery = 2 * timing.evaluation_seconds
+                    + timing.group_wait_seconds.max(timing.group_interval_seconds)
+                    + SLACK_SECONDS;
                 within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds)
-                    && within(
-                        r.notified_seconds,
-                        cleared_after + timing.evaluation_seconds + timing.group_wait_seconds + SLACK_SECONDS,
-                    )
+                    && within(r.notified_seconds, cleared_after + redelivery)
             }
             (ClearOn::Delivered, true) => within(r.notified_seconds, r.fire_bound_seconds),
             (_, false) => within(r.fired_seconds, r.fire_bound_seconds),
