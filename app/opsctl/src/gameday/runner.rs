@@ -134,8 +134,7 @@ async fn notifications(ctx: &Ctx, alert: &str, after: u64) -> Vec<Notification> 
 }
 
 /// Tells the scenarios waiting for this one that its fault no longer disturbs them: when it is removed, right
-/// after injection for a fault that is over once injected, once the held-back notifications are delivered for a
-/// fault that stops delivery (the next drill may stop delivery again), and in any case when the scenario ends.
+/// after injection for a fault that is over once injected, and in any case when the scenario ends.
 struct Release(tokio::sync::watch::Sender<bool>);
 
 impl Release {
@@ -325,10 +324,7 @@ pub async fn run(
             now_ms()
         }
     };
-    let cleared_after = t_clear.saturating_sub(t0).div_ceil(1000);
-    if scenario.clear_on == ClearOn::Delivered {
-        release.now();
-    }
+    release.now();
     ctx.say(&format!("{}: fault removed", scenario.name));
     let longest_resolve = watches.iter().map(|w| w.row.resolve_bound_seconds).max().unwrap_or(0);
     let resolve_deadline = t_clear + (longest_resolve * 1000) * 3 / 2 + 60_000;
@@ -359,12 +355,6 @@ pub async fn run(
             }
         }
         check_inhibitions(&ctx, &mut inhibitions, &watches, &alerts, since).await;
-        let held_back_delivered = watches
-            .iter()
-            .all(|w| w.row.receiver.is_none() || w.row.fired_seconds.is_none() || w.notified_ms.is_some());
-        if held_back_delivered {
-            release.now();
-        }
         let done = watches
             .iter()
             .all(|w| w.row.resolved_seconds.is_some() || w.row.fired_seconds.is_none());
@@ -382,17 +372,9 @@ pub async fn run(
         let r = &mut w.row;
         let within = |v: Option<f64>, bound: u64| v.is_some_and(|v| v <= bound as f64);
         let fired_in_time = match (scenario.clear_on, r.receiver.is_some()) {
-            // The notification can only arrive once delivery works again: the fire bound applies to Prometheus.
-            // The held-back notification must follow the fault's removal within two evaluations (Prometheus resends
-            // a firing alert at the first evaluation after its resend delay, which the stack sets to one interval)
-            // and a group_wait, or a group_interval when Alertmanager had already tried and failed to deliver it
-            // (it retries with a backoff for up to a group_interval).
+            // The notification can only arrive once delivery works again: the bound applies to Prometheus.
             (ClearOn::Firing, true) => {
-                let redelivery = 2 * timing.evaluation_seconds
-                    + timing.group_wait_seconds.max(timing.group_interval_seconds)
-                    + SLACK_SECONDS;
-                within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds)
-                    && within(r.notified_seconds, cleared_after + redelivery)
+                within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds) && r.notified_seconds.is_some()
             }
             (ClearOn::Delivered, true) => within(r.notified_seconds, r.fire_bound_seconds),
             (_, false) => within(r.fired_seconds, r.fire_bound_seconds),
