@@ -22,14 +22,16 @@ use std::time::Duration;
 use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How long the backlog must stay empty before the listener counts it drained. Handshakes completed before the
 /// filter went on are in the backlog already; those half-open at that moment complete one round trip later, so this
 /// covers round trips under 100 ms (loopback and a local proxy) and the accept loop's own latency.
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
-/// The longest the drain may take, well inside the app's shutdown timeout (10 s by default): it ends sooner once the
-/// backlog is empty, and a backlog cannot refill while new handshakes are dropped.
+/// The longest the drain may take, and at most half the shutdown timeout, which it runs inside: in-flight requests
+/// keep the rest. It ends sooner once the backlog is empty, and a backlog cannot refill while new handshakes are
+/// dropped.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// A listener that drains its backlog when `stop` turns true, then completes `drained` and accepts nothing more.
@@ -37,27 +39,32 @@ pub struct DrainingListener {
     inner: TcpListener,
     stop: watch::Receiver<bool>,
     drained: watch::Sender<bool>,
+    drain_limit: Duration,
     state: State,
-    drain_deadline: tokio::time::Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Serving,
-    Draining,
+    Draining { until: Instant },
     Drained,
 }
 
 impl DrainingListener {
-    /// Wraps `inner`; the returned receiver turns true once the backlog is drained after `stop`.
-    pub fn new(inner: TcpListener, stop: watch::Receiver<bool>) -> (Self, watch::Receiver<bool>) {
+    /// Wraps `inner`; the returned receiver turns true once the backlog is drained after `stop`. The drain takes at
+    /// most half of `shutdown_timeout`.
+    pub fn new(
+        inner: TcpListener,
+        stop: watch::Receiver<bool>,
+        shutdown_timeout: Duration,
+    ) -> (Self, watch::Receiver<bool>) {
         let (drained, drained_rx) = watch::channel(false);
         let listener = DrainingListener {
             inner,
             stop,
             drained,
+            drain_limit: DRAIN_LIMIT.min(shutdown_timeout / 2),
             state: State::Serving,
-            drain_deadline: tokio::time::Instant::now(),
         };
         (listener, drained_rx)
     }
@@ -66,8 +73,9 @@ impl DrainingListener {
         match refuse_new_handshakes(&self.inner) {
             Ok(()) => {
                 tracing::info!("API listener: new connections are held off; serving the ones already queued");
-                self.state = State::Draining;
-                self.drain_deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+                self.state = State::Draining {
+                    until: Instant::now() + self.drain_limit,
+                };
             }
             Err(e) => {
                 tracing::warn!(
@@ -99,8 +107,8 @@ impl Listener for DrainingListener {
                         _ = stop.wait_for(|stop| *stop) => self.start_draining(),
                     }
                 }
-                State::Draining => {
-                    let quiet_until = (tokio::time::Instant::now() + DRAIN_QUIET).min(self.drain_deadline);
+                State::Draining { until } => {
+                    let quiet_until = (Instant::now() + DRAIN_QUIET).min(until);
                     match tokio::time::timeout_at(quiet_until, Listener::accept(&mut self.inner)).await {
                         Ok(accepted) => return accepted,
                         Err(_) => self.finish_draining(),

@@ -142,7 +142,7 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         // The API listener serves its backlog before the server stops accepting (see `listener`).
-        let (api_listener, drained_rx) = DrainingListener::new(api_listener, stop_rx.clone());
+        let (api_listener, drained_rx) = DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
         let api = axum::serve(api_listener, api_router)
             .with_graceful_shutdown(stopped(drained_rx))
             .into_future();

@@ -162,15 +162,15 @@ def check_alert_table(path, alerts, require_all):
     Tables with a `scenario` column are game day inventories: one row per alert and severity, as measured, which the
     game day itself checks against the rules Prometheus loaded; they are not alert reference tables."""
     seen = set()
-    header = None
+    inventory = None  # whether the current table is a game day inventory; None between tables
     for line in open(path):
         if not line.startswith("|"):
-            header = None
+            inventory = None
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = [c.strip("`").lower() for c in cells]
-        if "scenario" in header:
+        if inventory is None:
+            inventory = "scenario" in cells
+        if inventory:
             continue
         name = re.sub(r"[\[\]`*]", "", cells[0]) if cells else ""
         if name not in alerts or len(cells) < 4:
