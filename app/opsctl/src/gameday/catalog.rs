@@ -17,6 +17,10 @@ pub struct Expect {
     pub detect: u64,
     /// Seconds the expression needs, after the fault is removed, to become false (the range of a rate, say).
     pub clear: u64,
+    /// The fault builds this alert's condition gradually, for as long as the stack needs (the SLO drill ramps its
+    /// bad requests until the 1h ratios cross): `detect` counts from the end of the injection, whose length is
+    /// added to the bound.
+    pub after_ramp: bool,
 }
 
 /// An alert the scenario's fault also sets off but Alertmanager must hold back while `by` fires.
@@ -95,6 +99,7 @@ fn expect(alert: &'static str, severity: &'static str, detect: u64, clear: u64) 
         labels: NO_LABELS,
         detect,
         clear,
+        after_ramp: false,
     }
 }
 
@@ -276,14 +281,21 @@ pub fn scenarios() -> Vec<Scenario> {
         // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
         Scenario {
             name: "slo-burn",
-            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with 80/s of extra load \
-                   until the 1h ratios cross 14.4x; then healthy traffic at a high rate until resolved",
+            what: "app fault injection: 400 ms on every API response and 50% then 5% errors, with extra load sized \
+                   from the last hour's traffic until the 1h ratios cross 14.4x; then healthy traffic sized to clear \
+                   the 30m window",
             fault: Fault::SloBurn,
             expects: vec![
-                // The ramp (extra load until the 1h ratio crosses) takes one to two minutes on a stack with half an
-                // hour of history; the error ramp follows it.
-                expect("AppLatencyBudgetBurn", "critical", 150, 300),
-                expect("AppAvailabilityBudgetBurn", "critical", 180, 300),
+                // Both are true once the ramp is over. They clear when the 6x leg's 30m ratio falls under 6x: at
+                // most 30 minutes after the fault, sooner with the drill's healthy traffic.
+                Expect {
+                    after_ramp: true,
+                    ..expect("AppLatencyBudgetBurn", "critical", 0, 1800)
+                },
+                Expect {
+                    after_ramp: true,
+                    ..expect("AppAvailabilityBudgetBurn", "critical", 0, 1800)
+                },
                 expect("AppFaultInjectionActive", "info", 0, 0),
             ],
             inhibited: vec![],

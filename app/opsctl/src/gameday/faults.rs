@@ -557,28 +557,77 @@ async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> R
     }
 }
 
-/// The SLO drill. The burn-rate alerts need their 1h ratio above 14.4x the budget; on a stack with little history
-/// that takes few bad requests, so the drill keeps the budget it spends small: extra load only until the 1h ratios
-/// cross (with a margin), then the app's own traffic with 5% errors while the `for` runs out. After the fault, the
-/// 6h/30m leg (6x) would hold the page for up to 30 minutes on a young stack, so healthy traffic at a high rate
-/// dilutes the bad requests out of it, as the hours of history of a real service would.
+/// The SLOs' error budgets and the page legs' burn-rate thresholds (alerts/slo.yml).
+const LATENCY_BUDGET: f64 = 0.01;
+const AVAILABILITY_BUDGET: f64 = 0.001;
+const FAST_BURN: f64 = 14.4;
+const SLOW_BURN: f64 = 6.0;
+
+/// API requests over a window, and the slow (over 0.25 s) and failed (5xx) ones among them.
+#[derive(Debug, Clone, Copy)]
+struct SloWindow {
+    requests: f64,
+    slow: f64,
+    errors: f64,
+}
+
+async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
+    const API: &str = r#"job="app", http_route!~"/healthcheck|/status""#;
+    let sum = |expr: String| async move {
+        let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
+        Ok::<f64, String>(samples.first().map(|s| s.number()).filter(|v| v.is_finite()).unwrap_or(0.0))
+    };
+    let count = "http_server_request_duration_seconds_count";
+    let requests = sum(format!("sum(increase({count}{{{API}}}[{window}]))")).await?;
+    let fast = sum(format!(
+        r#"sum(increase(http_server_request_duration_seconds_bucket{{{API}, le="0.25"}}[{window}]))"#
+    ))
+    .await?;
+    let errors = sum(format!(r#"sum(increase({count}{{{API}, http_response_status_code=~"5.."}}[{window}]))"#)).await?;
+    Ok(SloWindow {
+        requests,
+        slow: (requests - fast).max(0.0),
+        errors,
+    })
+}
+
+/// The SLO drill. The page legs need their 1h ratios above 14.4x the budget, so the number of bad requests the
+/// drill must serve grows with the hour of traffic already in the window (a stack that needed warm-up traffic to
+/// settle has much more). The drill reads that hour from Prometheus and sizes its extra load to cross in about a
+/// minute (with a margin), then holds the app's own traffic at 5% errors while the `for` runs out; the ramp's
+/// length counts towards the bound to fire (`Expect::after_ramp`).
+///
+/// After the fault, the 6x leg holds the page until the 30m ratios fall under 6x: up to 30 minutes at a steady
+/// rate, which is the bound. Healthy traffic shortens it, as a real service's volume would: the drill reads how
+/// many bad requests the 30m window holds and sends enough `GET /helloworld` to bring both ratios under the
+/// threshold in about three minutes, as far as the machine keeps up.
 async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
+    let hour = slo_window(&ctx, "1h").await?;
+    let slow_target = LATENCY_BUDGET * FAST_BURN * 1.2;
+    let slow_needed = slow_target * hour.requests / (1.0 - slow_target);
+    let ramp_rate = (slow_needed / 60.0).clamp(60.0, 400.0);
+    ctx.say(&format!(
+        "slo-burn: the last hour holds {:.0} API requests; ramping at {ramp_rate:.0}/s",
+        hour.requests
+    ));
     let (stop_extra, extra) = background_load(LoadArgs {
-        rate: 80.0,
-        concurrency: 64,
+        rate: ramp_rate,
+        // Every response takes 400 ms: enough requests in flight for the rate, and some to spare.
+        concurrency: (ramp_rate * 0.4 * 1.5) as u32 + 16,
         read_ratio: 1.0,
         ..ctx.load_args()
     });
     let limit = Duration::from_secs(300);
     set_fault(&ctx, Some(json!({"latency_ms": 400, "duration_seconds": 1800}))).await?;
-    let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", 0.01 * 14.4 * 1.25, limit).await?;
+    let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", slow_target, limit).await?;
     set_fault(
         &ctx,
         Some(json!({"error_ratio": 0.5, "latency_ms": 400, "duration_seconds": 1800})),
     )
     .await?;
-    let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", 0.001 * 14.4 * 1.5, limit).await?;
+    let error_target = AVAILABILITY_BUDGET * FAST_BURN * 1.3;
+    let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", error_target, limit).await?;
     let _ = stop_extra.send(true);
     let _ = extra.await;
     set_fault(
@@ -595,8 +644,16 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let removed = now_ms();
     // /helloworld: healthy API traffic that touches neither the cache nor Postgres, so that it dilutes only the
     // SLO windows (reads of cached keys would also hold the cache hit ratio up for the next five minutes).
+    let window = slo_window(&ctx, "30m").await?;
+    let needed = (window.slow / (LATENCY_BUDGET * SLOW_BURN * 0.8))
+        .max(window.errors / (AVAILABILITY_BUDGET * SLOW_BURN * 0.8));
+    let dilution_rate = ((needed - window.requests) / 180.0).clamp(100.0, 1000.0);
+    ctx.say(&format!(
+        "slo-burn: the 30m window holds {:.0} requests, {:.0} slow, {:.0} failed; healthy traffic at {dilution_rate:.0}/s",
+        window.requests, window.slow, window.errors
+    ));
     let (stop_dilution, dilution) = background_load(LoadArgs {
-        rate: 400.0,
+        rate: dilution_rate,
         concurrency: 64,
         hello_ratio: 1.0,
         ..ctx.load_args()

@@ -79,6 +79,7 @@ pub struct GamedayArgs {
 #[derive(Debug, serde::Serialize)]
 pub struct Outcome {
     pub timing: Timing,
+    pub settled: Settled,
     pub started_unix_ms: u64,
     pub seconds: f64,
     pub quiet: Proof,
@@ -123,7 +124,7 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
     }
     let (stop_background, background) = faults::background_load(ctx.load_args());
 
-    settle(&ctx).await?;
+    let settled = settle(&ctx).await?;
     let quiet = quiet_period(&ctx, args.quiet).await;
     ctx.say(&format!(
         "quiet period: {} — {}",
@@ -148,6 +149,7 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
     let passed = quiet.passed && proofs.iter().all(|p| p.passed) && results.iter().all(ScenarioResult::passed);
     let outcome = Outcome {
         timing,
+        settled,
         started_unix_ms: started,
         seconds: (now_ms() - started) as f64 / 1000.0,
         quiet,
@@ -162,6 +164,11 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
     };
     report::write(&args.out_dir, &outcome)?;
     print!("{}", report::markdown(&outcome));
+    // Last, what a reader of only the log's tail needs: how the run went, and every failure in one line each.
+    println!();
+    for line in report::summary(&outcome) {
+        ctx.say(&line);
+    }
     ctx.say(&format!(
         "game day {} in {}; inventory in {}",
         if outcome.passed { "passed" } else { "FAILED" },
@@ -242,9 +249,11 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
 /// minutes (cold caches, the first connections) can keep a burn-rate alert's long-window leg above its threshold
 /// for a long time at the background rate. When only the SLO alerts remain after two minutes, healthy reads at
 /// 100/s fill the windows with the traffic an established service would have; the log says so.
-async fn settle(ctx: &Ctx) -> Result<(), String> {
+async fn settle(ctx: &Ctx) -> Result<Settled, String> {
+    let started = now_ms();
+    let mut settled = Settled::default();
     let mut warm_up = None;
-    let result = settle_loop(ctx, &mut warm_up).await;
+    let result = settle_loop(ctx, &mut warm_up, &mut settled).await;
     if let Some((stop, load)) = warm_up {
         let _ = stop.send(true);
         let report: crate::load::stats::Report = load.await.map_err(|e| e.to_string())?;
@@ -252,13 +261,27 @@ async fn settle(ctx: &Ctx) -> Result<(), String> {
             "warm-up load stopped: {} requests, {} failed",
             report.completed, report.errors
         ));
+        settled.warm_up_requests = Some(report.completed);
     }
-    result
+    settled.seconds = (now_ms() - started) as f64 / 1000.0;
+    result.map(|()| settled)
+}
+
+/// How long the stack took to settle, and what it waited for.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Settled {
+    pub seconds: f64,
+    /// The alerts active when the game day began.
+    pub waited_for: Vec<String>,
+    /// Healthy reads sent to fill a young stack's SLO windows, if any were needed.
+    pub warm_up_requests: Option<u64>,
+    /// The first diagnosis printed while waiting.
+    pub diagnosis: Option<String>,
 }
 
 type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
 
-async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>) -> Result<(), String> {
+async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), String> {
     let deadline = now_ms() + 600_000;
     for round in 0u32.. {
         let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
@@ -284,6 +307,9 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>) -> Result<(), Stri
         if busy.is_empty() {
             return Ok(());
         }
+        if round == 0 {
+            settled.waited_for = busy.iter().cloned().collect();
+        }
         if now_ms() > deadline {
             ctx.say(&diagnosis(ctx).await);
             return Err(format!(
@@ -292,7 +318,9 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>) -> Result<(), Stri
         }
         ctx.say(&format!("settling: waiting for {busy:?} to end"));
         if round % 4 == 1 {
-            ctx.say(&diagnosis(ctx).await);
+            let found = diagnosis(ctx).await;
+            ctx.say(&found);
+            settled.diagnosis.get_or_insert(found);
         }
         let only_slo = busy
             .iter()

@@ -253,9 +253,8 @@ pub async fn run(
     tokio::pin!(inject);
     let mut injected = None;
 
-    // Fire.
-    let longest_fire = watches.iter().map(|w| w.row.fire_bound_seconds).max().unwrap_or(0);
-    let fire_deadline = t0 + (longest_fire * 1000) * 3 / 2 + 60_000;
+    // Fire. Past the longest bound, the wait goes on a little only to tell "slow" from "never".
+    let deadline = |from: u64, bounds: &mut dyn Iterator<Item = u64>| from + bounds.max().unwrap_or(0) * 1000 + 120_000;
     loop {
         if injected.is_none() {
             let outcome = tokio::select! {
@@ -265,6 +264,11 @@ pub async fn run(
             match outcome {
                 Some(Ok(a)) => {
                     injected = Some(a);
+                    let ramp = (now_ms() - t0).div_ceil(1000);
+                    for w in watches.iter_mut().filter(|w| w.expect.after_ramp) {
+                        w.row.fire_bound_seconds += ramp;
+                        w.row.notes.push(format!("the bound includes the fault's {ramp} s ramp"));
+                    }
                     if scenario.fault.over_once_injected() {
                         release.now();
                     }
@@ -307,6 +311,7 @@ pub async fn run(
             (ClearOn::Delivered, true) => w.notified_ms.is_some(),
             _ => w.row.fired_seconds.is_some(),
         });
+        let fire_deadline = deadline(t0, &mut watches.iter().map(|w| w.row.fire_bound_seconds));
         if injected.is_some() && (done || now_ms() > fire_deadline) {
             break;
         }
@@ -326,8 +331,7 @@ pub async fn run(
     };
     release.now();
     ctx.say(&format!("{}: fault removed", scenario.name));
-    let longest_resolve = watches.iter().map(|w| w.row.resolve_bound_seconds).max().unwrap_or(0);
-    let resolve_deadline = t_clear + (longest_resolve * 1000) * 3 / 2 + 60_000;
+    let resolve_deadline = deadline(t_clear, &mut watches.iter().map(|w| w.row.resolve_bound_seconds));
     loop {
         let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
         for w in watches.iter_mut() {
