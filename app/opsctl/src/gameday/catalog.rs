@@ -304,7 +304,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pool-exhaustion",
-            what: "lock one key's row in Postgres in 1.5 s bursts while 10 clients write that key: the app's 10 \
+            what: "lock one key's row in Postgres in 1.5 s bursts while 16 clients write that key: the app's 10 \
                    Postgres connections wait on the lock, other queries time out acquiring one",
             fault: Fault::PoolExhaustion,
             expects: vec![

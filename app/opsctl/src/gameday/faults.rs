@@ -669,10 +669,12 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     Ok(vec![])
 }
 
-/// Pool exhaustion: one key's row locked in 1.5 s bursts while ten clients write it. Each write holds one of the
-/// app's ten Postgres connections while it waits for the lock, so the pool stays full; any other query that needs
-/// a connection times out acquiring one. The bursts are shorter than the app's statement timeout, so the writers
-/// themselves succeed (slowly).
+/// Pool exhaustion: one key's row locked in 1.5 s bursts while sixteen clients write it. Each write holds one of
+/// the app's ten Postgres connections while it waits for the lock; the six writers more than the pool has keep a
+/// queue of waiters, so a connection a finished write returns is taken again at once and the pool stays full
+/// between bursts too (with exactly ten writers, a busy machine let the used count dip under 90% at a scrape, which
+/// restarted the saturation alert's `for`). Any other query that needs a connection times out acquiring one. The
+/// bursts are shorter than the app's statement timeout, so the writers that hold a connection succeed (slowly).
 async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
     let key = "gameday-hot";
@@ -686,7 +688,7 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let locker = pg_connect(&ctx.args.database_url).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut writers = Vec::new();
-    for w in 0..10 {
+    for w in 0..16 {
         let (client, url, stop) = (ctx.http.clone(), set_url.clone(), stop_rx.clone());
         writers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
@@ -701,8 +703,9 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
                 match sent {
                     Ok(r) if r.status().is_success() => ok += 1,
                     _ => {
+                        // Timed out waiting for a connection: back in the queue soon, to keep it from emptying.
                         failed += 1;
-                        sleep(Duration::from_millis(200)).await;
+                        sleep(Duration::from_millis(50)).await;
                     }
                 }
             }
