@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
 use super::proofs::{self, Proof};
-use super::stack::{now_ms, redis_command, redis_info_field, Ctx};
+use super::stack::{now_ms, redis_command, redis_info_field, Ctx, SLO_REQUESTS};
 use crate::load::{self, LoadArgs};
 
 /// The faults the catalog uses.
@@ -572,18 +572,16 @@ struct SloWindow {
 }
 
 async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
-    const API: &str = r#"job="app", http_route!~"/healthcheck|/status""#;
-    let sum = |expr: String| async move {
-        let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
-        Ok::<f64, String>(samples.first().map(|s| s.number()).filter(|v| v.is_finite()).unwrap_or(0.0))
+    let sum = |series: &str, matchers: &str| {
+        let expr = format!("sum(increase(http_server_request_duration_seconds_{series}{{{SLO_REQUESTS}{matchers}}}[{window}]))");
+        async move {
+            let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
+            Ok::<f64, String>(samples.first().map(|s| s.number()).filter(|v| v.is_finite()).unwrap_or(0.0))
+        }
     };
-    let count = "http_server_request_duration_seconds_count";
-    let requests = sum(format!("sum(increase({count}{{{API}}}[{window}]))")).await?;
-    let fast = sum(format!(
-        r#"sum(increase(http_server_request_duration_seconds_bucket{{{API}, le="0.25"}}[{window}]))"#
-    ))
-    .await?;
-    let errors = sum(format!(r#"sum(increase({count}{{{API}, http_response_status_code=~"5.."}}[{window}]))"#)).await?;
+    let requests = sum("count", "").await?;
+    let fast = sum("bucket", r#", le="0.25""#).await?;
+    let errors = sum("count", r#", http_response_status_code=~"5..""#).await?;
     Ok(SloWindow {
         requests,
         slow: (requests - fast).max(0.0),

@@ -342,7 +342,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
 
 /// What the app served lately that counts against its SLOs, and where the burn rates stand.
 async fn diagnosis(ctx: &Ctx) -> String {
-    const API: &str = r#"job="app", http_route!~"/healthcheck|/status""#;
+    const API: &str = stack::SLO_REQUESTS;
     let queries = [
         (
             "SLIs (error and slow ratios by window)",

@@ -253,8 +253,7 @@ pub async fn run(
     tokio::pin!(inject);
     let mut injected = None;
 
-    // Fire. Past the longest bound, the wait goes on a little only to tell "slow" from "never".
-    let deadline = |from: u64, bounds: &mut dyn Iterator<Item = u64>| from + bounds.max().unwrap_or(0) * 1000 + 120_000;
+    // Fire.
     loop {
         if injected.is_none() {
             let outcome = tokio::select! {
@@ -311,7 +310,7 @@ pub async fn run(
             (ClearOn::Delivered, true) => w.notified_ms.is_some(),
             _ => w.row.fired_seconds.is_some(),
         });
-        let fire_deadline = deadline(t0, &mut watches.iter().map(|w| w.row.fire_bound_seconds));
+        let fire_deadline = deadline(t0, watches.iter().map(|w| w.row.fire_bound_seconds));
         if injected.is_some() && (done || now_ms() > fire_deadline) {
             break;
         }
@@ -331,7 +330,7 @@ pub async fn run(
     };
     release.now();
     ctx.say(&format!("{}: fault removed", scenario.name));
-    let resolve_deadline = deadline(t_clear, &mut watches.iter().map(|w| w.row.resolve_bound_seconds));
+    let resolve_deadline = deadline(t_clear, watches.iter().map(|w| w.row.resolve_bound_seconds));
     loop {
         let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
         for w in watches.iter_mut() {
@@ -407,6 +406,11 @@ pub async fn run(
     let verdict = if result.passed() { "passed" } else { "FAILED" };
     ctx.say(&format!("{}: {verdict} in {:.0} s", scenario.name, result.seconds));
     result
+}
+
+/// When to stop waiting (Unix ms): two minutes past the longest bound, only to tell "slow" from "never".
+fn deadline(from: u64, bounds: impl Iterator<Item = u64>) -> u64 {
+    from + bounds.max().unwrap_or(0) * 1000 + 120_000
 }
 
 async fn notified_any(ctx: &Ctx, e: &Expect, since: u64) -> bool {
