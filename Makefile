@@ -18,8 +18,9 @@ status: ## show each program's state
 logs: ## follow every program's log
 	@source native/env.sh && tail -n 20 -F "$$STATE_DIR"/logs/*.log
 
-clean: down ## stop the stack and delete all of its state
-	@source native/env.sh && rm -rf "$$STATE_DIR" && echo "removed $$STATE_DIR"
+clean: down ## stop the stack and delete all of its state, and the state `make test` left
+	@source native/env.sh && STATE_DIR=$$TEST_STATE_DIR native/down.sh >/dev/null && \
+	  rm -rf "$$STATE_DIR" "$$TEST_STATE_DIR" && echo "removed $$STATE_DIR $$TEST_STATE_DIR"
 
 test: ## install, start the stack, and run every test and check against it
 	@native/test.sh

@@ -5,6 +5,8 @@ REPO_ROOT=${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 # All state (data, logs, sockets, generated Prometheus targets) lives here; `make clean` removes it.
 # Kept outside the checkout because the postgres user must be able to reach its data directory.
 STATE_DIR=${STATE_DIR:-/var/tmp/sre-stack}
+# `make test` runs its own stack here, emptied at the start of every run (native/test.sh says why).
+TEST_STATE_DIR=${TEST_STATE_DIR:-/var/tmp/sre-stack-test}
 
 APP_PORT=${APP_PORT:-8080}
 APP_ADMIN_PORT=${APP_ADMIN_PORT:-8081}
@@ -40,7 +42,7 @@ INBOX_RUNBOOKS_DIR=${INBOX_RUNBOOKS_DIR:-$REPO_ROOT/runbooks}
 INBOX_DATA_FILE=${INBOX_DATA_FILE:-$STATE_DIR/inbox/notifications.jsonl}
 PG_EXPORTER_DSN=${PG_EXPORTER_DSN:-postgresql://postgres_exporter:$PG_EXPORTER_PASSWORD@127.0.0.1:$PG_PORT/app?sslmode=disable}
 
-export REPO_ROOT STATE_DIR APP_PORT APP_ADMIN_PORT INBOX_PORT PROMETHEUS_PORT ALERTMANAGER_PORT REDIS_PORT PG_PORT \
+export REPO_ROOT STATE_DIR TEST_STATE_DIR APP_PORT APP_ADMIN_PORT INBOX_PORT PROMETHEUS_PORT ALERTMANAGER_PORT REDIS_PORT PG_PORT \
   REDIS_EXPORTER_PORT PG_EXPORTER_PORT NODE_EXPORTER_PORT PROCESS_EXPORTER_PORT PG_APP_PASSWORD PG_EXPORTER_PASSWORD \
   PG_BIN CARGO_TARGET_DIR BIN_DIR APP_LISTEN_ADDR APP_ADMIN_ADDR APP_DATABASE_URL APP_REDIS_URL APP_LOG_FORMAT \
   APP_FAULT_INJECTION_ENABLED INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE PG_EXPORTER_DSN

@@ -2,12 +2,42 @@
 # The project's whole test suite (`make test`): installs what is missing, builds, starts the native stack, runs
 # the smoke test, the game day, the Rust tests and every monitoring check against it, then stops the stack
 # (KEEP_STACK=1 leaves it running; GAMEDAY=0 replaces the half-hour game day by a short load and the panel check).
+#
+# The stack under test is its own, in TEST_STATE_DIR, emptied first: the alerts are judged by what Prometheus
+# recorded, and an earlier run's history (a game day's SLO burn stays in the 2 h and 6 h windows) would keep
+# alerts open that this run never caused. `make up`'s state in STATE_DIR is never touched.
 set -euo pipefail
+# Every path under STATE_DIR must follow it, so it is set before env.sh derives them.
+STATE_DIR=$(source "$(dirname "$0")/env.sh" && echo "$TEST_STATE_DIR")
 source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
-stop_stack() { [ "${KEEP_STACK:-0}" = 1 ] || native/down.sh || true; }
+# Prints every port of the stack that answers on loopback.
+answering_ports() {
+  local port
+  for port in $APP_PORT $APP_ADMIN_PORT $INBOX_PORT $PROMETHEUS_PORT $ALERTMANAGER_PORT $REDIS_PORT $PG_PORT \
+      $REDIS_EXPORTER_PORT $PG_EXPORTER_PORT $NODE_EXPORTER_PORT $PROCESS_EXPORTER_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; fi
+  done
+}
+stop_stack() {
+  if [ "${KEEP_STACK:-0}" = 1 ]; then
+    log "the test stack keeps running (KEEP_STACK=1); STATE_DIR=$STATE_DIR make down stops it"
+  else
+    native/down.sh || true
+  fi
+}
+
+step "empty state for the stack under test ($STATE_DIR)"
+native/down.sh  # a stack an earlier KEEP_STACK=1 run left running
+taken=$(answering_ports)
+if [ -n "$taken" ]; then
+  log "port(s) ${taken//$'\n'/ } already answer: the tests start a stack of their own; stop what holds them" \
+    "first (\`make down\` for a stack started by \`make up\`), or run the tests on other ports (see native/env.sh)"
+  exit 1
+fi
+rm -rf "$STATE_DIR"
 
 step "install Debian packages"
 native/install.sh
@@ -56,10 +86,7 @@ if [ "${KEEP_STACK:-0}" != 1 ]; then
   step "make down stops every program and leaves nothing listening"
   native/down.sh
   leftovers=()
-  for port in $APP_PORT $APP_ADMIN_PORT $INBOX_PORT $PROMETHEUS_PORT $ALERTMANAGER_PORT $REDIS_PORT $PG_PORT \
-      $REDIS_EXPORTER_PORT $PG_EXPORTER_PORT $NODE_EXPORTER_PORT $PROCESS_EXPORTER_PORT; do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && leftovers+=("port $port still answers")
-  done
+  for port in $(answering_ports); do leftovers+=("port $port still answers"); done
   pgrep -f "$STATE_DIR" >/dev/null && leftovers+=("processes still use $STATE_DIR: $(pgrep -f -a "$STATE_DIR" | tr '\n' ';')")
   if [ ${#leftovers[@]} -gt 0 ]; then
     printf 'left behind: %s\n' "${leftovers[@]}" >&2

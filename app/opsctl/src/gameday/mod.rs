@@ -313,7 +313,9 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
         if now_ms() > deadline {
             ctx.say(&diagnosis(ctx).await);
             return Err(format!(
-                "the stack did not settle within 10 minutes: {busy:?} still active"
+                "the stack did not settle within 10 minutes: {busy:?} still active; an earlier game day's \
+                 SLO burn keeps the SLO tickets open for hours (their short windows are 2 h and 6 h): wait, \
+                 or start from empty state with `make clean && make up`"
             ));
         }
         ctx.say(&format!("settling: waiting for {busy:?} to end"));
