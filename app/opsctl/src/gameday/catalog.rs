@@ -170,7 +170,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "redis-maxmemory",
-            what: "lower Redis maxmemory to just above its used memory",
+            what: "write 64 MiB of data to Redis and lower its maxmemory to just above its used memory",
             fault: Fault::RedisMaxmemory,
             expects: vec![expect("RedisMemoryNearMaxmemory", "warning", 0, 0)],
             inhibited: vec![],
