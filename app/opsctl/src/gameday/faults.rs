@@ -95,6 +95,13 @@ impl Fault {
         matches!(self, Fault::AppSigterm | Fault::PgDeadlock)
     }
 
+    /// The SLO drill must start with its pages quiet, but an earlier fault's failed or slow requests can hold one
+    /// open for half an hour (its 6x leg's 30m window): this fault clears them with a [`Dilution`] rather than
+    /// waiting.
+    pub fn dilutes_standing_slo_pages(self) -> bool {
+        matches!(self, Fault::SloBurn)
+    }
+
     /// Injects the fault; returns once it is in place (or failed to be).
     pub async fn inject(self, ctx: Arc<Ctx>) -> Result<Active, String> {
         let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
@@ -684,31 +691,51 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     h.until(Phase::Clear).await;
     set_fault(&ctx, None).await?;
     let removed = now_ms();
-    // /helloworld: healthy API traffic that touches neither the cache nor Postgres, so that it dilutes only the
-    // SLO windows (reads of cached keys would also hold the cache hit ratio up for the next five minutes).
-    let window = slo_window(&ctx, "30m").await?;
-    let needed = (window.slow / (LATENCY_BUDGET * SLOW_BURN * 0.8))
-        .max(window.errors / (AVAILABILITY_BUDGET * SLOW_BURN * 0.8));
-    let dilution_rate = ((needed - window.requests) / 180.0).clamp(100.0, 1000.0);
-    ctx.say(&format!(
-        "slo-burn: the 30m window holds {:.0} requests, {:.0} slow, {:.0} failed; healthy traffic at {dilution_rate:.0}/s",
-        window.requests, window.slow, window.errors
-    ));
-    let (stop_dilution, dilution) = background_load(LoadArgs {
-        rate: dilution_rate,
-        concurrency: 64,
-        hello_ratio: 1.0,
-        ..ctx.load_args()
-    });
+    let dilution = Dilution::start(&ctx, "slo-burn").await?;
     h.cleared(Ok(removed));
     h.until(Phase::Finish).await;
-    let _ = stop_dilution.send(true);
-    let report = dilution.await.map_err(|e| e.to_string())?;
-    ctx.say(&format!(
-        "slo-burn: healthy traffic after the fault: {} requests at {:.0}/s, {} errors",
-        report.completed, report.achieved_rate, report.errors
-    ));
+    dilution.stop(&ctx, "slo-burn", "after the fault").await?;
     Ok(vec![])
+}
+
+/// Healthy traffic sized to bring the 30m SLO windows under the page's 6x leg in about three minutes (100 to 1,000
+/// requests/s): after the SLO drill's fault, and before it when an earlier fault's failed or slow requests hold a
+/// page open (their 30m window would, for half an hour). `GET /helloworld` touches neither the cache nor Postgres,
+/// so it dilutes only the SLO windows (reads of cached keys would also hold the cache hit ratio up for the next five
+/// minutes).
+pub struct Dilution {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<load::stats::Report>,
+}
+
+impl Dilution {
+    pub async fn start(ctx: &Ctx, who: &str) -> Result<Dilution, String> {
+        let window = slo_window(ctx, "30m").await?;
+        let needed = (window.slow / (LATENCY_BUDGET * SLOW_BURN * 0.8))
+            .max(window.errors / (AVAILABILITY_BUDGET * SLOW_BURN * 0.8));
+        let rate = ((needed - window.requests) / 180.0).clamp(100.0, 1000.0);
+        ctx.say(&format!(
+            "{who}: the 30m window holds {:.0} requests, {:.0} slow, {:.0} failed; healthy traffic at {rate:.0}/s",
+            window.requests, window.slow, window.errors
+        ));
+        let (stop, task) = background_load(LoadArgs {
+            rate,
+            concurrency: 64,
+            hello_ratio: 1.0,
+            ..ctx.load_args()
+        });
+        Ok(Dilution { stop, task })
+    }
+
+    pub async fn stop(self, ctx: &Ctx, who: &str, when: &str) -> Result<(), String> {
+        let _ = self.stop.send(true);
+        let report = self.task.await.map_err(|e| e.to_string())?;
+        ctx.say(&format!(
+            "{who}: healthy traffic {when}: {} requests at {:.0}/s, {} errors",
+            report.completed, report.achieved_rate, report.errors
+        ));
+        Ok(())
+    }
 }
 
 /// Pool exhaustion: one key's row locked in 1.5 s bursts while sixteen clients write it. Each write holds one of

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::time::sleep;
 
 use super::catalog::{ClearOn, Expect, Inhibited, Scenario};
+use super::faults::Dilution;
 use super::proofs::Proof;
 use super::stack::{now_ms, Ctx};
 use crate::clients::{Notification, PrometheusAlert};
@@ -218,6 +219,7 @@ pub async fn run(
 
     // Start from quiet: an alert still active from an earlier fault would be mistaken for this one's.
     let quiet_deadline = now_ms() + 420_000;
+    let mut dilution = None;
     loop {
         let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
         let busy: Vec<&str> = scenario
@@ -235,7 +237,23 @@ pub async fn run(
             result.error = Some(format!("{busy:?} still active from an earlier fault after 7 minutes"));
             return result;
         }
+        if dilution.is_none() && scenario.fault.dilutes_standing_slo_pages() {
+            ctx.say(&format!("{}: {busy:?} still active from earlier faults' requests", scenario.name));
+            match Dilution::start(&ctx, scenario.name).await {
+                Ok(d) => dilution = Some(d),
+                Err(e) => {
+                    result.error = Some(e);
+                    return result;
+                }
+            }
+        }
         sleep(Duration::from_secs(3)).await;
+    }
+    if let Some(d) = dilution {
+        if let Err(e) = d.stop(&ctx, scenario.name, "before the fault").await {
+            result.error = Some(e);
+            return result;
+        }
     }
 
     let since = match ctx.last_notification_id().await {
