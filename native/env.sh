@@ -52,3 +52,4 @@ STACK_PROGRAMS="postgres redis app inbox redis_exporter postgres_exporter node_e
 
 supervisorctl_() { supervisorctl -c "$REPO_ROOT/native/supervisord.conf" "$@"; }
 log() { printf '[native] %s\n' "$*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -18,7 +18,7 @@ answering_ports() {
   local port
   for port in $APP_PORT $APP_ADMIN_PORT $INBOX_PORT $PROMETHEUS_PORT $ALERTMANAGER_PORT $REDIS_PORT $PG_PORT \
       $REDIS_EXPORTER_PORT $PG_EXPORTER_PORT $NODE_EXPORTER_PORT $PROCESS_EXPORTER_PORT; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; fi
+    if port_open "$port"; then echo "$port"; fi
   done
 }
 stop_stack() {

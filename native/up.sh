@@ -8,8 +8,6 @@ programs=${*:-$STACK_PROGRAMS}
 
 [ "${NATIVE_SKIP_INSTALL:-0}" = 1 ] || "$REPO_ROOT/native/install.sh"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
 wait_for() {
   local what=$1 secs=$2; shift 2

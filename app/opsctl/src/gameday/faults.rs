@@ -694,7 +694,7 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let dilution = Dilution::start(&ctx, "slo-burn").await?;
     h.cleared(Ok(removed));
     h.until(Phase::Finish).await;
-    dilution.stop(&ctx, "slo-burn", "after the fault").await?;
+    dilution.stop(&ctx, "after the fault").await?;
     Ok(vec![])
 }
 
@@ -704,6 +704,7 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
 /// so it dilutes only the SLO windows (reads of cached keys would also hold the cache hit ratio up for the next five
 /// minutes).
 pub struct Dilution {
+    who: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<load::stats::Report>,
 }
@@ -724,14 +725,19 @@ impl Dilution {
             hello_ratio: 1.0,
             ..ctx.load_args()
         });
-        Ok(Dilution { stop, task })
+        Ok(Dilution {
+            who: who.to_string(),
+            stop,
+            task,
+        })
     }
 
-    pub async fn stop(self, ctx: &Ctx, who: &str, when: &str) -> Result<(), String> {
+    pub async fn stop(self, ctx: &Ctx, when: &str) -> Result<(), String> {
         let _ = self.stop.send(true);
         let report = self.task.await.map_err(|e| e.to_string())?;
         ctx.say(&format!(
-            "{who}: healthy traffic {when}: {} requests at {:.0}/s, {} errors",
+            "{}: healthy traffic {when}: {} requests at {:.0}/s, {} errors",
+            self.who,
             report.completed, report.achieved_rate, report.errors
         ));
         Ok(())

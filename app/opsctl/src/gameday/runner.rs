@@ -250,7 +250,7 @@ pub async fn run(
         sleep(Duration::from_secs(3)).await;
     }
     if let Some(d) = dilution {
-        if let Err(e) = d.stop(&ctx, scenario.name, "before the fault").await {
+        if let Err(e) = d.stop(&ctx, "before the fault").await {
             result.error = Some(e);
             return result;
         }

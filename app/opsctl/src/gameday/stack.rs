@@ -23,10 +23,10 @@ pub struct Ctx {
     started: Instant,
 }
 
-/// Unix time in milliseconds: the inbox stamps notifications with the same clock.
 /// The requests the SLOs count (alerts/slo.yml): the app's, except the health endpoints.
 pub const SLO_REQUESTS: &str = r#"job="app", http_route!~"/healthcheck|/status""#;
 
+/// Unix time in milliseconds: the inbox stamps notifications with the same clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
