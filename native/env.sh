@@ -20,9 +20,9 @@ PG_EXPORTER_PORT=${PG_EXPORTER_PORT:-9187}
 NODE_EXPORTER_PORT=${NODE_EXPORTER_PORT:-9100}
 PROCESS_EXPORTER_PORT=${PROCESS_EXPORTER_PORT:-9256}
 
-# Local-only credentials of the loopback database; production deployments bring their own.
-PG_APP_PASSWORD=${PG_APP_PASSWORD:-app}
-PG_EXPORTER_PASSWORD=${PG_EXPORTER_PASSWORD:-exporter}
+# Every credential of the stack is a file here, made at the first `make up` by native/secrets.sh (README,
+# "Security"); the URLs below carry the ones that must be in a URL, once load_secrets has read them.
+SECRETS_DIR=${SECRETS_DIR:-$STATE_DIR/secrets}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 
 # Binaries of the workspace; debug builds are enough for a local stack and build twice as fast here.
@@ -32,20 +32,41 @@ BIN_DIR=${BIN_DIR:-$CARGO_TARGET_DIR/debug}
 # What the app and the inbox read (see .env.example); the supervisor passes its environment to its programs.
 APP_LISTEN_ADDR=${APP_LISTEN_ADDR:-127.0.0.1:$APP_PORT}
 APP_ADMIN_ADDR=${APP_ADMIN_ADDR:-127.0.0.1:$APP_ADMIN_PORT}
-APP_DATABASE_URL=${APP_DATABASE_URL:-postgres://app:$PG_APP_PASSWORD@127.0.0.1:$PG_PORT/app}
-APP_REDIS_URL=${APP_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
+APP_ADMIN_TOKEN_FILE=${APP_ADMIN_TOKEN_FILE:-$SECRETS_DIR/app-admin.token}
 APP_LOG_FORMAT=${APP_LOG_FORMAT:-json}
 # The game day drives the SLO alerts through the admin listener's fault injection, so the local stack enables it.
 APP_FAULT_INJECTION_ENABLED=${APP_FAULT_INJECTION_ENABLED:-true}
 INBOX_LISTEN_ADDR=${INBOX_LISTEN_ADDR:-127.0.0.1:$INBOX_PORT}
 INBOX_RUNBOOKS_DIR=${INBOX_RUNBOOKS_DIR:-$REPO_ROOT/runbooks}
 INBOX_DATA_FILE=${INBOX_DATA_FILE:-$STATE_DIR/inbox/notifications.jsonl}
-PG_EXPORTER_DSN=${PG_EXPORTER_DSN:-postgresql://postgres_exporter:$PG_EXPORTER_PASSWORD@127.0.0.1:$PG_PORT/app?sslmode=disable}
+INBOX_WEBHOOK_TOKEN_FILE=${INBOX_WEBHOOK_TOKEN_FILE:-$SECRETS_DIR/webhook.token}
+# opsctl (smoke, game day) reads every credential it needs from here.
+STACK_SECRETS_DIR=$SECRETS_DIR
 
 export REPO_ROOT STATE_DIR TEST_STATE_DIR APP_PORT APP_ADMIN_PORT INBOX_PORT PROMETHEUS_PORT ALERTMANAGER_PORT REDIS_PORT PG_PORT \
-  REDIS_EXPORTER_PORT PG_EXPORTER_PORT NODE_EXPORTER_PORT PROCESS_EXPORTER_PORT PG_APP_PASSWORD PG_EXPORTER_PASSWORD \
-  PG_BIN CARGO_TARGET_DIR BIN_DIR APP_LISTEN_ADDR APP_ADMIN_ADDR APP_DATABASE_URL APP_REDIS_URL APP_LOG_FORMAT \
-  APP_FAULT_INJECTION_ENABLED INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE PG_EXPORTER_DSN
+  REDIS_EXPORTER_PORT PG_EXPORTER_PORT NODE_EXPORTER_PORT PROCESS_EXPORTER_PORT SECRETS_DIR STACK_SECRETS_DIR \
+  PG_BIN CARGO_TARGET_DIR BIN_DIR APP_LISTEN_ADDR APP_ADMIN_ADDR APP_ADMIN_TOKEN_FILE APP_LOG_FORMAT \
+  APP_FAULT_INJECTION_ENABLED INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE INBOX_WEBHOOK_TOKEN_FILE
+
+# Reads the secrets native/secrets.sh made into the variables the programs take them from (supervisord passes
+# its environment on; /proc/<pid>/environ is readable only by the process's own user and root). Never on a
+# command line: `ps` shows those to every local user.
+load_secrets() {
+  local f
+  for f in pg-app.password pg-exporter.password redis-app.password redis-exporter.password; do
+    [ -s "$SECRETS_DIR/$f" ] || { log "missing $SECRETS_DIR/$f: run native/secrets.sh (make up does)"; return 1; }
+  done
+  APP_DATABASE_URL=postgres://app:$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")@127.0.0.1:$PG_PORT/app
+  APP_REDIS_URL=redis://app:$(tr -d '\n' <"$SECRETS_DIR/redis-app.password")@127.0.0.1:$REDIS_PORT
+  PG_EXPORTER_DSN=postgresql://postgres_exporter:$(tr -d '\n' <"$SECRETS_DIR/pg-exporter.password")@127.0.0.1:$PG_PORT/app?sslmode=disable
+  REDIS_EXPORTER_USER=exporter
+  REDIS_EXPORTER_PASSWORD=$(tr -d '\n' <"$SECRETS_DIR/redis-exporter.password")
+  export APP_DATABASE_URL APP_REDIS_URL PG_EXPORTER_DSN REDIS_EXPORTER_USER REDIS_EXPORTER_PASSWORD
+}
+# redis-cli as the stack's admin user; the password goes through the environment, not the command line.
+redis_admin() { REDISCLI_AUTH=$(tr -d '\n' <"$SECRETS_DIR/redis-admin.password") redis-cli -p "$REDIS_PORT" --user admin "$@"; }
+# curl with the web credentials of Prometheus and Alertmanager (read from a file by curl, not from argv).
+curl_web() { curl --netrc-file <(printf 'default login admin password %s\n' "$(tr -d '\n' <"$SECRETS_DIR/web.password")") "$@"; }
 
 # Every program the supervisor runs, in start order.
 STACK_PROGRAMS="postgres redis app inbox redis_exporter postgres_exporter node_exporter process_exporter alertmanager prometheus"

@@ -5,6 +5,8 @@
 # GAMEDAY_ARGS adds options (e.g. GAMEDAY_ARGS="--only redis-down --quiet 0s" while working on one scenario).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+# The drills write target and rule files under the state directory: root's alone, as the rest of it.
+umask 077
 cd "$REPO_ROOT"
 [ -x "$BIN_DIR/opsctl" ] || cargo build --quiet -p opsctl
 # shellcheck disable=SC2086 # GAMEDAY_ARGS is a list of options

@@ -3,6 +3,8 @@
 # only those. Idempotent: running programs are left alone. Waits until each program answers, then prints the URLs.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+# What this script writes under the state directory (targets, configs) is root's alone, as the programs' files are.
+umask 077
 
 programs=${*:-$STACK_PROGRAMS}
 
@@ -22,15 +24,24 @@ wait_for() {
 }
 
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+web_ok() { curl_web -fsS -o /dev/null --max-time 2 "$1"; }
 
 prepare_state() {
-  install -d "$STATE_DIR" "$STATE_DIR/logs" "$STATE_DIR/redis" "$STATE_DIR/alertmanager" "$STATE_DIR/inbox" \
-    "$STATE_DIR/prometheus/data" "$STATE_DIR/prometheus/targets"
-  install -d -o postgres -g postgres "$STATE_DIR/postgres"
-  # Prometheus resolves rule files and file_sd targets relative to its config file: link the repo's single
-  # config and rules here, and generate only the targets, which are the one thing that differs per environment.
+  # Only root and the postgres user (which must reach its data directory inside) may enter the state directory;
+  # everything below it is its owner's alone, and every program starts with umask 077 (native/supervisord.conf).
+  install -d -m 0710 -o root -g postgres "$STATE_DIR"
+  install -d -m 0700 "$STATE_DIR/logs" "$STATE_DIR/redis" "$STATE_DIR/alertmanager" "$STATE_DIR/inbox" \
+    "$STATE_DIR/prometheus" "$STATE_DIR/prometheus/data" "$STATE_DIR/prometheus/targets"
+  install -d -m 0700 -o postgres -g postgres "$STATE_DIR/postgres"
+  "$REPO_ROOT/native/secrets.sh"
+  load_secrets
+  # Prometheus resolves rule files, file_sd targets and password files relative to its config file: link the
+  # repo's single config and rules here, with the secrets, and generate only the targets, which are the one thing
+  # that differs per environment. Alertmanager resolves its webhook token file the same way.
   ln -sfn "$REPO_ROOT/monitoring/prometheus/prometheus.yml" "$STATE_DIR/prometheus/prometheus.yml"
   ln -sfn "$REPO_ROOT/alerts" "$STATE_DIR/prometheus/rules"
+  ln -sfn "$SECRETS_DIR" "$STATE_DIR/prometheus/secrets"
+  ln -sfn "$SECRETS_DIR" "$STATE_DIR/alertmanager/secrets"
   # Alertmanager's receivers post to the inbox at its default address. With the default port the repo's file is
   # used as is; another INBOX_PORT gets a copy with only that address changed (Alertmanager 0.25 cannot read a
   # webhook URL from a file), so a second stack on other ports never pages the first one's inbox.
@@ -61,22 +72,45 @@ TARGETS
 init_postgres() {
   [ -f "$STATE_DIR/postgres/data/PG_VERSION" ] && return 0
   log "initialising Postgres in $STATE_DIR/postgres/data"
-  # Local socket connections are trusted (only the postgres OS user and root reach the socket directory);
-  # TCP connections need a password.
   runuser -u postgres -- "$PG_BIN/initdb" -D "$STATE_DIR/postgres/data" -U postgres \
-    --auth-local=trust --auth-host=scram-sha-256 --no-sync >"$STATE_DIR/logs/initdb.log" 2>&1
+    --auth-local=peer --auth-host=scram-sha-256 --no-sync >"$STATE_DIR/logs/initdb.log" 2>&1
+  # No trust anywhere: the postgres OS user is the superuser on the socket (peer), every other login needs its
+  # password (scram-sha-256), on the socket and on TCP. The socket's directory is the postgres user's alone.
+  cat > "$STATE_DIR/postgres/data/pg_hba.conf" <<'HBA'
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+local   all       postgres                 peer
+local   all       all                      scram-sha-256
+host    all       all       127.0.0.1/32   scram-sha-256
+HBA
+  chown postgres:postgres "$STATE_DIR/postgres/data/pg_hba.conf"
+  chmod 0600 "$STATE_DIR/postgres/data/pg_hba.conf"
 }
 
-# Creates the app's role and database and the exporter's monitoring role; safe to run on every start.
+# Creates the roles, the app's database and schema, with least privilege; safe to run on every start (it also
+# sets each role's password from its file, so rotating one is: replace the file, `make up`, restart its user).
+#   postgres           superuser: peer on the socket for the postgres OS user, a password over TCP
+#   app                the service: owns schema `app` in database `app`, nothing else (no CREATEDB, no CREATEROLE)
+#   postgres_exporter  pg_monitor only: statistics, no table of the app
 provision_postgres() {
-  local psql=(runuser -u postgres -- psql -h "$STATE_DIR/postgres" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  local psql=(runuser -u postgres -- env PGOPTIONS='-c client_min_messages=warning' psql -h "$STATE_DIR/postgres"
+    -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  # The passwords reach psql on stdin, never on a command line.
   "${psql[@]}" -d postgres >/dev/null <<SQL
+ALTER ROLE postgres PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/postgres.password")';
 SELECT 'CREATE ROLE app LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') \gexec
-ALTER ROLE app PASSWORD '$PG_APP_PASSWORD';
-SELECT 'CREATE DATABASE app OWNER app' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app') \gexec
+ALTER ROLE app NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")';
+SELECT 'CREATE DATABASE app' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app') \gexec
+REVOKE ALL ON DATABASE app FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE app TO app;
 SELECT 'CREATE ROLE postgres_exporter LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') \gexec
-ALTER ROLE postgres_exporter PASSWORD '$PG_EXPORTER_PASSWORD';
+ALTER ROLE postgres_exporter NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/pg-exporter.password")';
 GRANT pg_monitor TO postgres_exporter;
+GRANT CONNECT ON DATABASE app TO postgres_exporter;
+SQL
+  "${psql[@]}" -d app >/dev/null <<SQL
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION app;
+ALTER ROLE app IN DATABASE app SET search_path = app;
 SQL
 }
 
@@ -103,11 +137,11 @@ port_of() {
 wait_ready() {
   case $1 in
     postgres) wait_for postgres 30 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && provision_postgres ;;
-    redis) wait_for redis 15 redis-cli -p "$REDIS_PORT" ping ;;
+    redis) wait_for redis 15 redis_admin ping ;;
     app) wait_for app 30 http_ok "http://127.0.0.1:$APP_PORT/healthcheck" ;;
     inbox) wait_for inbox 30 http_ok "http://127.0.0.1:$INBOX_PORT/healthcheck" ;;
-    prometheus) wait_for prometheus 60 http_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
-    alertmanager) wait_for alertmanager 30 http_ok "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" ;;
+    prometheus) wait_for prometheus 60 web_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
+    alertmanager) wait_for alertmanager 30 web_ok "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" ;;
     *) wait_for "$1" 15 http_ok "http://127.0.0.1:$(port_of "$1")/metrics" ;;
   esac
 }
@@ -121,6 +155,8 @@ case " $programs " in *" postgres "*) init_postgres ;; esac
 
 if ! supervisorctl_ pid >/dev/null 2>&1; then
   log "starting supervisord (state in $STATE_DIR)"
+  # Every program inherits this: as many descriptors as the machine allows this user (see supervisord.conf).
+  ulimit -n "$(ulimit -Hn)"
   supervisord -c "$REPO_ROOT/native/supervisord.conf"
   wait_for supervisord 10 supervisorctl_ pid
 fi
@@ -145,7 +181,10 @@ cat <<URLS
 The stack is up (state in $STATE_DIR; logs: make logs):
   app            http://127.0.0.1:$APP_PORT/        (admin/metrics: http://127.0.0.1:$APP_ADMIN_PORT/metrics)
   on-call inbox  http://127.0.0.1:$INBOX_PORT/
-  Prometheus     http://127.0.0.1:$PROMETHEUS_PORT/
-  Alertmanager   http://127.0.0.1:$ALERTMANAGER_PORT/
-  Postgres       postgres://app:***@127.0.0.1:$PG_PORT/app    Redis redis://127.0.0.1:$REDIS_PORT
+  Prometheus     http://127.0.0.1:$PROMETHEUS_PORT/classic/graph   (user admin)
+  Alertmanager   http://127.0.0.1:$ALERTMANAGER_PORT/   (API only; amtool, user admin)
+  Postgres       postgres://app:***@127.0.0.1:$PG_PORT/app    Redis redis://app:***@127.0.0.1:$REDIS_PORT
+Credentials (one file each, root only): $SECRETS_DIR
+  the web password of Prometheus and Alertmanager: $SECRETS_DIR/web.password
+  operator tools with these credentials: native/admin.sh (redis-cli, psql, amtool, query, curl)
 URLS

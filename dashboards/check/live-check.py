@@ -19,6 +19,7 @@ Exit status: 0 when every panel passed, 1 when one failed, 2 on a usage or conne
 Python 3 standard library only.
 """
 import argparse
+import base64
 import glob
 import json
 import os
@@ -120,14 +121,20 @@ def dashboard_queries(path, **durations):
 
 
 class Prometheus:
-    def __init__(self, url, timeout):
+    def __init__(self, url, timeout, password_file=None):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # The stack's Prometheus answers only with its web credentials (user admin, basic auth).
+        self.headers = {}
+        if password_file:
+            with open(password_file) as f:
+                token = base64.b64encode(f"admin:{f.read().strip()}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
 
     def _get(self, path, params):
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=self.headers), timeout=self.timeout) as r:
                 body = json.load(r)
         except urllib.error.HTTPError as e:
             # Prometheus answers a bad query with 400/422 and a JSON error body.
@@ -169,6 +176,7 @@ def main():
     ap.add_argument("--interval", default="15s", help="value of $__interval, also the range step (default 15s)")
     ap.add_argument("--range", default="5m", help="value of $__range and the range-query window (default 5m)")
     ap.add_argument("--timeout", type=float, default=15, help="seconds per HTTP request (default 15)")
+    ap.add_argument("--password-file", help="file holding the basic-auth password of Prometheus (user admin)")
     args = ap.parse_args()
     if bool(args.url) == bool(args.prometheus):
         ap.error("give the Prometheus URL once, as PROMETHEUS_URL or --prometheus URL")
@@ -184,7 +192,7 @@ def main():
     except ValueError as e:
         print(f"live-check: {e}", file=sys.stderr)
         return 2
-    prom = Prometheus(args.prometheus, args.timeout)
+    prom = Prometheus(args.prometheus, args.timeout, args.password_file)
     try:
         err = prom.reachable()
     except (urllib.error.URLError, OSError) as e:

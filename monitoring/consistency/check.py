@@ -16,6 +16,7 @@ Usage: monitoring/consistency/check.py --prometheus URL   (or --static-only to s
 needs the running stack).
 """
 import argparse
+import base64
 import glob
 import json
 import os
@@ -195,8 +196,13 @@ def check_alert_table(path, alerts, require_all):
             fail(path, f"the alert table has no row for {name}")
 
 
-def exposed_names(prometheus):
-    with urllib.request.urlopen(f"{prometheus}/api/v1/label/__name__/values", timeout=10) as r:
+def exposed_names(prometheus, password_file):
+    headers = {}
+    if password_file:  # the stack's Prometheus answers only with its web credentials (user admin)
+        with open(password_file) as f:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"admin:{f.read().strip()}".encode()).decode()
+    request = urllib.request.Request(f"{prometheus}/api/v1/label/__name__/values", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as r:
         return set(json.load(r)["data"])
 
 
@@ -204,6 +210,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prometheus", help="URL of the running stack's Prometheus")
     ap.add_argument("--static-only", action="store_true", help="skip the metric-name check")
+    ap.add_argument("--password-file", help="file holding the basic-auth password of Prometheus (user admin)")
     args = ap.parse_args()
 
     records, exprs = check_static()
@@ -212,7 +219,7 @@ def main():
     elif not args.prometheus:
         failures.append("the metric-name check needs --prometheus URL (or --static-only)")
     else:
-        known = exposed_names(args.prometheus) | records
+        known = exposed_names(args.prometheus, args.password_file) | records
         for path, expr in exprs:
             for name in sorted(metric_names(expr)):
                 if name not in known:

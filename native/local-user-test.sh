@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# What an unprivileged local user can do to the running stack: every attack of the threat model (README,
+# "Security"), run as `nobody` with `runuser`, must be refused, and each refusal must be the defence's own answer
+# (401, NOAUTH, a failed password, a permission denied), never a connection refused, which would pass while the
+# program is simply down. Beside each attack, the same request with the stack's credentials (as root) must work,
+# so that a check cannot pass because the thing it attacks is gone.
+#
+# Run by `make test` on its own stack; by hand on `make up`'s: `native/local-user-test.sh`. Exit 1 on any failure.
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+
+ATTACKER=${ATTACKER:-nobody}
+failures=0
+checks=0
+
+# check NAME EXPECTED_PATTERN COMMAND...: runs COMMAND, passes when its output (stdout and stderr, with the exit
+# status appended) matches the extended regular expression EXPECTED_PATTERN.
+check() {
+  local name=$1 expected=$2; shift 2
+  local out
+  out=$("$@" 2>&1; echo "exit=$?")
+  checks=$((checks + 1))
+  if grep -Eq -- "$expected" <<<"$out"; then
+    printf 'ok    %s\n' "$name"
+  else
+    failures=$((failures + 1))
+    printf 'FAIL  %s\n      expected /%s/, got: %s\n' "$name" "$expected" "$(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+  fi
+}
+as_attacker() { runuser -u "$ATTACKER" -- "$@"; }
+# The HTTP status of a request (curl never fails here: 000 means no answer).
+status() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
+secret() { cat "$SECRETS_DIR/$1"; }
+# Prints "none" when COMMAND prints nothing, else what it printed.
+none() { local out; out=$("$@" 2>&1 | head -n 5); echo "${out:-none}"; }
+
+web_auth=(-u "admin:$(secret web.password)")
+prom=http://127.0.0.1:$PROMETHEUS_PORT
+am=http://127.0.0.1:$ALERTMANAGER_PORT
+inbox=http://127.0.0.1:$INBOX_PORT
+admin=http://127.0.0.1:$APP_ADMIN_PORT
+forged_alert='[{"labels":{"alertname":"ForgedPage","severity":"critical","service":"app"}}]'
+forged_silence='{"matchers":[{"name":"alertname","value":".+","isRegex":true}],"startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"x","comment":"x"}'
+forged_hook='{"version":"4","status":"firing","receiver":"heartbeat","alerts":[{"status":"firing","labels":{"alertname":"Watchdog"}}]}'
+
+echo "== Postgres (finding 3: superuser for anyone)"
+check "nobody cannot reach the Postgres socket directory" 'Permission denied|No such file' \
+  as_attacker ls "$STATE_DIR/postgres"
+check "nobody cannot log in as postgres through the socket" 'Permission denied|password authentication failed|no password supplied' \
+  as_attacker psql -w -h "$STATE_DIR/postgres" -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
+check "nobody cannot log in as postgres over TCP without the password" 'password authentication failed|no password supplied' \
+  as_attacker psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
+check "nobody cannot log in as app with the old default password" 'password authentication failed' \
+  as_attacker env PGPASSWORD=app psql -w -h 127.0.0.1 -p "$PG_PORT" -U app -d app -c 'SELECT 1'
+check "the postgres superuser logs in over TCP with its password" '^1$' \
+  env PGPASSWORD="$(secret postgres.password)" psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
+check "the app's role is no superuser and cannot create roles" '^f\|f$' \
+  env PGPASSWORD="$(secret pg-app.password)" psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U app -d app \
+  -c "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+check "the exporter's role cannot read the app's data" 'permission denied' \
+  env PGPASSWORD="$(secret pg-exporter.password)" psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres_exporter -d app \
+  -c "SELECT count(*) FROM app.kv"
+
+echo "== Redis (finding 2: cache poisoning)"
+check "nobody cannot write a cache entry without credentials" 'NOAUTH|NOPERM|WRONGPASS' \
+  as_attacker redis-cli -p "$REDIS_PORT" SET app:kv:poisoned '999999999:"poisoned"'
+check "nobody cannot log in as default with an empty password" 'WRONGPASS|NOAUTH|disabled' \
+  as_attacker redis-cli -p "$REDIS_PORT" --user default --pass '' --no-auth-warning PING
+check "the app's user cannot run CONFIG" 'NOPERM' \
+  redis-cli -p "$REDIS_PORT" --user app --pass "$(secret redis-app.password)" --no-auth-warning CONFIG GET maxmemory
+check "the app's user cannot write outside its prefix" 'NOPERM' \
+  redis-cli -p "$REDIS_PORT" --user app --pass "$(secret redis-app.password)" --no-auth-warning SET other:key x
+check "the exporter's user cannot write" 'NOPERM' \
+  redis-cli -p "$REDIS_PORT" --user exporter --pass "$(secret redis-exporter.password)" --no-auth-warning SET app:kv:x y
+check "the admin user answers" 'PONG' \
+  redis-cli -p "$REDIS_PORT" --user admin --pass "$(secret redis-admin.password)" --no-auth-warning PING
+
+echo "== Prometheus and Alertmanager (finding 6: open control planes)"
+check "nobody cannot reload Prometheus" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' -X POST "$prom/-/reload"
+check "nobody cannot stop Prometheus" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' -X POST "$prom/-/quit"
+check "nobody cannot query Prometheus" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' "$prom/api/v1/query?query=up"
+check "Prometheus answers with the credentials" '^200' status "${web_auth[@]}" "$prom/api/v1/query?query=up"
+check "nobody cannot send an alert to Alertmanager" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/json' -d "$forged_alert" "$am/api/v2/alerts"
+check "nobody cannot create a silence" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/json' -d "$forged_silence" "$am/api/v2/silences"
+check "Alertmanager answers with the credentials" '^200' status "${web_auth[@]}" "$am/api/v2/status"
+
+echo "== the on-call inbox (finding 6)"
+check "nobody cannot post a forged heartbeat" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/json' -d "$forged_hook" "$inbox/hook/heartbeat"
+check "nobody cannot post a forged page" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/json' -d "${forged_hook/heartbeat/pager}" "$inbox/hook/pager"
+check "an oversized post is refused before it is read" '^(401|413)' \
+  bash -c "head -c 2000000 /dev/zero | tr '\0' 'a' | curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @- '$inbox/hook/pager'"
+
+echo "== the app's admin listener (finding 6)"
+check "nobody cannot set a fault" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  -H 'Content-Type: application/json' -d '{"error_ratio":0,"duration_seconds":1}' "$admin/fault"
+check "a foreign Host is refused" '^(400|421)' status -H 'Host: attacker.example' "$admin/metrics"
+check "the fault endpoint answers with the token" '^200' \
+  status -H "Authorization: Bearer $(secret app-admin.token)" "$admin/fault"
+
+echo "== files (finding 8)"
+check "nobody cannot list the state directory" 'Permission denied' as_attacker ls "$STATE_DIR"
+check "nobody cannot read the inbox's data" 'Permission denied' as_attacker cat "$INBOX_DATA_FILE"
+check "nobody cannot read Prometheus's data" 'Permission denied' as_attacker ls "$STATE_DIR/prometheus/data"
+check "nobody cannot read the secrets" 'Permission denied' as_attacker cat "$SECRETS_DIR/web.password"
+check "no file of the stack is open to others" '^none$' \
+  none find "$STATE_DIR" -not -type l -perm /o=rwx -printf '%m %p\n'
+check "the secrets are 0600" '^none$' none find "$SECRETS_DIR" -type f -not -perm 600 -printf '%m %p\n'
+check "the state directory is the stack's only" '^710 root postgres$' stat -c '%a %U %G' "$STATE_DIR"
+
+echo
+if [ $failures -gt 0 ]; then
+  echo "local-user test: $failures of $checks checks FAILED"
+  exit 1
+fi
+echo "local-user test: all $checks checks passed"
