@@ -7,6 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 # The drills write target and rule files under the state directory: root's alone, as the rest of it.
 umask 077
+load_secrets
 cd "$REPO_ROOT"
 [ -x "$BIN_DIR/opsctl" ] || cargo build --quiet -p opsctl
 # shellcheck disable=SC2086 # GAMEDAY_ARGS is a list of options

@@ -48,6 +48,8 @@ cargo build --workspace --bins --tests --quiet
 step "start the native stack"
 NATIVE_SKIP_INSTALL=1 native/up.sh
 trap stop_stack EXIT
+# The Rust tests reach the stack's Postgres and Redis as the app does, with its credentials.
+load_secrets
 
 step "rules, rule tests, Alertmanager config, routing and inhibition"
 monitoring/check.sh
@@ -62,6 +64,9 @@ step "smoke test of the running stack"
 "$BIN_DIR/opsctl" smoke --app "http://127.0.0.1:$APP_PORT" --admin "http://127.0.0.1:$APP_ADMIN_PORT" \
   --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT" \
   --inbox "http://127.0.0.1:$INBOX_PORT"
+
+step "what a local user can do: every attack of the threat model, as nobody"
+native/local-user-test.sh
 
 step "game day: every alert fired, delivered and resolved; quiet period; proofs (make gameday, ~30 min)"
 # First on the fresh stack, so that no earlier test's fault is still resolving. GAMEDAY=0 skips it (quick runs).

@@ -176,7 +176,9 @@ def main():
     ap.add_argument("--interval", default="15s", help="value of $__interval, also the range step (default 15s)")
     ap.add_argument("--range", default="5m", help="value of $__range and the range-query window (default 5m)")
     ap.add_argument("--timeout", type=float, default=15, help="seconds per HTTP request (default 15)")
-    ap.add_argument("--password-file", help="file holding the basic-auth password of Prometheus (user admin)")
+    ap.add_argument("--password-file", default=os.environ.get("PROMETHEUS_PASSWORD_FILE"),
+                    help="file holding the basic-auth password of Prometheus, user admin "
+                         "(default $PROMETHEUS_PASSWORD_FILE, which native/env.sh sets)")
     args = ap.parse_args()
     if bool(args.url) == bool(args.prometheus):
         ap.error("give the Prometheus URL once, as PROMETHEUS_URL or --prometheus URL")

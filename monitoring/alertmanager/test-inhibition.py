@@ -23,6 +23,7 @@ import datetime
 import http.server
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -59,18 +60,29 @@ def parse_labels(text):
 
 
 class Receiver(http.server.ThreadingHTTPServer):
-    """Records every webhook notification as (receiver path, status, payload)."""
+    """Records every webhook notification as (receiver path, status, payload). Like the inbox, it refuses a post
+    without the bearer token the configuration sends (its `credentials_file`), so the test also proves the token
+    goes out."""
 
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, token):
         self.notifications = []
+        self.unauthorized = 0
+        self.token = token
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), ReceiverHandler)
 
 
 class ReceiverHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            with self.server.lock:
+                self.server.unauthorized += 1
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         try:
             payload = json.loads(body)
@@ -267,7 +279,12 @@ def main():
     cases = read_table(args.table)
 
     workdir = tempfile.mkdtemp(prefix="am-inhibition-")
-    receiver = Receiver()
+    # The webhook token the configuration reads from secrets/ beside it; a test one here.
+    token = secrets.token_hex(16)
+    os.mkdir(os.path.join(workdir, "secrets"), 0o700)
+    with open(os.path.join(workdir, "secrets", "webhook.token"), "w") as f:
+        f.write(token + "\n")
+    receiver = Receiver(token)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     am = None
     failures = []
@@ -291,6 +308,8 @@ def main():
         test_deliveries(am, receiver, failures)
         print(f"inhibition table ({os.path.basename(args.table)}, {len(cases)} cases):")
         test_table(am, cases, failures)
+        if receiver.unauthorized:
+            failures.append(f"{receiver.unauthorized} webhook post(s) without the bearer token")
     except Exception as e:  # report the setup failure with Alertmanager's log, then clean up
         failures.append(f"{type(e).__name__}: {e}")
         if am:

@@ -210,7 +210,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prometheus", help="URL of the running stack's Prometheus")
     ap.add_argument("--static-only", action="store_true", help="skip the metric-name check")
-    ap.add_argument("--password-file", help="file holding the basic-auth password of Prometheus (user admin)")
+    ap.add_argument("--password-file", default=os.environ.get("PROMETHEUS_PASSWORD_FILE"),
+                    help="file holding the basic-auth password of Prometheus, user admin "
+                         "(default $PROMETHEUS_PASSWORD_FILE, which native/env.sh sets)")
     args = ap.parse_args()
 
     records, exprs = check_static()
