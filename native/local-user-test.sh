@@ -99,7 +99,7 @@ check "nobody cannot set a fault" '^401' as_attacker curl -s -o /dev/null -w '%{
   -H 'Content-Type: application/json' -d '{"error_ratio":0,"duration_seconds":1}' "$admin/fault"
 check "a foreign Host is refused" '^(400|421)' status -H 'Host: attacker.example' "$admin/metrics"
 check "the fault endpoint answers with the token" '^200' \
-  status -H "Authorization: Bearer $(secret app-admin.token)" "$admin/fault"
+  status -H @<(printf 'Authorization: Bearer %s\n' "$(secret app-admin.token)") "$admin/fault"
 
 echo "== files (finding 8)"
 check "nobody cannot list the state directory" 'Permission denied' as_attacker ls "$STATE_DIR"
