@@ -29,7 +29,8 @@ async fn main() -> ExitCode {
         runbooks = %config.runbooks_dir.display(),
         data_file = %config.data_file.as_deref().map_or("none (memory only)".into(), |p| p.display().to_string()),
         heartbeat_max_age_seconds = config.heartbeat_max_age.as_secs(),
-        "inbox listening"
+        max_notifications_per_receiver = config.max_notifications,
+        "inbox listening (webhook POSTs need the bearer token; reads are open)"
     );
     match app.run_until_stopped(startup::shutdown_signal()).await {
         Ok(()) => {

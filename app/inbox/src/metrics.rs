@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::auth::Rejection;
 use crate::store::{Counters, Heartbeat};
 use crate::webhook::{Receiver, Status};
 
@@ -16,6 +17,8 @@ pub const HEARTBEAT_LAST_RECEIVED: &str = "inbox_heartbeat_last_received_timesta
 pub const HEARTBEAT_MISSING: &str = "inbox_heartbeat_missing";
 /// Gauge: the limit the heartbeat is held to.
 pub const HEARTBEAT_MAX_AGE: &str = "inbox_heartbeat_max_age_seconds";
+/// Counter: webhook POSTs refused, by `reason` (`missing_token`, `wrong_token`, `too_large`; a fixed set).
+pub const WEBHOOK_REJECTED_TOTAL: &str = "inbox_webhook_rejected_total";
 /// Gauge: notifications held in memory.
 pub const NOTIFICATIONS_STORED: &str = "inbox_notifications_stored";
 /// Counter: failed appends to the data file.
@@ -25,10 +28,13 @@ pub const DATA_FILE_WRITE_ERRORS_TOTAL: &str = "inbox_data_file_write_errors_tot
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The whole `/metrics` body.
-pub fn render(counters: &Counters, heartbeat: &Heartbeat) -> String {
+pub fn render(counters: &Counters, heartbeat: &Heartbeat, rejected: &[(Rejection, u64)]) -> String {
     let mut out = String::new();
     let by_receiver_status =
-        |out: &mut String, name: &str, help: &str, values: &std::collections::BTreeMap<(Receiver, Status), u64>| {
+        |out: &mut String,
+         name: &str,
+         help: &str,
+         values: &std::collections::BTreeMap<(Receiver, Status), u64>| {
             header(out, name, "counter", help);
             for ((receiver, status), value) in values {
                 let _ = writeln!(
@@ -50,6 +56,19 @@ pub fn render(counters: &Counters, heartbeat: &Heartbeat) -> String {
         "Alerts contained in the received notifications, by receiver and alert status.",
         &counters.alerts,
     );
+    header(
+        &mut out,
+        WEBHOOK_REJECTED_TOTAL,
+        "counter",
+        "Webhook POSTs refused: without the bearer token, with a wrong one, or with a body over the limit.",
+    );
+    for (reason, value) in rejected {
+        let _ = writeln!(
+            out,
+            "{WEBHOOK_REJECTED_TOTAL}{{reason=\"{}\"}} {value}",
+            reason.as_str()
+        );
+    }
     header(
         &mut out,
         HEARTBEAT_LAST_RECEIVED,
@@ -82,7 +101,7 @@ pub fn render(counters: &Counters, heartbeat: &Heartbeat) -> String {
         &mut out,
         NOTIFICATIONS_STORED,
         "gauge",
-        "Notifications currently held in memory.",
+        "Notifications currently held in memory, all receivers together.",
     );
     let _ = writeln!(out, "{NOTIFICATIONS_STORED} {}", counters.stored);
     header(
@@ -113,14 +132,25 @@ mod tests {
     #[test]
     fn every_receiver_and_status_has_a_series_before_any_traffic() {
         let store = Store::in_memory(10, Duration::from_secs(180));
-        let text = render(&store.counters(), &store.heartbeat());
+        let guard = crate::auth::WebhookGuard::new(crate::auth::WebhookToken::default());
+        let text = render(&store.counters(), &store.heartbeat(), &guard.rejected());
         for receiver in Receiver::ALL {
             for status in Status::ALL {
                 for name in [NOTIFICATIONS_TOTAL, ALERTS_TOTAL] {
-                    let series = format!("{name}{{receiver=\"{receiver}\",status=\"{}\"}} 0\n", status.as_str());
+                    let series = format!(
+                        "{name}{{receiver=\"{receiver}\",status=\"{}\"}} 0\n",
+                        status.as_str()
+                    );
                     assert!(text.contains(&series), "missing {series}");
                 }
             }
+        }
+        for reason in Rejection::ALL {
+            let series = format!(
+                "{WEBHOOK_REJECTED_TOTAL}{{reason=\"{}\"}} 0\n",
+                reason.as_str()
+            );
+            assert!(text.contains(&series), "missing {series}");
         }
         assert!(text.contains("inbox_heartbeat_missing 0\n"));
         assert!(text.contains("inbox_heartbeat_last_received_timestamp_seconds 0\n"));

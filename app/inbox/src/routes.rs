@@ -1,21 +1,25 @@
 //! The inbox's HTTP surface, built by one pure function so tests can drive it without a socket:
-//! webhooks in, the JSON API, the heartbeat, metrics, the HTML page and the runbooks out.
+//! webhooks in (bearer token required, body bounded), the JSON API, the heartbeat, metrics, the HTML page and the
+//! runbooks out (open: the inbox listens on loopback, and reading pages grants nothing).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::{Rejection, WebhookGuard};
 use crate::error::ApiError;
+use crate::limits::MAX_BODY_BYTES;
 use crate::store::{Filter, Notification, Store};
+use crate::telemetry::untrusted;
 use crate::webhook::{Receiver, Status, WebhookPayload};
 use crate::{metrics, page, runbooks};
 
@@ -26,6 +30,8 @@ pub struct AppState {
     pub store: Store,
     /// Where `/runbooks/` reads from.
     pub runbooks_dir: PathBuf,
+    /// The webhook token check and its refusal counters.
+    pub guard: WebhookGuard,
 }
 
 /// The state as handlers receive it.
@@ -46,17 +52,25 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-/// `POST /hook/{receiver}`: stores an Alertmanager webhook call.
+/// `POST /hook/{receiver}`: stores an Alertmanager webhook call. The token is checked before anything else, the
+/// receiver's name included, so a caller without it learns nothing and costs no more than the headers.
 async fn receive(
     State(state): State<SharedState>,
     Path(receiver): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let receiver: Receiver = receiver.parse().map_err(|()| {
+    let known: Option<Receiver> = receiver.parse().ok();
+    if let Err(reason) = state.guard.check(&headers) {
+        state.guard.refused(reason, known);
+        return Err(ApiError::Unauthorized);
+    }
+    let receiver = known.ok_or_else(|| {
         ApiError::NotFound(format!(
             "unknown receiver {receiver:?}; expected pager, ticket or heartbeat"
         ))
     })?;
+    let body = read_body(&state, &headers, body, receiver).await?;
     // The body is parsed by hand rather than by the `Json` extractor so that a missing Content-Type is no reason
     // to lose a page, and every parse failure gets the same JSON error.
     let payload: WebhookPayload = serde_json::from_slice(&body)
@@ -66,11 +80,46 @@ async fn receive(
         id = n.id,
         receiver = %n.receiver,
         status = n.status.as_str(),
-        alertname = %n.alertname,
+        alertname = %untrusted(&n.alertname),
         alerts = n.webhook.alerts.len(),
         "notification received"
     );
     Ok(Json(json!({"status": "ok", "id": n.id})))
+}
+
+/// The body, up to [`MAX_BODY_BYTES`]: a declared length over it is refused before reading, an undeclared one
+/// (chunked) once the limit is crossed.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    receiver: Receiver,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        state.guard.refused(Rejection::TooLarge, Some(receiver));
+        ApiError::PayloadTooLarge(format!(
+            "the body is over the inbox's limit of {MAX_BODY_BYTES} bytes"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over {
+                too_large()
+            } else {
+                // The client went away mid-body; nobody reads the answer.
+                ApiError::BadRequest(format!("the body could not be read: {e}"))
+            }
+        })
 }
 
 /// `GET /api/notifications?receiver=&alertname=&status=&after=&limit=`: newest first.
@@ -98,8 +147,9 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
         param(name)
             .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number, got {v:?}")))
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!("{name} must be a whole number, got {v:?}"))
+                })
             })
             .transpose()
     };
@@ -107,15 +157,20 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
         receiver: param("receiver")
             .map(|v| {
                 v.parse().map_err(|()| {
-                    ApiError::BadRequest(format!("unknown receiver {v:?}; expected pager, ticket or heartbeat"))
+                    ApiError::BadRequest(format!(
+                        "unknown receiver {v:?}; expected pager, ticket or heartbeat"
+                    ))
                 })
             })
             .transpose()?,
         alertname: param("alertname").map(str::to_string),
         status: param("status")
             .map(|v| {
-                v.parse::<Status>()
-                    .map_err(|()| ApiError::BadRequest(format!("unknown status {v:?}; expected firing or resolved")))
+                v.parse::<Status>().map_err(|()| {
+                    ApiError::BadRequest(format!(
+                        "unknown status {v:?}; expected firing or resolved"
+                    ))
+                })
             })
             .transpose()?,
         after: number("after")?,
@@ -136,7 +191,11 @@ async fn heartbeat(State(state): State<SharedState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<SharedState>) -> impl IntoResponse {
-    let body = metrics::render(&state.store.counters(), &state.store.heartbeat());
+    let body = metrics::render(
+        &state.store.counters(),
+        &state.store.heartbeat(),
+        &state.guard.rejected(),
+    );
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body)
 }
 
@@ -152,10 +211,13 @@ mod tests {
     use std::time::Duration;
     use tower::ServiceExt;
 
+    const TOKEN: &str = "routes-test-token-0123456789";
+
     fn app() -> Router {
         router(Arc::new(AppState {
             store: Store::in_memory(100, Duration::from_secs(180)),
             runbooks_dir: PathBuf::from("no-such-dir"),
+            guard: WebhookGuard::new(crate::auth::WebhookToken::new(TOKEN).unwrap()),
         }))
     }
 
@@ -163,17 +225,26 @@ mod tests {
         let request = Request::builder()
             .method(method)
             .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
             .body(Body::from(body.to_string()))
             .unwrap();
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     #[tokio::test]
     async fn an_unknown_receiver_is_a_json_404() {
-        let (status, body) = call(app(), "POST", "/hook/blackhole", r#"{"status":"firing","alerts":[]}"#).await;
+        let (status, body) = call(
+            app(),
+            "POST",
+            "/hook/blackhole",
+            r#"{"status":"firing","alerts":[]}"#,
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(
             body.contains(r#""status":"error""#) && body.contains("blackhole"),
@@ -186,6 +257,52 @@ mod tests {
         let (status, body) = call(app(), "POST", "/hook/pager", "{not json").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains(r#""status":"error""#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_post_without_the_token_is_a_json_401_with_a_challenge() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/hook/pager")
+            .body(Body::from(r#"{"status":"firing","alerts":[]}"#))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""status":"error""#));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_json_413_declared_or_not() {
+        // `oneshot` sends no Content-Length: this is the body crossing the limit while it is read.
+        let big = format!(
+            r#"{{"status":"firing","alerts":[],"x":"{}"}}"#,
+            "x".repeat(MAX_BODY_BYTES)
+        );
+        let (status, body) = call(app(), "POST", "/hook/pager", &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body.contains(r#""status":"error""#), "{body}");
+        // A declared length over the limit is refused before any of the body is read.
+        let request = Request::builder()
+            .method("POST")
+            .uri("/hook/pager")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).to_string())
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // At the limit, accepted.
+        let mut fits = r#"{"status":"firing","alerts":[],"x":""}"#.to_string();
+        fits.insert_str(fits.len() - 2, &"x".repeat(MAX_BODY_BYTES - fits.len()));
+        assert_eq!(fits.len(), MAX_BODY_BYTES);
+        assert_eq!(
+            call(app(), "POST", "/hook/pager", &fits).await.0,
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,8 @@
-//! The notifications the inbox has received: a bounded in-memory log (newest kept), the counters behind its
-//! metrics, the Watchdog heartbeat state, and the optional JSON-lines file that survives a restart.
+//! The notifications the inbox has received: a bounded in-memory log per receiver (newest kept), the counters
+//! behind its metrics, the Watchdog heartbeat state, and the optional JSON-lines file that survives a restart.
+//!
+//! Each receiver has a ring of its own, held to a count and a byte budget: a flood into one receiver (a noisy
+//! ticket, a broken sender) drops that receiver's oldest notifications, never another receiver's pages.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -11,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
+use crate::limits::{cut, DATA_FILE_SLACK_BYTES, MAX_BYTES_PER_RECEIVER, MAX_FIELD_BYTES};
 use crate::webhook::{Receiver, Status, WebhookPayload};
 
 /// One webhook call as the inbox keeps it; also the line format of the data file.
@@ -28,7 +32,7 @@ pub struct Notification {
     pub status: Status,
     /// The alert the notification is about (see [`WebhookPayload::alertname`]).
     pub alertname: String,
-    /// The payload exactly as Alertmanager sent it.
+    /// The payload as Alertmanager sent it, cut to the stored bounds ([`WebhookPayload::bounded`]).
     pub webhook: WebhookPayload,
 }
 
@@ -73,11 +77,11 @@ pub struct Heartbeat {
 pub struct Counters {
     /// Webhook calls received, by receiver and notification status.
     pub notifications: BTreeMap<(Receiver, Status), u64>,
-    /// Alerts inside those calls, by receiver and alert status.
+    /// Alerts inside those calls (all of them, also those beyond the stored bound), by receiver and alert status.
     pub alerts: BTreeMap<(Receiver, Status), u64>,
     /// Appends to the data file that failed.
     pub data_file_write_errors: u64,
-    /// Notifications held in memory.
+    /// Notifications held in memory, all receivers together.
     pub stored: usize,
 }
 
@@ -85,6 +89,7 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Notifications kept per receiver.
     capacity: usize,
     heartbeat_max_age: Duration,
     started_unix_ms: u64,
@@ -92,16 +97,59 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    notifications: VecDeque<Notification>,
+    rings: BTreeMap<Receiver, Ring>,
     next_id: u64,
     counters: Counters,
     last_heartbeat_unix_ms: Option<u64>,
     heartbeats_total: u64,
-    data_file: Option<File>,
+    data_file: Option<DataFile>,
+}
+
+/// One receiver's notifications, oldest first, with the size of each in the data file's JSON form.
+#[derive(Debug, Default)]
+struct Ring {
+    items: VecDeque<(Notification, usize)>,
+    bytes: usize,
+}
+
+impl Ring {
+    /// Appends, then drops the oldest while the ring is over `capacity` notifications or over its byte budget
+    /// (the newest always stays, however large: the body limit bounds it).
+    fn push(&mut self, notification: Notification, bytes: usize, capacity: usize) {
+        self.items.push_back((notification, bytes));
+        self.bytes += bytes;
+        while self.items.len() > capacity
+            || (self.bytes > MAX_BYTES_PER_RECEIVER && self.items.len() > 1)
+        {
+            if let Some((_, dropped)) = self.items.pop_front() {
+                self.bytes -= dropped;
+            }
+        }
+    }
+}
+
+/// The append-only data file and how much it holds.
+#[derive(Debug)]
+struct DataFile {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+}
+
+fn empty_rings() -> BTreeMap<Receiver, Ring> {
+    Receiver::ALL
+        .iter()
+        .map(|r| (*r, Ring::default()))
+        .collect()
+}
+
+/// A notification's line in the data file, without the newline; its length is what the byte budget counts.
+fn to_line(notification: &Notification) -> Vec<u8> {
+    serde_json::to_vec(notification).expect("a notification always serializes")
 }
 
 impl Store {
-    /// A store that keeps at most `capacity` notifications in memory only.
+    /// A store that keeps at most `capacity` notifications per receiver, in memory only.
     pub fn in_memory(capacity: usize, heartbeat_max_age: Duration) -> Self {
         Self::with_start(capacity, heartbeat_max_age, clock::now_unix_ms())
     }
@@ -115,7 +163,7 @@ impl Store {
         };
         Store {
             inner: Mutex::new(Inner {
-                notifications: VecDeque::new(),
+                rings: empty_rings(),
                 next_id: 1,
                 counters: Counters {
                     notifications: zero(),
@@ -133,8 +181,8 @@ impl Store {
         }
     }
 
-    /// A store backed by `path`: replays the newest `capacity` notifications (and the last heartbeat) from it,
-    /// trims the file to those when it has grown past them, then appends every new notification to it.
+    /// A store backed by `path`: replays each receiver's newest notifications (and the last heartbeat) from it,
+    /// rewrites the file to those when it holds more (or unreadable lines), then appends every new notification.
     pub fn open(path: &Path, capacity: usize, heartbeat_max_age: Duration) -> io::Result<Self> {
         let store = Self::in_memory(capacity, heartbeat_max_age);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -145,23 +193,32 @@ impl Store {
             let skipped = replay.skipped;
             tracing::warn!(file = %path.display(), skipped, "ignored unreadable lines of the data file");
         }
-        if replay.total_lines > capacity || replay.skipped > 0 {
-            rewrite(path, &replay.kept)?;
+        let kept: usize = replay.rings.values().map(|r| r.items.len()).sum();
+        if replay.total_lines > kept || replay.skipped > 0 {
+            rewrite(path, &replay.rings)?;
         }
         {
             let mut inner = store.lock();
             inner.next_id = replay.max_id + 1;
             inner.last_heartbeat_unix_ms = replay.last_heartbeat_unix_ms;
-            inner.notifications = replay.kept.into();
-            inner.counters.stored = inner.notifications.len();
-            inner.data_file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+            inner.rings = replay.rings;
+            inner.counters.stored = kept;
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            let bytes = file.metadata()?.len();
+            inner.data_file = Some(DataFile {
+                path: path.to_path_buf(),
+                file,
+                bytes,
+            });
         }
         Ok(store)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the log half-updated in a way worth refusing service for.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a webhook call received now; returns the stored notification.
@@ -169,8 +226,22 @@ impl Store {
         self.record_at(receiver, webhook, clock::now_unix_ms())
     }
 
-    fn record_at(&self, receiver: Receiver, webhook: WebhookPayload, now_unix_ms: u64) -> Notification {
+    fn record_at(
+        &self,
+        receiver: Receiver,
+        webhook: WebhookPayload,
+        now_unix_ms: u64,
+    ) -> Notification {
         let mut inner = self.lock();
+        // Counted before the payload is cut to its bounds: the metrics count every alert received.
+        for alert in &webhook.alerts {
+            *inner
+                .counters
+                .alerts
+                .entry((receiver, alert.status))
+                .or_default() += 1;
+        }
+        let webhook = webhook.bounded();
         let notification = Notification {
             id: inner.next_id,
             receiver,
@@ -186,42 +257,55 @@ impl Store {
             .notifications
             .entry((receiver, notification.status))
             .or_default() += 1;
-        for alert in &notification.webhook.alerts {
-            *inner.counters.alerts.entry((receiver, alert.status)).or_default() += 1;
-        }
         if is_heartbeat(&notification) {
             inner.last_heartbeat_unix_ms = Some(now_unix_ms);
             inner.heartbeats_total += 1;
         }
-        if let Some(file) = inner.data_file.as_mut() {
+        let mut line = to_line(&notification);
+        line.push(b'\n');
+        let bytes = line.len();
+        if let Some(data) = inner.data_file.as_mut() {
             // A small synchronous append under the lock keeps file order equal to id order; webhooks arrive a
             // few per second at most, so this never holds up the runtime noticeably.
-            let mut line = serde_json::to_vec(&notification).expect("a notification always serializes");
-            line.push(b'\n');
-            if let Err(error) = file.write_all(&line) {
-                tracing::error!(%error, id = notification.id, "could not append the notification to the data file");
-                inner.counters.data_file_write_errors += 1;
+            match data.file.write_all(&line) {
+                Ok(()) => data.bytes += bytes as u64,
+                Err(error) => {
+                    tracing::error!(%error, id = notification.id, "could not append the notification to the data file");
+                    inner.counters.data_file_write_errors += 1;
+                }
             }
         }
-        inner.notifications.push_back(notification.clone());
-        while inner.notifications.len() > self.capacity {
-            inner.notifications.pop_front();
-        }
-        inner.counters.stored = inner.notifications.len();
+        let capacity = self.capacity;
+        inner
+            .rings
+            .entry(receiver)
+            .or_default()
+            .push(notification.clone(), bytes, capacity);
+        inner.counters.stored = inner.rings.values().map(|r| r.items.len()).sum();
+        compact_if_grown(&mut inner);
         notification
     }
 
     /// The notifications matching `filter`, newest first.
     pub fn list(&self, filter: &Filter) -> Vec<Notification> {
         let inner = self.lock();
-        inner
-            .notifications
+        let mut matching: Vec<&Notification> = inner
+            .rings
             .iter()
-            .rev()
+            .filter(|(r, _)| filter.receiver.is_none_or(|wanted| **r == wanted))
+            .flat_map(|(_, ring)| ring.items.iter().map(|(n, _)| n))
             .filter(|n| filter.after.is_none_or(|after| n.id > after))
-            .filter(|n| filter.receiver.is_none_or(|r| n.receiver == r))
             .filter(|n| filter.status.is_none_or(|s| n.status == s))
-            .filter(|n| filter.alertname.as_deref().is_none_or(|a| n.webhook.mentions_alert(a)))
+            .filter(|n| {
+                filter
+                    .alertname
+                    .as_deref()
+                    .is_none_or(|a| n.webhook.mentions_alert(a))
+            })
+            .collect();
+        matching.sort_unstable_by_key(|n| std::cmp::Reverse(n.id));
+        matching
+            .into_iter()
             .take(filter.limit.unwrap_or(usize::MAX))
             .cloned()
             .collect()
@@ -256,6 +340,34 @@ impl Store {
     }
 }
 
+/// Rewrites the data file to what memory holds once it has grown past twice that (plus some slack): dropped
+/// notifications would otherwise stay on disk until the next restart, however many a flood appended.
+fn compact_if_grown(inner: &mut Inner) {
+    let held: u64 = inner.rings.values().map(|r| r.bytes as u64).sum();
+    let Some(data) = inner.data_file.as_mut() else {
+        return;
+    };
+    if data.bytes <= 2 * held + DATA_FILE_SLACK_BYTES {
+        return;
+    }
+    let reopened = rewrite(&data.path, &inner.rings).and_then(|()| {
+        let file = OpenOptions::new().append(true).open(&data.path)?;
+        let bytes = file.metadata()?.len();
+        Ok((file, bytes))
+    });
+    match reopened {
+        Ok((file, bytes)) => {
+            data.file = file;
+            data.bytes = bytes;
+        }
+        Err(error) => {
+            // The old handle still appends (to the old file if the rename failed); try again after the next one.
+            tracing::error!(%error, file = %data.path.display(), "could not compact the data file");
+            inner.counters.data_file_write_errors += 1;
+        }
+    }
+}
+
 /// Heartbeats are Watchdog alerts that reach the heartbeat receiver: a Watchdog routed anywhere else means the
 /// routing is broken, which the switch should report rather than hide.
 fn is_heartbeat(n: &Notification) -> bool {
@@ -264,7 +376,7 @@ fn is_heartbeat(n: &Notification) -> bool {
 
 /// What a data file holds.
 struct Replay {
-    kept: Vec<Notification>,
+    rings: BTreeMap<Receiver, Ring>,
     total_lines: usize,
     skipped: usize,
     max_id: u64,
@@ -274,7 +386,7 @@ struct Replay {
 impl Replay {
     fn read(path: &Path, capacity: usize) -> io::Result<Self> {
         let mut replay = Replay {
-            kept: Vec::new(),
+            rings: empty_rings(),
             total_lines: 0,
             skipped: 0,
             max_id: 0,
@@ -285,7 +397,6 @@ impl Replay {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(replay),
             Err(e) => return Err(e),
         };
-        let mut kept = VecDeque::new();
         for line in BufReader::new(file).lines() {
             let line = line?;
             if line.trim().is_empty() {
@@ -293,26 +404,38 @@ impl Replay {
             }
             replay.total_lines += 1;
             // A crash mid-append can leave a torn last line; skip it rather than refuse to start.
-            let Ok(n) = serde_json::from_str::<Notification>(&line) else {
+            let Ok(mut n) = serde_json::from_str::<Notification>(&line) else {
                 replay.skipped += 1;
                 continue;
             };
+            // A file written before the stored bounds existed is held to them too.
+            n.webhook = n.webhook.bounded();
+            cut(&mut n.alertname, MAX_FIELD_BYTES);
             replay.max_id = replay.max_id.max(n.id);
             if is_heartbeat(&n) {
-                replay.last_heartbeat_unix_ms = replay.last_heartbeat_unix_ms.max(Some(n.received_at_unix_ms));
+                replay.last_heartbeat_unix_ms = replay
+                    .last_heartbeat_unix_ms
+                    .max(Some(n.received_at_unix_ms));
             }
-            kept.push_back(n);
-            if kept.len() > capacity {
-                kept.pop_front();
-            }
+            let bytes = to_line(&n).len() + 1;
+            replay
+                .rings
+                .entry(n.receiver)
+                .or_default()
+                .push(n, bytes, capacity);
         }
-        replay.kept = kept.into();
         Ok(replay)
     }
 }
 
-/// Replaces the data file with `notifications`, atomically (write a sibling, then rename over).
-fn rewrite(path: &Path, notifications: &[Notification]) -> io::Result<()> {
+/// Replaces the data file with the notifications of `rings`, in id order, atomically (write a sibling, then
+/// rename over).
+fn rewrite(path: &Path, rings: &BTreeMap<Receiver, Ring>) -> io::Result<()> {
+    let mut notifications: Vec<&Notification> = rings
+        .values()
+        .flat_map(|r| r.items.iter().map(|(n, _)| n))
+        .collect();
+    notifications.sort_unstable_by_key(|n| n.id);
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
     let mut out = io::BufWriter::new(File::create(&tmp)?);
@@ -346,10 +469,17 @@ mod tests {
     fn listing_is_newest_first_and_filters_combine() {
         let store = Store::in_memory(100, Duration::from_secs(180));
         store.record(Receiver::Pager, payload("RedisDown", Status::Firing, 1));
-        store.record(Receiver::Ticket, payload("RedisTooManyClients", Status::Firing, 2));
+        store.record(
+            Receiver::Ticket,
+            payload("RedisTooManyClients", Status::Firing, 2),
+        );
         store.record(Receiver::Pager, payload("RedisDown", Status::Resolved, 1));
 
-        let all: Vec<u64> = store.list(&Filter::default()).iter().map(|n| n.id).collect();
+        let all: Vec<u64> = store
+            .list(&Filter::default())
+            .iter()
+            .map(|n| n.id)
+            .collect();
         assert_eq!(all, vec![3, 2, 1]);
         let firing_pages = store.list(&Filter {
             receiver: Some(Receiver::Pager),
@@ -381,10 +511,19 @@ mod tests {
     #[test]
     fn counters_count_notifications_and_the_alerts_inside_them() {
         let store = Store::in_memory(100, Duration::from_secs(180));
-        store.record(Receiver::Ticket, payload("AppCacheErrors", Status::Firing, 3));
-        store.record(Receiver::Ticket, payload("AppCacheErrors", Status::Resolved, 3));
+        store.record(
+            Receiver::Ticket,
+            payload("AppCacheErrors", Status::Firing, 3),
+        );
+        store.record(
+            Receiver::Ticket,
+            payload("AppCacheErrors", Status::Resolved, 3),
+        );
         let counters = store.counters();
-        assert_eq!(counters.notifications[&(Receiver::Ticket, Status::Firing)], 1);
+        assert_eq!(
+            counters.notifications[&(Receiver::Ticket, Status::Firing)],
+            1
+        );
         assert_eq!(counters.alerts[&(Receiver::Ticket, Status::Firing)], 3);
         assert_eq!(counters.alerts[&(Receiver::Ticket, Status::Resolved)], 3);
         assert_eq!(
@@ -395,14 +534,52 @@ mod tests {
     }
 
     #[test]
-    fn memory_keeps_only_the_newest_notifications() {
+    fn each_receiver_keeps_only_its_own_newest_notifications() {
         let store = Store::in_memory(2, Duration::from_secs(180));
+        store.record(Receiver::Pager, payload("PostgresDown", Status::Firing, 1));
         for _ in 0..5 {
-            store.record(Receiver::Pager, payload("AppTargetDown", Status::Firing, 1));
+            store.record(
+                Receiver::Ticket,
+                payload("AppHighMemory", Status::Firing, 1),
+            );
         }
-        let ids: Vec<u64> = store.list(&Filter::default()).iter().map(|n| n.id).collect();
-        assert_eq!(ids, vec![5, 4]);
-        assert_eq!(store.counters().stored, 2);
+        let ids: Vec<u64> = store
+            .list(&Filter::default())
+            .iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(ids, vec![6, 5, 1], "the ticket flood drops only tickets");
+        assert_eq!(store.counters().stored, 3);
+        assert_eq!(
+            store
+                .list(&Filter {
+                    limit: Some(2),
+                    ..Filter::default()
+                })
+                .iter()
+                .map(|n| n.id)
+                .collect::<Vec<_>>(),
+            vec![6, 5]
+        );
+    }
+
+    #[test]
+    fn a_receiver_is_held_to_its_byte_budget_too() {
+        let store = Store::in_memory(10_000, Duration::from_secs(180));
+        let mut big = payload("AppHighMemory", Status::Firing, 1);
+        // About 40 KiB per notification: a 32 MiB budget holds about 800 of them.
+        for i in 0..10 {
+            big.alerts[0]
+                .annotations
+                .insert(format!("a{i}"), "x".repeat(MAX_FIELD_BYTES));
+        }
+        for _ in 0..1000 {
+            store.record(Receiver::Ticket, big.clone());
+        }
+        let held = store.counters().stored;
+        assert!((700..900).contains(&held), "{held} notifications held");
+        let inner = store.lock();
+        assert!(inner.rings[&Receiver::Ticket].bytes <= MAX_BYTES_PER_RECEIVER);
     }
 
     #[test]
@@ -417,7 +594,11 @@ mod tests {
             "no heartbeat ever, grace period over"
         );
 
-        store.record_at(Receiver::Heartbeat, payload("Watchdog", Status::Firing, 1), 1_200_000);
+        store.record_at(
+            Receiver::Heartbeat,
+            payload("Watchdog", Status::Firing, 1),
+            1_200_000,
+        );
         let beat = store.heartbeat_at(1_250_000);
         assert!(beat.healthy);
         assert_eq!(beat.age_seconds, Some(50.0));
@@ -428,15 +609,23 @@ mod tests {
     #[test]
     fn resolved_or_misrouted_watchdogs_are_not_heartbeats() {
         let store = Store::with_start(10, Duration::from_secs(180), 0);
-        store.record_at(Receiver::Heartbeat, payload("Watchdog", Status::Resolved, 1), 10);
+        store.record_at(
+            Receiver::Heartbeat,
+            payload("Watchdog", Status::Resolved, 1),
+            10,
+        );
         store.record_at(Receiver::Pager, payload("Watchdog", Status::Firing, 1), 20);
-        store.record_at(Receiver::Heartbeat, payload("RedisDown", Status::Firing, 1), 30);
+        store.record_at(
+            Receiver::Heartbeat,
+            payload("RedisDown", Status::Firing, 1),
+            30,
+        );
         assert_eq!(store.heartbeat_at(40).last_received_at, None);
         assert_eq!(store.heartbeat_at(40).received_total, 0);
     }
 
     #[test]
-    fn a_data_file_survives_a_restart_and_is_trimmed_to_capacity() {
+    fn a_data_file_survives_a_restart_and_is_trimmed_to_each_receivers_capacity() {
         let path = temp_path("restart");
         {
             let store = Store::open(&path, 3, Duration::from_secs(180)).unwrap();
@@ -454,21 +643,61 @@ mod tests {
             .unwrap();
 
         let store = Store::open(&path, 3, Duration::from_secs(180)).unwrap();
-        let ids: Vec<u64> = store.list(&Filter::default()).iter().map(|n| n.id).collect();
-        assert_eq!(ids, vec![5, 4, 3]);
+        let ids: Vec<u64> = store
+            .list(&Filter::default())
+            .iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(ids, vec![5, 4, 3, 1], "three pages and the heartbeat");
         assert!(
             store.heartbeat().last_received_at.is_some(),
             "the last heartbeat is remembered"
         );
-        assert_eq!(store.heartbeat().received_total, 0, "counters are per process");
+        assert_eq!(
+            store.heartbeat().received_total,
+            0,
+            "counters are per process"
+        );
         assert_eq!(
             store
-                .record(Receiver::Ticket, payload("AppHighMemory", Status::Firing, 1))
+                .record(
+                    Receiver::Ticket,
+                    payload("AppHighMemory", Status::Firing, 1)
+                )
                 .id,
             6
         );
         let lines = fs::read_to_string(&path).unwrap().lines().count();
-        assert_eq!(lines, 4, "trimmed to 3 on start, then one appended");
+        assert_eq!(lines, 5, "trimmed to 4 on start, then one appended");
+        fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_data_file_is_compacted_once_it_outgrows_memory() {
+        let path = temp_path("compact");
+        let store = Store::open(&path, 2, Duration::from_secs(180)).unwrap();
+        let mut big = payload("AppHighMemory", Status::Firing, 1);
+        big.alerts[0]
+            .annotations
+            .insert("description".into(), "x".repeat(MAX_FIELD_BYTES));
+        // Each is over 4 KiB; 1,000 of them would be over 4 MiB on disk without compaction.
+        for _ in 0..1000 {
+            store.record(Receiver::Ticket, big.clone());
+        }
+        store.record(Receiver::Pager, payload("PostgresDown", Status::Firing, 1));
+        let size = fs::metadata(&path).unwrap().len();
+        assert!(
+            size <= 2 * 3 * 5000 + DATA_FILE_SLACK_BYTES,
+            "{size} bytes on disk"
+        );
+        drop(store);
+        let reopened = Store::open(&path, 2, Duration::from_secs(180)).unwrap();
+        let ids: Vec<u64> = reopened
+            .list(&Filter::default())
+            .iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(ids, vec![1001, 1000, 999]);
         fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
     }
 }

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{cut, MAX_ALERTS_PER_NOTIFICATION, MAX_FIELD_BYTES};
+
 /// A webhook receiver of the stack's Alertmanager config; each posts to `/hook/<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +44,10 @@ impl FromStr for Receiver {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Receiver::ALL.into_iter().find(|r| r.as_str() == s).ok_or(())
+        Receiver::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -73,7 +78,10 @@ impl FromStr for Status {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -162,13 +170,69 @@ impl WebhookPayload {
             || self.alertname() == alertname
     }
 
+    /// The payload cut to what the inbox stores: every text at most [`MAX_FIELD_BYTES`], the first
+    /// [`MAX_ALERTS_PER_NOTIFICATION`] alerts (the others added to `truncated_alerts`).
+    pub fn bounded(mut self) -> Self {
+        for text in [
+            &mut self.version,
+            &mut self.group_key,
+            &mut self.receiver,
+            &mut self.external_url,
+        ] {
+            cut(text, MAX_FIELD_BYTES);
+        }
+        for set in [
+            &mut self.group_labels,
+            &mut self.common_labels,
+            &mut self.common_annotations,
+        ] {
+            bound_set(set);
+        }
+        if self.alerts.len() > MAX_ALERTS_PER_NOTIFICATION {
+            let dropped = self.alerts.len() - MAX_ALERTS_PER_NOTIFICATION;
+            self.alerts.truncate(MAX_ALERTS_PER_NOTIFICATION);
+            self.truncated_alerts = self.truncated_alerts.saturating_add(dropped as u64);
+        }
+        for alert in &mut self.alerts {
+            bound_set(&mut alert.labels);
+            bound_set(&mut alert.annotations);
+            for text in [
+                &mut alert.starts_at,
+                &mut alert.ends_at,
+                &mut alert.generator_url,
+                &mut alert.fingerprint,
+            ] {
+                cut(text, MAX_FIELD_BYTES);
+            }
+        }
+        self
+    }
+
     /// Whether this notification is a live Watchdog heartbeat: a *firing* Watchdog alert. A resolved Watchdog is
     /// the opposite — Alertmanager stopped hearing from Prometheus — so it must not count.
     pub fn carries_heartbeat(&self) -> bool {
-        self.alerts
-            .iter()
-            .any(|a| a.status == Status::Firing && a.labels.get("alertname").map(String::as_str) == Some("Watchdog"))
+        self.alerts.iter().any(|a| {
+            a.status == Status::Firing
+                && a.labels.get("alertname").map(String::as_str) == Some("Watchdog")
+        })
     }
+}
+
+/// Cuts every name and value of a label or annotation set; names that become equal keep the first value.
+fn bound_set(set: &mut LabelSet) {
+    if set
+        .iter()
+        .all(|(k, v)| k.len() <= MAX_FIELD_BYTES && v.len() <= MAX_FIELD_BYTES)
+    {
+        return;
+    }
+    let mut bounded = LabelSet::new();
+    for (mut name, mut value) in std::mem::take(set) {
+        cut(&mut name, MAX_FIELD_BYTES);
+        cut(&mut value, MAX_FIELD_BYTES);
+        bounded.entry(name).or_insert(value);
+    }
+    *set = bounded;
 }
 
 #[cfg(test)]
@@ -202,7 +266,9 @@ mod tests {
     fn a_payload_without_alerts_or_status_is_rejected() {
         assert!(serde_json::from_str::<WebhookPayload>(r#"{"status":"firing"}"#).is_err());
         assert!(serde_json::from_str::<WebhookPayload>(r#"{"alerts":[]}"#).is_err());
-        assert!(serde_json::from_str::<WebhookPayload>(r#"{"status":"weird","alerts":[]}"#).is_err());
+        assert!(
+            serde_json::from_str::<WebhookPayload>(r#"{"status":"weird","alerts":[]}"#).is_err()
+        );
     }
 
     #[test]
@@ -214,6 +280,33 @@ mod tests {
         assert!(payload.carries_heartbeat());
         payload.alerts[0].status = Status::Resolved;
         assert!(!payload.carries_heartbeat());
+    }
+
+    #[test]
+    fn a_bounded_payload_keeps_short_fields_and_cuts_long_ones() {
+        let long = "x".repeat(MAX_FIELD_BYTES * 3);
+        let alerts: Vec<serde_json::Value> = (0..MAX_ALERTS_PER_NOTIFICATION + 5)
+            .map(|i| {
+                serde_json::json!({"status": "firing", "labels": {"alertname": "A", "i": i.to_string()},
+                                   "annotations": {"description": long, long.clone(): "v"}, "generatorURL": long})
+            })
+            .collect();
+        let payload: WebhookPayload = serde_json::from_value(serde_json::json!({
+            "status": "firing", "alerts": alerts, "truncatedAlerts": 2, "groupKey": long,
+            "commonLabels": {"alertname": "A"}
+        }))
+        .unwrap();
+        let bounded = payload.bounded();
+        assert_eq!(bounded.alerts.len(), MAX_ALERTS_PER_NOTIFICATION);
+        assert_eq!(bounded.truncated_alerts, 7, "Alertmanager's 2 and our 5");
+        assert_eq!(bounded.common_labels["alertname"], "A");
+        assert!(bounded.group_key.len() <= MAX_FIELD_BYTES);
+        let first = &bounded.alerts[0];
+        assert_eq!(first.labels["i"], "0");
+        assert!(first.annotations["description"].len() <= MAX_FIELD_BYTES);
+        assert!(first.annotations["description"].ends_with('…'));
+        assert!(first.annotations.keys().all(|k| k.len() <= MAX_FIELD_BYTES));
+        assert!(first.generator_url.len() <= MAX_FIELD_BYTES);
     }
 
     #[test]

@@ -5,7 +5,10 @@ pub mod clients;
 pub mod duration;
 pub mod gameday;
 pub mod load;
+pub mod secrets;
 pub mod smoke;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +21,11 @@ use clap::{Parser, Subcommand};
     propagate_version = true
 )]
 pub struct Cli {
+    /// Directory of the stack's secret files (`make up` writes `$STATE_DIR/secrets/`): `web.password`,
+    /// `webhook.token`, `app-admin.token`, `postgres.password`, `redis-admin.password`, each read once at
+    /// startup. Without it no credentials are sent (an unauthenticated stack).
+    #[arg(long, global = true, env = "STACK_SECRETS_DIR", value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -4,11 +4,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use opsctl::secrets::Secrets;
 use opsctl::{gameday, load, smoke, Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let secrets = match Secrets::from_dir(cli.secrets_dir.as_deref()) {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            eprintln!("opsctl: --secrets-dir: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Load(args) => {
             let stop = async {
@@ -24,14 +32,17 @@ async fn main() -> ExitCode {
                 print!("{}", report.text());
             }
             if report.ok == 0 {
-                eprintln!("load: no request succeeded (is the app at {} running?)", args.url);
+                eprintln!(
+                    "load: no request succeeded (is the app at {} running?)",
+                    args.url
+                );
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
         Command::Smoke(args) => {
             let started = std::time::Instant::now();
-            match smoke::run(&args).await {
+            match smoke::run(&args, &secrets).await {
                 Ok(passed) => {
                     println!(
                         "smoke: all {passed} checks passed in {}",
@@ -45,7 +56,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Gameday(args) => match gameday::run(args).await {
+        Command::Gameday(args) => match gameday::run(args, &secrets).await {
             Ok(outcome) if outcome.passed => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(reason) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{remove_dir, temp_dir, TestInbox};
+use crate::helpers::{remove_dir, temp_dir, TestInbox, TEST_TOKEN};
 
 /// Kills the Alertmanager when the test ends, whatever way it ends.
 struct Running(Child);
@@ -29,11 +29,19 @@ fn alertmanager_binary() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-/// A config routing like the stack's (critical → pager, warning → ticket) with timings short enough for a test.
+/// A config routing like the stack's (critical → pager, warning → ticket) with timings short enough for a test;
+/// each webhook sends the inbox's token from a file, as the stack's does.
 fn write_config(dir: &Path, inbox: &str) -> PathBuf {
+    let token_file = dir.join("webhook.token");
+    std::fs::write(&token_file, format!("{TEST_TOKEN}\n")).unwrap();
+    let token_file = token_file.display();
     let config = format!(
         r#"route:
   receiver: ticket
@@ -49,10 +57,16 @@ receivers:
     webhook_configs:
       - url: {inbox}/hook/pager
         send_resolved: true
+        http_config:
+          authorization:
+            credentials_file: {token_file}
   - name: ticket
     webhook_configs:
       - url: {inbox}/hook/ticket
         send_resolved: true
+        http_config:
+          authorization:
+            credentials_file: {token_file}
 "#
     );
     let path = dir.join("alertmanager.yml");
@@ -96,7 +110,8 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
     let _running = Running(child);
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(inbox.client.get(format!("{am_base}/-/ready")).send().await, Ok(r) if r.status().is_success()) {
+    while !matches!(inbox.client.get(format!("{am_base}/-/ready")).send().await, Ok(r) if r.status().is_success())
+    {
         assert!(
             Instant::now() < deadline,
             "alertmanager did not become ready; see {}",
@@ -106,8 +121,7 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
     }
 
     let labels = json!({"alertname": "InboxEndToEnd", "severity": "critical", "service": "app"});
-    let annotations =
-        json!({"summary": "End-to-end test alert.", "runbook_url": "http://localhost:8082/runbooks/InboxEndToEnd.md"});
+    let annotations = json!({"summary": "End-to-end test alert.", "runbook_url": "http://localhost:8082/runbooks/InboxEndToEnd.md"});
     let post = |alert: Value| {
         let client = inbox.client.clone();
         let url = format!("{am_base}/api/v2/alerts");
@@ -121,10 +135,18 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
         }
     };
     post(json!({"labels": labels, "annotations": annotations})).await;
-    let firing = wait_for_notification(&inbox, "receiver=pager&alertname=InboxEndToEnd&status=firing", deadline).await;
+    let firing = wait_for_notification(
+        &inbox,
+        "receiver=pager&alertname=InboxEndToEnd&status=firing",
+        deadline,
+    )
+    .await;
     assert_eq!(firing["webhook"]["version"], "4");
     assert_eq!(firing["webhook"]["receiver"], "pager");
-    assert_eq!(firing["webhook"]["alerts"][0]["labels"]["severity"], "critical");
+    assert_eq!(
+        firing["webhook"]["alerts"][0]["labels"]["severity"],
+        "critical"
+    );
     assert_eq!(
         firing["webhook"]["alerts"][0]["annotations"]["runbook_url"],
         annotations["runbook_url"]
@@ -149,6 +171,11 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
     assert!(
         metrics.contains("inbox_notifications_total{receiver=\"pager\",status=\"resolved\"} 1"),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains("inbox_webhook_rejected_total{reason=\"wrong_token\"} 0")
+            && metrics.contains("inbox_webhook_rejected_total{reason=\"missing_token\"} 0"),
+        "Alertmanager sent the token from its credentials_file: {metrics}"
     );
     let (_, tickets) = inbox.get_json("/api/notifications?receiver=ticket").await;
     assert_eq!(

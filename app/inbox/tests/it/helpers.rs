@@ -2,12 +2,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inbox::{Application, Config};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The webhook token of every [`TestInbox`]; Alertmanager-driven tests write it to a file.
+pub const TEST_TOKEN: &str = "inbox-test-token-0123456789";
 
 /// A running inbox.
 pub struct TestInbox {
@@ -19,9 +23,10 @@ pub struct TestInbox {
 }
 
 impl TestInbox {
-    /// Starts an inbox with `config` (its listen address is replaced by port 0).
+    /// Starts an inbox with `config` (its listen address is replaced by port 0, its token by [`TEST_TOKEN`]).
     pub async fn start(mut config: Config) -> Self {
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
+        config.webhook_token = inbox::auth::WebhookToken::new(TEST_TOKEN).unwrap();
         let app = Application::build(&config).await.expect("the inbox starts");
         let base = format!("http://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -64,11 +69,13 @@ impl TestInbox {
         format!("{}{path}", self.base)
     }
 
-    /// POSTs a webhook body to `/hook/<receiver>`; returns the status and the JSON answer.
+    /// POSTs a webhook body to `/hook/<receiver>` with the token, as Alertmanager does; returns the status and the
+    /// JSON answer.
     pub async fn post_hook(&self, receiver: &str, body: &Value) -> (u16, Value) {
         let response = self
             .client
             .post(self.url(&format!("/hook/{receiver}")))
+            .bearer_auth(TEST_TOKEN)
             .json(body)
             .send()
             .await
@@ -121,7 +128,13 @@ pub fn remove_dir(dir: &Path) {
 }
 
 /// A webhook body shaped exactly like Alertmanager 0.25 sends it for a group of alerts of one name.
-pub fn alertmanager_payload(receiver: &str, status: &str, alertname: &str, severity: &str, alerts: &[&str]) -> Value {
+pub fn alertmanager_payload(
+    receiver: &str,
+    status: &str,
+    alertname: &str,
+    severity: &str,
+    alerts: &[&str],
+) -> Value {
     let alerts: Vec<Value> = alerts
         .iter()
         .enumerate()
@@ -161,4 +174,208 @@ pub fn watchdog_payload() -> Value {
     let mut body = alertmanager_payload("heartbeat", "firing", "Watchdog", "none", &["firing"]);
     body["commonLabels"]["severity"] = json!("none");
     body
+}
+
+/// The real `inbox` binary, configured through its environment as the stack runs it, with its log (stdout) and
+/// stderr captured line by line: for what only the shipped process shows (startup checks, the real log output).
+pub struct InboxProcess {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub client: reqwest::Client,
+    child: std::process::Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// The binary under test, with every `INBOX_*` variable of the test's own environment removed (`make test` exports
+/// the native stack's) and `vars` set instead.
+fn inbox_command(vars: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_inbox"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("INBOX_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("INBOX_LISTEN_ADDR", "127.0.0.1:0")
+        .env("INBOX_RUNBOOKS_DIR", "no-such-runbooks-dir")
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Collects a pipe's lines (trailing `\n` removed, nothing else: raw control characters stay visible).
+fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut line = Vec::new();
+        while matches!(std::io::BufRead::read_until(&mut reader, b'\n', &mut line), Ok(n) if n > 0)
+        {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            sink.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&line).into_owned());
+            line.clear();
+        }
+    });
+    lines
+}
+
+/// The address in the `inbox listening` line, in either log format.
+fn listening_addr(line: &str) -> Option<String> {
+    if !line.contains("inbox listening") {
+        return None;
+    }
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json["fields"]["addr"].as_str().map(str::to_string);
+    }
+    let rest = &line[line.find("addr=")? + 5..];
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+impl InboxProcess {
+    /// Starts the binary with `vars`; panics unless it reports listening within 10 s.
+    pub async fn start(vars: &[(&str, &str)]) -> Self {
+        let mut child = inbox_command(vars).spawn().expect("the inbox binary runs");
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            if let Some(addr) = stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| listening_addr(l))
+            {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the inbox exited ({status}): {:?} {:?}",
+                    stdout.lock().unwrap(),
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the inbox did not report listening: {:?}",
+                stdout.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        InboxProcess {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            child,
+            stdout,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The log so far, one entry per line.
+    pub fn log(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns them.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} log lines with {needle:?}: {:?}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// POSTs `body` to `/hook/<receiver>` with this `Authorization` header (none for `None`); returns the status
+    /// and the JSON answer (`Null` when the answer is not JSON).
+    pub async fn post_hook(
+        &self,
+        receiver: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/hook/{receiver}")))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// GETs a JSON document; returns the status and the body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// GETs a text document; returns the status and the body.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+}
+
+impl Drop for InboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `vars` until it exits, for at most `limit`; returns its exit code (`None` when it was
+/// still running and had to be killed) and its stderr.
+pub async fn run_inbox_to_exit(vars: &[(&str, &str)], limit: Duration) -> (Option<i32>, String) {
+    let mut child = inbox_command(vars).spawn().expect("the inbox binary runs");
+    let _stdout = collect_lines(child.stdout.take().unwrap());
+    let stderr = collect_lines(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The reader thread may still be on the last line.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = stderr.lock().unwrap().join("\n");
+    (code, text)
 }

@@ -4,3 +4,4 @@
 mod alertmanager;
 mod api;
 mod helpers;
+mod webhook_security;

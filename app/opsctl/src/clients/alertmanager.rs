@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use reqwest::Client;
 use serde::Deserialize;
 
-use super::{get_json, join, ClientError};
+use super::{get_json, join, Auth, ClientError};
 
 /// Alertmanager's HTTP API (`/api/v2`).
 #[derive(Debug, Clone)]
 pub struct Alertmanager {
     client: Client,
     base: String,
+    auth: Auth,
 }
 
 /// `/api/v2/status`, the parts opsctl reads.
@@ -105,17 +106,36 @@ impl Alertmanager {
         Alertmanager {
             client,
             base: base.trim_end_matches('/').to_string(),
+            auth: Auth::None,
         }
+    }
+
+    /// The same client, sending `auth` with every request (basic auth on the secured stack).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Its status, including the loaded configuration.
     pub async fn status(&self) -> Result<AlertmanagerStatus, ClientError> {
-        get_json(&self.client, &join(&self.base, "/api/v2/status"), &[]).await
+        get_json(
+            &self.client,
+            &self.auth,
+            &join(&self.base, "/api/v2/status"),
+            &[],
+        )
+        .await
     }
 
     /// The alerts it currently holds (active, silenced and inhibited).
     pub async fn alerts(&self) -> Result<Vec<AlertmanagerAlert>, ClientError> {
-        get_json(&self.client, &join(&self.base, "/api/v2/alerts"), &[]).await
+        get_json(
+            &self.client,
+            &self.auth,
+            &join(&self.base, "/api/v2/alerts"),
+            &[],
+        )
+        .await
     }
 }
 

@@ -1,15 +1,19 @@
-//! The on-call inbox's JSON API: the Watchdog heartbeat and the notifications it has received.
+//! The on-call inbox's JSON API: the Watchdog heartbeat and the notifications it has received (open reads), and
+//! its webhook, which takes the bearer token Alertmanager sends.
 
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 
-use super::{get_json, join, ClientError};
+use super::{get_json, join, snippet, Auth, ClientError};
+use crate::secrets::Secret;
 
 /// The on-call inbox's JSON API.
 #[derive(Debug, Clone)]
 pub struct Inbox {
     client: Client,
     base: String,
+    /// Sent with POSTs only: the inbox's reads are open.
+    webhook_auth: Auth,
 }
 
 /// `/api/heartbeat`.
@@ -72,13 +76,56 @@ impl Inbox {
         Inbox {
             client,
             base: base.trim_end_matches('/').to_string(),
+            webhook_auth: Auth::None,
         }
+    }
+
+    /// The same client, sending `token` (`webhook.token`) with every POST, as Alertmanager does.
+    pub fn with_webhook_token(mut self, token: Option<Secret>) -> Self {
+        self.webhook_auth = Auth::bearer(token);
+        self
+    }
+
+    /// Whether POSTs carry a token.
+    pub fn has_webhook_token(&self) -> bool {
+        !matches!(self.webhook_auth, Auth::None)
+    }
+
+    /// POSTs `body` to `/hook/<receiver>` with the webhook token; returns the status and the beginning of the
+    /// answer, whatever the status.
+    pub async fn post_webhook(
+        &self,
+        receiver: &str,
+        body: &str,
+    ) -> Result<(StatusCode, String), ClientError> {
+        let url = join(&self.base, &format!("/hook/{receiver}"));
+        let request = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let response = self
+            .webhook_auth
+            .apply(request)
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })?;
+        Ok((status, snippet(&bytes)))
     }
 
     /// The dead-man's switch (the inbox answers 503 while it is missing, with the same body).
     pub async fn heartbeat(&self) -> Result<Heartbeat, ClientError> {
         get_json(
             &self.client,
+            &Auth::None,
             &join(&self.base, "/api/heartbeat"),
             &[StatusCode::SERVICE_UNAVAILABLE],
         )
@@ -87,15 +134,22 @@ impl Inbox {
 
     /// Notifications, newest first; `query` is the filter as URL query pairs (`receiver`, `alertname`,
     /// `status`, `after`, `limit`).
-    pub async fn notifications(&self, query: &[(&str, &str)]) -> Result<Vec<Notification>, ClientError> {
+    pub async fn notifications(
+        &self,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Notification>, ClientError> {
         let mut url =
-            reqwest::Url::parse(&join(&self.base, "/api/notifications")).map_err(|e| ClientError::Decode {
-                url: self.base.clone(),
-                message: e.to_string(),
+            reqwest::Url::parse(&join(&self.base, "/api/notifications")).map_err(|e| {
+                ClientError::Decode {
+                    url: self.base.clone(),
+                    message: e.to_string(),
+                }
             })?;
         url.query_pairs_mut().extend_pairs(query);
-        Ok(get_json::<Notifications>(&self.client, url.as_str(), &[])
-            .await?
-            .notifications)
+        Ok(
+            get_json::<Notifications>(&self.client, &Auth::None, url.as_str(), &[])
+                .await?
+                .notifications,
+        )
     }
 }

@@ -6,13 +6,14 @@ use reqwest::{Client, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{get_json, join, ClientError};
+use super::{get_json, join, Auth, ClientError};
 
 /// Prometheus's HTTP API (`/api/v1`).
 #[derive(Debug, Clone)]
 pub struct Prometheus {
     client: Client,
     base: String,
+    auth: Auth,
 }
 
 /// The `{"status":"success","data":…}` envelope of every Prometheus API answer.
@@ -48,7 +49,10 @@ pub struct Target {
 impl Target {
     /// The `job` label (falling back to the scrape pool).
     pub fn job(&self) -> &str {
-        self.labels.get("job").map(String::as_str).unwrap_or(&self.scrape_pool)
+        self.labels
+            .get("job")
+            .map(String::as_str)
+            .unwrap_or(&self.scrape_pool)
     }
 }
 
@@ -182,7 +186,14 @@ impl Prometheus {
         Prometheus {
             client,
             base: base.trim_end_matches('/').to_string(),
+            auth: Auth::None,
         }
+    }
+
+    /// The same client, sending `auth` with every request (basic auth on the secured stack).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     async fn api<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -190,6 +201,7 @@ impl Prometheus {
         // Prometheus answers 400/422/503 with the same envelope and an `error` field; decode it for the message.
         let envelope: Envelope<T> = get_json(
             &self.client,
+            &self.auth,
             &url,
             &[
                 StatusCode::BAD_REQUEST,
@@ -231,9 +243,11 @@ impl Prometheus {
 
     /// Evaluates an instant query; only vector answers are accepted (wrap scalars in `vector()`).
     pub async fn query(&self, expr: &str) -> Result<Vec<Sample>, ClientError> {
-        let mut url = reqwest::Url::parse(&join(&self.base, "/api/v1/query")).map_err(|e| ClientError::Decode {
-            url: self.base.clone(),
-            message: e.to_string(),
+        let mut url = reqwest::Url::parse(&join(&self.base, "/api/v1/query")).map_err(|e| {
+            ClientError::Decode {
+                url: self.base.clone(),
+                message: e.to_string(),
+            }
         })?;
         url.query_pairs_mut().append_pair("query", expr);
         let path = &url.as_str()[self.base.len()..];
@@ -259,11 +273,14 @@ impl Prometheus {
     pub async fn reload(&self) -> Result<(), ClientError> {
         let url = join(&self.base, "/-/reload");
         let response = self
-            .client
-            .post(&url)
+            .auth
+            .apply(self.client.post(&url))
             .send()
             .await
-            .map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

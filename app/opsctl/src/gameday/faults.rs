@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
 use super::proofs::{self, Proof};
-use super::stack::{now_ms, redis_command, redis_info_field, Ctx, SLO_REQUESTS};
+use super::stack::{now_ms, redis_call, redis_command, redis_info_field, Ctx, Redis, SLO_REQUESTS};
 use crate::load::{self, LoadArgs};
 
 /// The faults the catalog uses.
@@ -155,7 +155,11 @@ impl Fault {
                 Ok(vec![])
             }
             Fault::EmptyTargets(job) => {
-                let path = ctx.args.prometheus_dir.join("targets").join(format!("{job}.yml"));
+                let path = ctx
+                    .args
+                    .prometheus_dir
+                    .join("targets")
+                    .join(format!("{job}.yml"));
                 let original = tokio::fs::read_to_string(&path)
                     .await
                     .map_err(|e| format!("read {}: {e}", path.display()))?;
@@ -186,7 +190,7 @@ impl Fault {
                 Ok(vec![])
             }
             Fault::RedisMaxmemory => {
-                let redis = ctx.args.redis_addr.as_str();
+                let redis = &ctx.redis;
                 let original = with_retries(|| config_get(redis, "maxmemory")).await?;
                 // A working set that fills the limit. Without it the cache holds about 1 MiB, so the memory of
                 // client connections swings the ratio: a burst of connections (the redis-clients drill runs
@@ -211,11 +215,12 @@ impl Fault {
             }
             Fault::RedisClients => redis_clients(h).await,
             Fault::RedisDenyGet => {
-                let redis = &ctx.args.redis_addr;
-                redis_command(redis, &["ACL", "SETUSER", "default", "-get"]).await?;
+                let (redis, user) = (&ctx.redis, ctx.args.redis_app_user.as_str());
+                let before = acl_command_rules(redis, user).await?;
+                redis_command(redis, &["ACL", "SETUSER", user, "-get"]).await?;
                 h.ready();
                 h.until(Phase::Clear).await;
-                redis_command(redis, &["ACL", "SETUSER", "default", "+get"]).await?;
+                restore_command_rules(redis, user, &before).await?;
                 Ok(vec![])
             }
             Fault::RedisDown => {
@@ -234,7 +239,7 @@ impl Fault {
             }
             Fault::PgLock => pg_lock(h).await,
             Fault::PgDeadlock => {
-                let db = &ctx.args.database_url;
+                let db = &ctx.pg;
                 ensure_lock_table(db).await?;
                 for _ in 0..2 {
                     deadlock_once(db).await?;
@@ -304,7 +309,9 @@ impl Active {
     /// Ends whatever the fault still does after clearing; returns its proofs.
     pub async fn finish(self) -> Result<Vec<Proof>, String> {
         let _ = self.phase.send(Phase::Finish);
-        self.task.await.map_err(|e| format!("the fault task panicked: {e}"))?
+        self.task
+            .await
+            .map_err(|e| format!("the fault task panicked: {e}"))?
     }
 }
 
@@ -318,7 +325,7 @@ async fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Stri
         .map_err(|e| format!("rename to {}: {e}", path.display()))
 }
 
-async fn config_get(redis: &str, name: &str) -> Result<String, String> {
+async fn config_get(redis: &Redis, name: &str) -> Result<String, String> {
     let reply = redis_command(redis, &["CONFIG", "GET", name]).await?;
     reply
         .lines()
@@ -327,10 +334,72 @@ async fn config_get(redis: &str, name: &str) -> Result<String, String> {
         .ok_or_else(|| format!("CONFIG GET {name}: unexpected reply {reply:?}"))
 }
 
+/// The command rules of `user`'s root permissions as `ACL LIST` shows them (`-@all`, `+get`, `+client|setname`,
+/// `allcommands`, …), in order. Passwords, key and channel patterns, flags and selectors are left out: the
+/// redis-errors drill changes commands only, and the list's password hashes are not for messages.
+async fn acl_command_rules(redis: &Redis, user: &str) -> Result<Vec<String>, String> {
+    let list = redis_command(redis, &["ACL", "LIST"]).await?;
+    let rules = list
+        .lines()
+        .map(acl_tokens)
+        .find(|tokens| tokens.len() >= 2 && tokens[0] == "user" && tokens[1] == user)
+        .ok_or_else(|| {
+            format!("Redis has no ACL user {user:?}: --redis-app-user names the user of the app's APP_REDIS_URL")
+        })?;
+    Ok(rules
+        .into_iter()
+        .skip(2)
+        .filter(|t| t.starts_with(['+', '-']) || t == "allcommands" || t == "nocommands")
+        .collect())
+}
+
+/// One `ACL LIST` line split into its rules; a selector, `(…)` with spaces inside, stays one rule.
+fn acl_tokens(line: &str) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut in_selector = false;
+    for word in line.split_whitespace() {
+        match tokens.last_mut() {
+            Some(open) if in_selector => {
+                open.push(' ');
+                open.push_str(word);
+            }
+            _ => tokens.push(word.to_string()),
+        }
+        if word.starts_with('(') && !in_selector {
+            in_selector = true;
+        }
+        if in_selector && word.ends_with(')') {
+            in_selector = false;
+        }
+    }
+    tokens
+}
+
+/// Gives `user` back the command rules it had: all of them dropped and the saved ones applied, in one command
+/// (Redis applies a SETUSER's rules together, so the app never sees a user without commands), then checked.
+async fn restore_command_rules(redis: &Redis, user: &str, before: &[String]) -> Result<(), String> {
+    let mut args = vec!["ACL", "SETUSER", user, "nocommands"];
+    args.extend(before.iter().map(String::as_str));
+    redis_call(
+        redis,
+        &format!("ACL SETUSER {user} <its command rules before the drill>"),
+        &args,
+    )
+    .await?;
+    let after = acl_command_rules(redis, user).await?;
+    if after == before {
+        Ok(())
+    } else {
+        Err(format!(
+            "Redis user {user}'s command rules are {after:?} after the drill, not {before:?} as before"
+        ))
+    }
+}
+
 /// The redis-maxmemory drill's working set: 64 keys of 1 MiB under `gameday:ballast:`, written (expiring within the
 /// hour, in case the drill dies) or removed by one script, so that one connection does it even while the
 /// redis-clients drill holds most of maxclients.
-async fn redis_ballast(addr: &str, write: bool) -> Result<(), String> {
+async fn redis_ballast(redis: &Redis, write: bool) -> Result<(), String> {
     const SCRIPT: &str = "local value = string.rep('x', 1048576) \
         for i = 1, 64 do \
           if ARGV[1] == 'write' then redis.call('SET', KEYS[1] .. i, value, 'EX', 3600) \
@@ -338,7 +407,9 @@ async fn redis_ballast(addr: &str, write: bool) -> Result<(), String> {
         end \
         return 1";
     let action = if write { "write" } else { "remove" };
-    redis_command(addr, &["EVAL", SCRIPT, "1", "gameday:ballast:", action]).await.map(drop)
+    redis_command(redis, &["EVAL", SCRIPT, "1", "gameday:ballast:", action])
+        .await
+        .map(drop)
 }
 
 /// Runs `step` until it succeeds, up to five times a second apart: for the Redis drills that run beside the
@@ -373,7 +444,7 @@ pub fn background_load(args: LoadArgs) -> (watch::Sender<bool>, JoinHandle<load:
 
 async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
-    let redis = ctx.args.redis_addr.clone();
+    let redis = ctx.redis.clone();
     let original = config_get(&redis, "maxclients").await?;
     let connected: u64 = redis_info_field(&redis, "clients", "connected_clients").await?;
     // Room for 60 more clients; hold 85% of the new limit (the rule's threshold is 80%), which leaves the app's
@@ -384,7 +455,7 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let mut held = Vec::new();
     for _ in 0..hold {
         held.push(
-            tokio::net::TcpStream::connect(&redis)
+            tokio::net::TcpStream::connect(&redis.addr)
                 .await
                 .map_err(|e| format!("connect to Redis: {e}"))?,
         );
@@ -393,7 +464,7 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     // and counts it in rejected_connections.
     let mut burst = Vec::new();
     for _ in 0..(max - connected - hold + 10) {
-        if let Ok(s) = tokio::net::TcpStream::connect(&redis).await {
+        if let Ok(s) = tokio::net::TcpStream::connect(&redis.addr).await {
             burst.push(s);
         }
     }
@@ -406,7 +477,7 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
             let want = (max * 85).div_ceil(100);
             if now < want {
                 for _ in now..want {
-                    if let Ok(s) = tokio::net::TcpStream::connect(&redis).await {
+                    if let Ok(s) = tokio::net::TcpStream::connect(&redis.addr).await {
                         held.push(s);
                     }
                 }
@@ -424,8 +495,9 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     Ok(vec![])
 }
 
-async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+async fn pg_connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("connect to Postgres: {e}"))?;
     tokio::spawn(async move {
@@ -434,8 +506,8 @@ async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
-async fn ensure_lock_table(url: &str) -> Result<(), String> {
-    let c = pg_connect(url).await?;
+async fn ensure_lock_table(db: &tokio_postgres::Config) -> Result<(), String> {
+    let c = pg_connect(db).await?;
     // The lock drills start together; concurrent CREATE TABLE IF NOT EXISTS can still collide on the catalog's
     // unique index, so the creation is serialised by a transaction-scoped advisory lock.
     c.batch_execute(
@@ -450,14 +522,14 @@ async fn ensure_lock_table(url: &str) -> Result<(), String> {
 }
 
 async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, String> {
-    let url = h.ctx.args.database_url.clone();
-    ensure_lock_table(&url).await?;
-    let holder = pg_connect(&url).await?;
+    let db = h.ctx.pg.clone();
+    ensure_lock_table(&db).await?;
+    let holder = pg_connect(&db).await?;
     holder
         .batch_execute("BEGIN; SELECT n FROM gameday_lock WHERE id = 1 FOR UPDATE;")
         .await
         .map_err(|e| format!("lock the row: {e}"))?;
-    let waiter = pg_connect(&url).await?;
+    let waiter = pg_connect(&db).await?;
     let blocked = tokio::spawn(async move {
         waiter
             .batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 1")
@@ -478,9 +550,9 @@ async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, String> {
 
 /// One deadlock: two sessions each lock a row, then ask for the other's; Postgres aborts one after
 /// deadlock_timeout. Rows 2 and 3: row 1 is the lock drill's, which may be holding it at the same time.
-async fn deadlock_once(url: &str) -> Result<(), String> {
-    let a = pg_connect(url).await?;
-    let b = pg_connect(url).await?;
+async fn deadlock_once(db: &tokio_postgres::Config) -> Result<(), String> {
+    let a = pg_connect(db).await?;
+    let b = pg_connect(db).await?;
     let err = |e: tokio_postgres::Error| format!("deadlock drill: {e}");
     a.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 2;")
         .await
@@ -489,12 +561,16 @@ async fn deadlock_once(url: &str) -> Result<(), String> {
         .await
         .map_err(err)?;
     let a_waits = tokio::spawn(async move {
-        let r = a.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 3").await;
+        let r = a
+            .batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 3")
+            .await;
         let _ = a.batch_execute("ROLLBACK").await;
         r
     });
     sleep(Duration::from_millis(200)).await;
-    let rb = b.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2").await;
+    let rb = b
+        .batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2")
+        .await;
     let _ = b.batch_execute("ROLLBACK").await;
     let ra = a_waits.await.map_err(|e| e.to_string())?;
     let deadlocked = [&ra, &rb]
@@ -508,8 +584,8 @@ async fn deadlock_once(url: &str) -> Result<(), String> {
 }
 
 async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
-    let url = h.ctx.args.database_url.clone();
-    let probe = pg_connect(&url).await?;
+    let db = h.ctx.pg.clone();
+    let probe = pg_connect(&db).await?;
     let row = probe
         .query_one(
             "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,
@@ -524,7 +600,7 @@ async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let extra = (target - open).clamp(0, 500) as usize;
     let mut held = Vec::with_capacity(extra);
     for _ in 0..extra {
-        held.push(pg_connect(&url).await?);
+        held.push(pg_connect(&db).await?);
     }
     h.ctx.say(&format!(
         "pg-connections: opened {extra} connections ({open} were open; max_connections {max}, {reserved} reserved)"
@@ -537,8 +613,8 @@ async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
 }
 
 async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, String> {
-    let url = h.ctx.args.database_url.clone();
-    let c = pg_connect(&url).await?;
+    let db = h.ctx.pg.clone();
+    let c = pg_connect(&db).await?;
     // Postgres reads a table larger than a quarter of shared_buffers through a small ring of buffers, so every
     // scan counts as block reads, not hits. Twice that size, whatever shared_buffers is.
     let row = c
@@ -579,13 +655,17 @@ async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), Str
         Some(b) => ctx.http.post(&url).json(b),
         None => ctx.http.delete(&url),
     };
+    let request = ctx.admin_auth.apply(request);
     let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = response.status();
     if status != StatusCode::OK {
         let text = response.text().await.unwrap_or_default();
-        return Err(format!(
-            "{url}: HTTP {status}: {text} (is APP_FAULT_INJECTION_ENABLED=true?)"
-        ));
+        let hint = if status == StatusCode::UNAUTHORIZED {
+            "the admin token is missing or wrong: --secrets-dir's app-admin.token"
+        } else {
+            "is APP_FAULT_INJECTION_ENABLED=true?"
+        };
+        return Err(format!("{url}: HTTP {status}: {text} ({hint})"));
     }
     Ok(())
 }
@@ -602,7 +682,9 @@ async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> R
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("{expr} stayed at or below {threshold} for {limit:?}"));
+            return Err(format!(
+                "{expr} stayed at or below {threshold} for {limit:?}"
+            ));
         }
         sleep(Duration::from_secs(2)).await;
     }
@@ -626,8 +708,18 @@ async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
     let sum = |series: &str, matchers: &str| {
         let expr = format!("sum(increase(http_server_request_duration_seconds_{series}{{{SLO_REQUESTS}{matchers}}}[{window}]))");
         async move {
-            let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
-            Ok::<f64, String>(samples.first().map(|s| s.number()).filter(|v| v.is_finite()).unwrap_or(0.0))
+            let samples = ctx
+                .prometheus
+                .query(&expr)
+                .await
+                .map_err(|e| format!("{expr}: {e}"))?;
+            Ok::<f64, String>(
+                samples
+                    .first()
+                    .map(|s| s.number())
+                    .filter(|v| v.is_finite())
+                    .unwrap_or(0.0),
+            )
         }
     };
     let requests = sum("count", "").await?;
@@ -668,7 +760,11 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
         ..ctx.load_args()
     });
     let limit = Duration::from_secs(300);
-    set_fault(&ctx, Some(json!({"latency_ms": 400, "duration_seconds": 1800}))).await?;
+    set_fault(
+        &ctx,
+        Some(json!({"latency_ms": 400, "duration_seconds": 1800})),
+    )
+    .await?;
     let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", slow_target, limit).await?;
     set_fault(
         &ctx,
@@ -676,7 +772,13 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     )
     .await?;
     let error_target = AVAILABILITY_BUDGET * FAST_BURN * 1.3;
-    let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", error_target, limit).await?;
+    let errors = wait_above(
+        &ctx,
+        "app:availability_errors:ratio_rate1h",
+        error_target,
+        limit,
+    )
+    .await?;
     let _ = stop_extra.send(true);
     let _ = extra.await;
     set_fault(
@@ -737,8 +839,7 @@ impl Dilution {
         let report = self.task.await.map_err(|e| e.to_string())?;
         ctx.say(&format!(
             "{}: healthy traffic {when}: {} requests at {:.0}/s, {} errors",
-            self.who,
-            report.completed, report.achieved_rate, report.errors
+            self.who, report.completed, report.achieved_rate, report.errors
         ));
         Ok(())
     }
@@ -760,7 +861,7 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
         .send()
         .await
         .map_err(|e| format!("seed {key}: {e}"))?;
-    let locker = pg_connect(&ctx.args.database_url).await?;
+    let locker = pg_connect(&ctx.pg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut writers = Vec::new();
     for w in 0..16 {
@@ -820,4 +921,213 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
         "pool-exhaustion: the hot-key writers got {ok} answers 2xx and {failed} not"
     ));
     Ok(vec![])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::{Secret, Secrets};
+    use std::process::{Child, Command, Stdio};
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("opsctl-faults-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn gameday_args(argv: &[&str]) -> super::super::GamedayArgs {
+        let argv = ["opsctl", "gameday"].iter().chain(argv).copied();
+        match <crate::Cli as clap::Parser>::try_parse_from(argv)
+            .unwrap()
+            .command
+        {
+            crate::Command::Gameday(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fault_injection_sends_the_admin_token() {
+        use axum::http::HeaderMap;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/fault",
+            axum::routing::post(move |headers: HeaderMap| {
+                let record = record.clone();
+                async move {
+                    let authorization = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(authorization.unwrap_or_default());
+                    "{}"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = temp_dir("admin-token");
+        for file in crate::secrets::SecretFile::ALL {
+            std::fs::write(
+                dir.join(file.file_name()),
+                format!("{}-value\n", file.file_name()),
+            )
+            .unwrap();
+        }
+        let ctx = Ctx::new(gameday_args(&["--admin", &base]), &Secrets::load(&dir)).unwrap();
+        set_fault(&ctx, Some(json!({"error_ratio": 0.5})))
+            .await
+            .unwrap();
+        let plain = Ctx::new(gameday_args(&["--admin", &base]), &Secrets::none()).unwrap();
+        set_fault(&plain, Some(json!({"error_ratio": 0.5})))
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["Bearer app-admin.token-value".to_string(), String::new()]
+        );
+
+        // A file the game day needs that is missing stops it before anything runs, naming the file.
+        std::fs::remove_file(dir.join("redis-admin.password")).unwrap();
+        let err = Ctx::new(gameday_args(&[]), &Secrets::load(&dir))
+            .err()
+            .unwrap();
+        assert!(err.contains("redis-admin.password"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn acl_lines_split_into_rules_with_selectors_whole() {
+        let line =
+            "user app on #0a1b ~app:* resetchannels -@all +get +client|setname (~x:* +set) +hello";
+        assert_eq!(
+            acl_tokens(line),
+            vec![
+                "user",
+                "app",
+                "on",
+                "#0a1b",
+                "~app:*",
+                "resetchannels",
+                "-@all",
+                "+get",
+                "+client|setname",
+                "(~x:* +set)",
+                "+hello"
+            ]
+        );
+    }
+
+    /// A Redis of the test's own (Debian's `redis-server`, which `native/install.sh` installs) on a free port,
+    /// with ACL users like the native stack's; stopped when dropped.
+    struct TestRedis {
+        child: Child,
+        dir: std::path::PathBuf,
+        redis: Redis,
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn test_redis() -> TestRedis {
+        let dir = temp_dir("redis");
+        std::fs::write(
+            dir.join("users.acl"),
+            "user default off resetkeys resetchannels -@all\n\
+             user admin on >admin-pass ~* &* +@all\n\
+             user app on >app-pass resetchannels ~app:* -@all +get +set +del +unlink +eval +ping +client|setname +hello\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--aclfile")
+            .arg(dir.join("users.acl"))
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run native/install.sh (make test does)");
+        let redis = Redis {
+            addr: format!("127.0.0.1:{port}"),
+            auth: Some(("admin".into(), Secret::new("admin-pass"))),
+        };
+        let test = TestRedis { child, dir, redis };
+        for _ in 0..100 {
+            if redis_command(&test.redis, &["PING"]).await.is_ok() {
+                return test;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the test's redis-server did not answer");
+    }
+
+    #[tokio::test]
+    async fn the_redis_errors_drill_takes_get_from_the_apps_user_and_gives_back_exactly_that() {
+        let test = test_redis().await;
+        let redis = &test.redis;
+        let app = Redis {
+            addr: redis.addr.clone(),
+            auth: Some(("app".into(), Secret::new("app-pass"))),
+        };
+        let list = || async { redis_command(redis, &["ACL", "LIST"]).await.unwrap() };
+        let before_list = list().await;
+        let before = acl_command_rules(redis, "app").await.unwrap();
+        assert!(before.contains(&"+get".to_string()), "{before:?}");
+        assert_eq!(
+            redis_command(&app, &["GET", "app:k"]).await,
+            Ok(String::new())
+        );
+
+        redis_command(redis, &["ACL", "SETUSER", "app", "-get"])
+            .await
+            .unwrap();
+        let denied = redis_command(&app, &["GET", "app:k"]).await.unwrap_err();
+        assert!(denied.contains("NOPERM"), "{denied}");
+        assert_eq!(
+            redis_command(&app, &["SET", "app:k", "v"]).await,
+            Ok("OK".to_string())
+        );
+
+        restore_command_rules(redis, "app", &before).await.unwrap();
+        assert_eq!(list().await, before_list, "every user's rules as before");
+        assert_eq!(
+            redis_command(&app, &["GET", "app:k"]).await,
+            Ok("v".to_string())
+        );
+
+        // Without the admin password, nothing runs: the default user is off.
+        let anonymous = Redis {
+            addr: redis.addr.clone(),
+            auth: None,
+        };
+        assert!(redis_command(&anonymous, &["ACL", "LIST"]).await.is_err());
+        let missing = acl_command_rules(redis, "nobody").await.unwrap_err();
+        assert!(missing.contains("--redis-app-user"), "{missing}");
+    }
 }

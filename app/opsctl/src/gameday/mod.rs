@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::sleep;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::secrets::Secrets;
 use catalog::{scenarios, NOT_LIVE};
 use proofs::Proof;
 use runner::{Rules, ScenarioResult, Timing};
@@ -42,12 +43,19 @@ pub struct GamedayArgs {
     /// The on-call inbox.
     #[arg(long, default_value = "http://127.0.0.1:8082")]
     pub inbox: String,
-    /// Postgres, as the app's user (drills lock rows and open connections; the proof reads writes back).
+    /// Postgres: the app's database (drills lock rows and open connections; the proof reads writes back). With
+    /// --secrets-dir, only its host, port and database are used: the game day logs in as the superuser `postgres`
+    /// with postgres.password; without, as the URL says.
     #[arg(long, default_value = "postgres://app:app@127.0.0.1:5432/app")]
     pub database_url: String,
-    /// Redis, host:port.
+    /// Redis, host:port. With --secrets-dir, every connection first authenticates as the ACL user `admin` with
+    /// redis-admin.password.
     #[arg(long, default_value = "127.0.0.1:6379")]
     pub redis_addr: String,
+    /// The Redis user the app connects as (the user of its APP_REDIS_URL): the redis-errors drill takes GET from
+    /// this user and gives back exactly what it took. `default` for a Redis without ACL users.
+    #[arg(long, default_value = "app", value_name = "USER")]
+    pub redis_app_user: String,
     /// The supervisor's control command; the game day runs `<ctl> stop|start <program>` and
     /// `<ctl> signal TERM app`.
     #[arg(long, default_value = "native/ctl.sh")]
@@ -90,9 +98,9 @@ pub struct Outcome {
     pub passed: bool,
 }
 
-/// Runs the game day; the error is a reason it could not run at all.
-pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
-    let ctx = Arc::new(Ctx::new(args.clone()));
+/// Runs the game day; the error is a reason it could not run at all (a secret file it needs among them).
+pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String> {
+    let ctx = Arc::new(Ctx::new(args.clone(), secrets)?);
     let started = now_ms();
     let timing = read_timing(&ctx).await?;
     let rules = read_rules(&ctx).await?;
@@ -137,7 +145,8 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
 
     let _ = stop_background.send(true);
     let background = background.await.map_err(|e| e.to_string())?;
-    proofs.push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
+    proofs
+        .push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
     for p in &proofs {
         ctx.say(&format!(
             "proof: {} — {}",
@@ -146,7 +155,9 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
         ));
     }
 
-    let passed = quiet.passed && proofs.iter().all(|p| p.passed) && results.iter().all(ScenarioResult::passed);
+    let passed = quiet.passed
+        && proofs.iter().all(|p| p.passed)
+        && results.iter().all(ScenarioResult::passed);
     let outcome = Outcome {
         timing,
         settled,
@@ -157,7 +168,13 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
         scenarios: results,
         not_live: NOT_LIVE
             .iter()
-            .map(|n| (n.alert.to_string(), n.severity.to_string(), n.reason.to_string()))
+            .map(|n| {
+                (
+                    n.alert.to_string(),
+                    n.severity.to_string(),
+                    n.reason.to_string(),
+                )
+            })
             .collect(),
         background_load: serde_json::to_value(&background).unwrap_or_default(),
         passed,
@@ -181,7 +198,11 @@ pub async fn run(args: GamedayArgs) -> Result<Outcome, String> {
 /// Scrape and evaluation intervals from Prometheus's configuration, group wait and interval from the root route of
 /// Alertmanager's.
 async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
-    let prom = ctx.prometheus.config_yaml().await.map_err(|e| e.to_string())?;
+    let prom = ctx
+        .prometheus
+        .config_yaml()
+        .await
+        .map_err(|e| e.to_string())?;
     let am = ctx
         .alertmanager
         .status()
@@ -217,7 +238,11 @@ async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
 async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
     let groups = ctx.prometheus.rules().await.map_err(|e| e.to_string())?;
     let mut rules = BTreeMap::new();
-    for rule in groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_alert()) {
+    for rule in groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .filter(|r| r.is_alert())
+    {
         let severity = rule.labels.get("severity").cloned().unwrap_or_default();
         rules.insert((rule.name.clone(), severity), rule.duration as u64);
     }
@@ -231,13 +256,19 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
         .map(|n| (n.alert.to_string(), n.severity.to_string()))
         .collect();
     for s in scenarios() {
-        covered.extend(s.expects.iter().map(|e| (e.alert.to_string(), e.severity.to_string())));
+        covered.extend(
+            s.expects
+                .iter()
+                .map(|e| (e.alert.to_string(), e.severity.to_string())),
+        );
     }
     let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("alerts with neither a scenario nor a reason: {missing:?}"))
+        Err(format!(
+            "alerts with neither a scenario nor a reason: {missing:?}"
+        ))
     }
 }
 
@@ -279,9 +310,16 @@ pub struct Settled {
     pub diagnosis: Option<String>,
 }
 
-type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
+type WarmUp = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<crate::load::stats::Report>,
+);
 
-async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), String> {
+async fn settle_loop(
+    ctx: &Ctx,
+    warm_up: &mut Option<WarmUp>,
+    settled: &mut Settled,
+) -> Result<(), String> {
     let deadline = now_ms() + 600_000;
     for round in 0u32.. {
         let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
@@ -324,9 +362,9 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
             ctx.say(&found);
             settled.diagnosis.get_or_insert(found);
         }
-        let only_slo = busy
-            .iter()
-            .all(|b| b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{"));
+        let only_slo = busy.iter().all(|b| {
+            b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{")
+        });
         if round >= 8 && only_slo && warm_up.is_none() {
             ctx.say(
                 "settling: only the SLO burn alerts remain; healthy reads at 100/s fill the young stack's SLO windows",
@@ -348,7 +386,8 @@ async fn diagnosis(ctx: &Ctx) -> String {
     let queries = [
         (
             "SLIs (error and slow ratios by window)",
-            r#"{__name__=~"app:(availability_errors|latency_slow):ratio_rate(5m|1h|2h|1d)"}"#.to_string(),
+            r#"{__name__=~"app:(availability_errors|latency_slow):ratio_rate(5m|1h|2h|1d)"}"#
+                .to_string(),
         ),
         (
             "5xx responses in the last hour",
@@ -364,7 +403,9 @@ async fn diagnosis(ctx: &Ctx) -> String {
         ),
         (
             "requests in the last hour",
-            format!(r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) > 0"#),
+            format!(
+                r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) > 0"#
+            ),
         ),
     ];
     let mut out = String::from("diagnosis:");
@@ -417,7 +458,10 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
         .notifications(&[("after", &after), ("limit", "1000")])
         .await
         .unwrap_or_default();
-    let heartbeats = received.iter().filter(|n| n.receiver == "heartbeat").count();
+    let heartbeats = received
+        .iter()
+        .filter(|n| n.receiver == "heartbeat")
+        .count();
     let others: Vec<String> = received
         .iter()
         .filter(|n| n.receiver != "heartbeat")
@@ -425,7 +469,12 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
         .collect();
     // The Watchdog route repeats every minute, on the next group_interval tick: one every 60-75 s. At least one per
     // 90 s, and the inbox's own dead-man's switch healthy at the end.
-    let heartbeat = ctx.inbox.heartbeat().await.map(|h| h.healthy).unwrap_or(false);
+    let heartbeat = ctx
+        .inbox
+        .heartbeat()
+        .await
+        .map(|h| h.healthy)
+        .unwrap_or(false);
     Proof {
         claim,
         passed: others.is_empty() && heartbeats as u64 * 90 >= length.as_secs() && heartbeat,

@@ -6,7 +6,8 @@ use std::path::Path;
 use super::Outcome;
 
 fn secs(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.0} s")).unwrap_or_else(|| "—".to_string())
+    v.map(|v| format!("{v:.0} s"))
+        .unwrap_or_else(|| "—".to_string())
 }
 
 fn verdict(passed: bool) -> &'static str {
@@ -44,7 +45,12 @@ pub fn markdown(o: &Outcome) -> String {
     );
     for s in &o.scenarios {
         if let Some(e) = &s.error {
-            let _ = writeln!(md, "| — | | | | {} | | | | | | **FAIL**: {} |", s.name, e.replace('|', "/"));
+            let _ = writeln!(
+                md,
+                "| — | | | | {} | | | | | | **FAIL**: {} |",
+                s.name,
+                e.replace('|', "/")
+            );
         }
         for r in &s.rows {
             let _ = writeln!(
@@ -61,12 +67,19 @@ pub fn markdown(o: &Outcome) -> String {
                 r.resolve_bound_seconds,
                 secs(r.resolved_seconds),
                 verdict(r.passed),
-                if r.notes.is_empty() { String::new() } else { format!(" ({})", r.notes.join("; ")) }
+                if r.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.notes.join("; "))
+                }
             );
         }
     }
     for (alert, severity, reason) in &o.not_live {
-        let _ = writeln!(md, "| {alert} | {severity} | | | not exercised live: {reason} | | | | | | — |");
+        let _ = writeln!(
+            md,
+            "| {alert} | {severity} | | | not exercised live: {reason} | | | | | | — |"
+        );
     }
     md.push_str("\nInhibitions (the target must not reach a receiver while its source fires):\n\n");
     md.push_str("| scenario | inhibited alert | by | it fired | Alertmanager held it inhibited | delivered while inhibited | delivered after the source resolved | result |\n|---|---|---|---|---|---|---|---|\n");
@@ -89,8 +102,17 @@ pub fn markdown(o: &Outcome) -> String {
     }
     md.push_str("\nProofs:\n\n| claim | figures | result |\n|---|---|---|\n");
     let scenario_proofs = o.scenarios.iter().flat_map(|s| &s.proofs);
-    for p in std::iter::once(&o.quiet).chain(scenario_proofs).chain(&o.proofs) {
-        let _ = writeln!(md, "| {} | {} | {} |", p.claim, p.figures.replace('|', "/"), verdict(p.passed));
+    for p in std::iter::once(&o.quiet)
+        .chain(scenario_proofs)
+        .chain(&o.proofs)
+    {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            p.claim,
+            p.figures.replace('|', "/"),
+            verdict(p.passed)
+        );
     }
     md
 }
@@ -115,7 +137,12 @@ fn settled(o: &Outcome) -> String {
 /// the figures that failed it.
 pub fn summary(o: &Outcome) -> Vec<String> {
     let mut lines = vec![format!("summary: {}", settled(o))];
-    if let Some(d) = o.settled.diagnosis.as_deref().filter(|_| o.settled.seconds > 120.0) {
+    if let Some(d) = o
+        .settled
+        .diagnosis
+        .as_deref()
+        .filter(|_| o.settled.seconds > 120.0)
+    {
         lines.push(format!("summary: while settling, {}", d.replace('\n', " ")));
     }
     let start = o.started_unix_ms;
@@ -133,7 +160,10 @@ pub fn summary(o: &Outcome) -> Vec<String> {
             )
         })
         .collect();
-    lines.push(format!("summary: scenarios (minutes into the game day): {}", timeline.join(", ")));
+    lines.push(format!(
+        "summary: scenarios (minutes into the game day): {}",
+        timeline.join(", ")
+    ));
     let mut failures = Vec::new();
     if !o.quiet.passed {
         failures.push(format!("quiet period: {}", o.quiet.figures));
@@ -157,10 +187,16 @@ pub fn summary(o: &Outcome) -> Vec<String> {
             ));
         }
         for i in s.inhibitions.iter().filter(|i| !i.passed) {
-            failures.push(format!("{}: {} was delivered while {} fired", s.name, i.alert, i.by));
+            failures.push(format!(
+                "{}: {} was delivered while {} fired",
+                s.name, i.alert, i.by
+            ));
         }
         for p in s.proofs.iter().filter(|p| !p.passed) {
-            failures.push(format!("{}: proof failed: {}: {}", s.name, p.claim, p.figures));
+            failures.push(format!(
+                "{}: proof failed: {}: {}",
+                s.name, p.claim, p.figures
+            ));
         }
     }
     for p in o.proofs.iter().filter(|p| !p.passed) {

@@ -107,13 +107,25 @@ struct Watch {
     notified_ms: Option<u64>,
 }
 
-fn matches(labels: &BTreeMap<String, String>, alert: &str, severity: Option<&str>, extra: &[(&str, &str)]) -> bool {
+fn matches(
+    labels: &BTreeMap<String, String>,
+    alert: &str,
+    severity: Option<&str>,
+    extra: &[(&str, &str)],
+) -> bool {
     labels.get("alertname").map(String::as_str) == Some(alert)
         && severity.is_none_or(|s| labels.get("severity").map(String::as_str) == Some(s))
-        && extra.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        && extra
+            .iter()
+            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
 }
 
-fn active_in(alerts: &[PrometheusAlert], alert: &str, severity: Option<&str>, extra: &[(&str, &str)]) -> Option<String> {
+fn active_in(
+    alerts: &[PrometheusAlert],
+    alert: &str,
+    severity: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Option<String> {
     alerts
         .iter()
         .filter(|a| matches(&a.labels, alert, severity, extra))
@@ -172,7 +184,10 @@ pub async fn run(
     let mut watches: Vec<Watch> = Vec::new();
     for e in &scenario.expects {
         let Some(&for_seconds) = rules.get(&(e.alert.to_string(), e.severity.to_string())) else {
-            result.error = Some(format!("Prometheus has no rule {} with severity {}", e.alert, e.severity));
+            result.error = Some(format!(
+                "Prometheus has no rule {} with severity {}",
+                e.alert, e.severity
+            ));
             return result;
         };
         let notifies = receiver_for(e.severity).is_some();
@@ -185,10 +200,23 @@ pub async fn run(
                 severity: e.severity.to_string(),
                 receiver: receiver_for(e.severity).map(str::to_string),
                 for_seconds,
-                fire_bound_seconds: e.detect + for_seconds + base + if notifies { timing.group_wait_seconds } else { 0 },
+                fire_bound_seconds: e.detect
+                    + for_seconds
+                    + base
+                    + if notifies {
+                        timing.group_wait_seconds
+                    } else {
+                        0
+                    },
                 fired_seconds: None,
                 notified_seconds: None,
-                resolve_bound_seconds: e.clear + base + if notifies { timing.group_interval_seconds } else { 0 },
+                resolve_bound_seconds: e.clear
+                    + base
+                    + if notifies {
+                        timing.group_interval_seconds
+                    } else {
+                        0
+                    },
                 resolved_seconds: None,
                 passed: false,
                 notes: vec![],
@@ -234,11 +262,16 @@ pub async fn run(
             break;
         }
         if now_ms() > quiet_deadline {
-            result.error = Some(format!("{busy:?} still active from an earlier fault after 7 minutes"));
+            result.error = Some(format!(
+                "{busy:?} still active from an earlier fault after 7 minutes"
+            ));
             return result;
         }
         if dilution.is_none() && scenario.fault.dilutes_standing_slo_pages() {
-            ctx.say(&format!("{}: {busy:?} still active from earlier faults' requests", scenario.name));
+            ctx.say(&format!(
+                "{}: {busy:?} still active from earlier faults' requests",
+                scenario.name
+            ));
             match Dilution::start(&ctx, scenario.name).await {
                 Ok(d) => dilution = Some(d),
                 Err(e) => {
@@ -284,7 +317,9 @@ pub async fn run(
                     let ramp = (now_ms() - t0).div_ceil(1000);
                     for w in watches.iter_mut().filter(|w| w.expect.after_ramp) {
                         w.row.fire_bound_seconds += ramp;
-                        w.row.notes.push(format!("the bound includes the fault's {ramp} s ramp"));
+                        w.row
+                            .notes
+                            .push(format!("the bound includes the fault's {ramp} s ramp"));
                     }
                     if scenario.fault.over_once_injected() {
                         release.now();
@@ -301,7 +336,8 @@ pub async fn run(
         for w in watches.iter_mut() {
             let e = &w.expect;
             if w.row.fired_seconds.is_none()
-                && active_in(&alerts, e.alert, Some(e.severity), e.labels).as_deref() == Some("firing")
+                && active_in(&alerts, e.alert, Some(e.severity), e.labels).as_deref()
+                    == Some("firing")
             {
                 w.row.fired_seconds = Some(secs(t0, now_ms()));
                 ctx.say(&format!("{}: {} fires", scenario.name, e.alert));
@@ -309,25 +345,33 @@ pub async fn run(
             if w.notified_ms.is_none() && w.row.receiver.is_some() {
                 for n in notifications(&ctx, e.alert, since).await {
                     let alert_matches = n.webhook.alerts.iter().any(|a| {
-                        a.status == "firing" && matches(&a.labels, e.alert, Some(e.severity), e.labels)
+                        a.status == "firing"
+                            && matches(&a.labels, e.alert, Some(e.severity), e.labels)
                     });
                     if alert_matches {
                         if Some(n.receiver.as_str()) != w.row.receiver.as_deref() {
-                            w.row.notes.push(format!("notified to {} instead", n.receiver));
+                            w.row
+                                .notes
+                                .push(format!("notified to {} instead", n.receiver));
                         }
                         w.notified_ms = Some(n.received_at_unix_ms);
                         w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
-                        ctx.say(&format!("{}: {} reached {}", scenario.name, e.alert, n.receiver));
+                        ctx.say(&format!(
+                            "{}: {} reached {}",
+                            scenario.name, e.alert, n.receiver
+                        ));
                         break;
                     }
                 }
             }
         }
         check_inhibitions(&ctx, &mut inhibitions, &watches, &alerts, since).await;
-        let done = watches.iter().all(|w| match (scenario.clear_on, w.row.receiver.is_some()) {
-            (ClearOn::Delivered, true) => w.notified_ms.is_some(),
-            _ => w.row.fired_seconds.is_some(),
-        });
+        let done = watches
+            .iter()
+            .all(|w| match (scenario.clear_on, w.row.receiver.is_some()) {
+                (ClearOn::Delivered, true) => w.notified_ms.is_some(),
+                _ => w.row.fired_seconds.is_some(),
+            });
         let fire_deadline = deadline(t0, watches.iter().map(|w| w.row.fire_bound_seconds));
         if injected.is_some() && (done || now_ms() > fire_deadline) {
             break;
@@ -363,12 +407,20 @@ pub async fn run(
                 continue;
             }
             for n in notifications(&ctx, e.alert, since).await {
-                for a in n.webhook.alerts.iter().filter(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels)) {
+                for a in n
+                    .webhook
+                    .alerts
+                    .iter()
+                    .filter(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels))
+                {
                     if a.status == "firing" && w.notified_ms.is_none() {
                         w.notified_ms = Some(n.received_at_unix_ms);
                         w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
                     }
-                    if a.status == "resolved" && w.row.resolved_seconds.is_none() && n.received_at_unix_ms >= t_clear {
+                    if a.status == "resolved"
+                        && w.row.resolved_seconds.is_none()
+                        && n.received_at_unix_ms >= t_clear
+                    {
                         w.row.resolved_seconds = Some(secs(t_clear, n.received_at_unix_ms));
                         ctx.say(&format!("{}: {} resolved", scenario.name, e.alert));
                     }
@@ -395,7 +447,10 @@ pub async fn run(
         let fired_in_time = match (scenario.clear_on, r.receiver.is_some()) {
             // The notification can only arrive once delivery works again: the bound applies to Prometheus.
             (ClearOn::Firing, true) => {
-                within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds) && r.notified_seconds.is_some()
+                within(
+                    r.fired_seconds,
+                    r.fire_bound_seconds - timing.group_wait_seconds,
+                ) && r.notified_seconds.is_some()
             }
             (ClearOn::Delivered, true) => within(r.notified_seconds, r.fire_bound_seconds),
             (_, false) => within(r.fired_seconds, r.fire_bound_seconds),
@@ -408,7 +463,8 @@ pub async fn run(
             r.notes.push("slower than its bound".to_string());
         }
         if r.receiver.is_none() && notified_any(&ctx, &w.expect, since).await {
-            r.notes.push("notified, but info alerts must not be".to_string());
+            r.notes
+                .push("notified, but info alerts must not be".to_string());
         }
         let resolved_in_time = within(r.resolved_seconds, r.resolve_bound_seconds);
         if r.fired_seconds.is_some() && r.resolved_seconds.is_none() {
@@ -416,13 +472,21 @@ pub async fn run(
         } else if r.resolved_seconds.is_some() && !resolved_in_time {
             r.notes.push("resolved slower than its bound".to_string());
         }
-        r.passed = fired_in_time && resolved_in_time && !r.notes.iter().any(|n| n.contains("instead") || n.contains("must not"));
+        r.passed = fired_in_time
+            && resolved_in_time
+            && !r
+                .notes
+                .iter()
+                .any(|n| n.contains("instead") || n.contains("must not"));
     }
     result.rows = watches.into_iter().map(|w| w.row).collect();
     result.inhibitions = inhibitions.into_iter().map(|(_, row)| row).collect();
     result.seconds = secs(started, now_ms());
     let verdict = if result.passed() { "passed" } else { "FAILED" };
-    ctx.say(&format!("{}: {verdict} in {:.0} s", scenario.name, result.seconds));
+    ctx.say(&format!(
+        "{}: {verdict} in {:.0} s",
+        scenario.name, result.seconds
+    ));
     result
 }
 
@@ -432,10 +496,12 @@ fn deadline(from: u64, bounds: impl Iterator<Item = u64>) -> u64 {
 }
 
 async fn notified_any(ctx: &Ctx, e: &Expect, since: u64) -> bool {
-    notifications(ctx, e.alert, since)
-        .await
-        .iter()
-        .any(|n| n.webhook.alerts.iter().any(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels)))
+    notifications(ctx, e.alert, since).await.iter().any(|n| {
+        n.webhook
+            .alerts
+            .iter()
+            .any(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels))
+    })
 }
 
 /// Updates the inhibition checks: the target fired, Alertmanager held it as inhibited, and no firing notification
@@ -455,10 +521,9 @@ async fn check_inhibitions(
         if active_in(alerts, i.alert, None, i.labels).as_deref() == Some("firing") {
             row.fired = true;
         }
-        if held
-            .iter()
-            .any(|a| matches(&a.labels, i.alert, None, i.labels) && !a.status.inhibited_by.is_empty())
-        {
+        if held.iter().any(|a| {
+            matches(&a.labels, i.alert, None, i.labels) && !a.status.inhibited_by.is_empty()
+        }) {
             row.seen_inhibited = true;
         }
         let source = watches.iter().find(|w| w.expect.alert == i.by);
@@ -481,7 +546,9 @@ async fn check_inhibitions(
             // Before the source ended, a delivery is a failed inhibition (also when the target won the race to
             // Alertmanager against its source). After it, the target's own window may still hold the fault.
             match row.source_ended_ms {
-                Some(ended) if n.received_at_unix_ms >= ended.saturating_sub(2_000) => row.delivered_after = true,
+                Some(ended) if n.received_at_unix_ms >= ended.saturating_sub(2_000) => {
+                    row.delivered_after = true
+                }
                 _ => row.delivered_while_inhibited = true,
             }
         }

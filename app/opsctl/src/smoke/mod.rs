@@ -1,7 +1,10 @@
 //! `opsctl smoke`: checks a running stack end to end, in the order a request and an alert travel through it,
 //! and stops at the first broken link, naming it:
-//! app routes → app metrics → Prometheus targets → rules → Alertmanager config → Watchdog heartbeat at the
-//! inbox → every alert's runbook link.
+//! app routes → app metrics → Prometheus targets → rules → Alertmanager config → the inbox's webhook token →
+//! Watchdog heartbeat at the inbox → every alert's runbook link.
+//!
+//! With `--secrets-dir`, Prometheus and Alertmanager get basic auth, the admin listener its bearer token, and the
+//! inbox check uses the webhook token; without it nothing is sent (and the token check is skipped).
 //!
 //! Checks that depend on something warming up (Postgres and Redis for `/status`, targets being scraped, rule
 //! evaluation, Alertmanager's config) are retried until `--timeout`, each getting the whole timeout; the
@@ -16,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::clients::{http_client, Alertmanager, Inbox, Prometheus};
+use crate::clients::{http_client, Alertmanager, Auth, Inbox, Prometheus};
 use crate::duration::{format_duration, parse_duration};
+use crate::secrets::{SecretFile, Secrets, WEB_USER};
 
 /// Arguments of `opsctl smoke`.
 #[derive(Debug, Clone, Args)]
@@ -79,15 +83,26 @@ impl std::error::Error for Failure {}
 /// The outcome of one check; the detail of an `Err` becomes the failure's detail.
 pub type Check<T = ()> = Result<T, String>;
 
-/// Runs the checks, printing one line per passed check; returns how many passed, or the first failure.
-pub async fn run(args: &SmokeArgs) -> Result<usize, Failure> {
+/// Runs the checks, printing one line per passed check; returns how many passed, or the first failure. A secret
+/// file the checks need that cannot be read is the first failure (link `credentials`).
+pub async fn run(args: &SmokeArgs, secrets: &Secrets) -> Result<usize, Failure> {
+    let secret = |file| {
+        secrets.get(file).map_err(|detail| Failure {
+            link: "credentials".to_string(),
+            detail,
+        })
+    };
+    let web = Auth::basic(WEB_USER, secret(SecretFile::WebPassword)?);
+    let admin_auth = Auth::bearer(secret(SecretFile::AppAdminToken)?);
+    let webhook_token = secret(SecretFile::WebhookToken)?;
     let client = http_client(args.request_timeout, 4);
     let smoke = Smoke {
         args,
         client: client.clone(),
-        prometheus: Prometheus::new(client.clone(), &args.prometheus),
-        alertmanager: Alertmanager::new(client.clone(), &args.alertmanager),
-        inbox: Inbox::new(client, &args.inbox),
+        admin_auth,
+        prometheus: Prometheus::new(client.clone(), &args.prometheus).with_auth(web.clone()),
+        alertmanager: Alertmanager::new(client.clone(), &args.alertmanager).with_auth(web),
+        inbox: Inbox::new(client, &args.inbox).with_webhook_token(webhook_token),
         passed: Cell::new(0),
     };
     app::check_routes(&smoke).await?;
@@ -95,6 +110,7 @@ pub async fn run(args: &SmokeArgs) -> Result<usize, Failure> {
     stack::check_targets(&smoke).await?;
     let rules = stack::check_rules(&smoke).await?;
     stack::check_alertmanager_config(&smoke).await?;
+    stack::check_webhook_token(&smoke).await?;
     stack::check_heartbeat(&smoke).await?;
     stack::check_runbooks(&smoke, &rules).await?;
     Ok(smoke.passed.get())
@@ -104,6 +120,8 @@ pub async fn run(args: &SmokeArgs) -> Result<usize, Failure> {
 pub struct Smoke<'a> {
     args: &'a SmokeArgs,
     client: reqwest::Client,
+    /// Sent to the app's admin listener.
+    admin_auth: Auth,
     prometheus: Prometheus,
     alertmanager: Alertmanager,
     inbox: Inbox,
@@ -113,7 +131,11 @@ pub struct Smoke<'a> {
 
 impl Smoke<'_> {
     /// Runs one check once.
-    async fn once<T>(&self, link: impl Into<String>, check: impl Future<Output = Check<T>>) -> Result<T, Failure> {
+    async fn once<T>(
+        &self,
+        link: impl Into<String>,
+        check: impl Future<Output = Check<T>>,
+    ) -> Result<T, Failure> {
         let link = link.into();
         let value = check.await.map_err(|detail| Failure {
             link: link.clone(),
@@ -133,7 +155,12 @@ impl Smoke<'_> {
     }
 
     /// [`Smoke::wait`] with its own time limit.
-    async fn wait_for<T, F, Fut>(&self, timeout: Duration, link: impl Into<String>, mut check: F) -> Result<T, Failure>
+    async fn wait_for<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        link: impl Into<String>,
+        mut check: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Check<T>>,
@@ -147,7 +174,10 @@ impl Smoke<'_> {
                     return Ok(value);
                 }
                 Err(detail) if started.elapsed() >= timeout => {
-                    let detail = format!("{detail} (still failing after {})", format_duration(timeout));
+                    let detail = format!(
+                        "{detail} (still failing after {})",
+                        format_duration(timeout)
+                    );
                     return Err(Failure { link, detail });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -158,7 +188,9 @@ impl Smoke<'_> {
     fn pass(&self, link: &str, waited: Option<Duration>) {
         self.passed.set(self.passed.get() + 1);
         match waited {
-            Some(w) if w >= Duration::from_secs(1) => println!("ok  {link} (after {})", format_duration(w)),
+            Some(w) if w >= Duration::from_secs(1) => {
+                println!("ok  {link} (after {})", format_duration(w))
+            }
             _ => println!("ok  {link}"),
         }
     }

@@ -1,5 +1,6 @@
 //! A stand-in for the running stack: one axum server that answers like the app, its admin listener, Prometheus
-//! and Alertmanager (only what opsctl reads), next to a real on-call inbox. Knobs break one link at a time.
+//! and Alertmanager (only what opsctl reads), next to a real on-call inbox (with its webhook token). Knobs break
+//! one link at a time, or secure Prometheus and Alertmanager with basic auth as the native stack does.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,8 +8,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -38,7 +40,14 @@ pub struct Knobs {
     pub watchdog_silent: bool,
     /// `POST /set` answers 503.
     pub writes_fail: bool,
+    /// Prometheus and Alertmanager answer 401 to a request without basic auth `admin:<this>`.
+    pub web_password: Option<String>,
 }
+
+/// The token the fake stack's inbox takes, as `webhook.token` holds it.
+pub const WEBHOOK_TOKEN: &str = "fake-stack-webhook-token-0123456789";
+/// What the secrets directory of [`FakeStack::write_secrets`] holds for the admin listener.
+pub const ADMIN_TOKEN: &str = "fake-stack-admin-token";
 
 /// Alerts the fake Prometheus has, each with a runbook in the inbox's folder.
 pub const ALERTS: [&str; 3] = ["Watchdog", "RedisDown", "AppTargetDown"];
@@ -61,6 +70,8 @@ struct Fake {
     reads: AtomicU64,
     missing_reads: AtomicU64,
     writes: AtomicU64,
+    /// The `Authorization` header of every admin `/metrics` request (empty when there was none).
+    admin_authorizations: Mutex<Vec<String>>,
 }
 
 /// The running fake stack.
@@ -76,7 +87,8 @@ pub struct FakeStack {
 
 impl FakeStack {
     pub async fn start(knobs: Knobs) -> Self {
-        let runbooks = std::env::temp_dir().join(format!("opsctl-it-{}-{}", std::process::id(), next_id()));
+        let runbooks =
+            std::env::temp_dir().join(format!("opsctl-it-{}-{}", std::process::id(), next_id()));
         std::fs::create_dir_all(&runbooks).unwrap();
         for alert in ALERTS {
             std::fs::write(runbooks.join(format!("{alert}.md")), format!("# {alert}\n")).unwrap();
@@ -85,6 +97,7 @@ impl FakeStack {
         let inbox_config = inbox::Config {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             runbooks_dir: runbooks.clone(),
+            webhook_token: inbox::auth::WebhookToken::new(WEBHOOK_TOKEN).unwrap(),
             ..inbox::Config::default()
         };
         let inbox_app = inbox::Application::build(&inbox_config).await.unwrap();
@@ -102,6 +115,7 @@ impl FakeStack {
             reads: AtomicU64::new(0),
             missing_reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            admin_authorizations: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -133,6 +147,7 @@ impl FakeStack {
         });
         let response = reqwest::Client::new()
             .post(format!("{}/hook/heartbeat", self.inbox))
+            .bearer_auth(WEBHOOK_TOKEN)
             .json(&body)
             .send()
             .await
@@ -151,6 +166,29 @@ impl FakeStack {
 
     pub fn keys(&self) -> usize {
         self.fake.kv.lock().unwrap().len()
+    }
+
+    /// The `Authorization` headers the admin listener's `/metrics` has seen (`""` for none).
+    pub fn admin_authorizations(&self) -> Vec<String> {
+        self.fake.admin_authorizations.lock().unwrap().clone()
+    }
+
+    /// Writes a secrets directory like `make up`'s into `dir`: this stack's web password (when it has one) and
+    /// webhook token, the admin token, and placeholders for Postgres and Redis; each a line of its own.
+    pub fn write_secrets(&self, dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let web = knobs(&self.fake)
+            .web_password
+            .unwrap_or_else(|| "unused-web-password".into());
+        for (file, secret) in [
+            ("web.password", web.as_str()),
+            ("webhook.token", WEBHOOK_TOKEN),
+            ("app-admin.token", ADMIN_TOKEN),
+            ("postgres.password", "unused-postgres-password"),
+            ("redis-admin.password", "unused-redis-password"),
+        ] {
+            std::fs::write(dir.join(file), format!("{secret}\n")).unwrap();
+        }
     }
 }
 
@@ -178,7 +216,50 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"status": "error", "message": message}))).into_response()
 }
 
+/// Basic auth as Prometheus's and Alertmanager's web config checks it, when the knob asks for it.
+async fn require_web_auth(State(f): S, request: Request, next: Next) -> Response {
+    if let Some(password) = knobs(&f).web_password {
+        let expected = format!("Basic {}", base64(format!("admin:{password}").as_bytes()));
+        let sent = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(expected.as_str()) {
+            return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Standard base64 with padding: enough for a basic-auth header, without a crate for it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn router(fake: Arc<Fake>) -> Router {
+    app_router()
+        .merge(monitoring_router(fake.clone()))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .with_state(fake)
+}
+
+/// The app and its admin listener.
+fn app_router() -> Router<Arc<Fake>> {
     Router::new()
         // The app.
         .route("/", get(|| async { Html("<p>Initial set key on redis : Hello</p><p>Value retrieved from redis: World!</p>") }))
@@ -226,10 +307,12 @@ fn router(fake: Arc<Fake>) -> Router {
                 Json(json!({"openapi": "3.1.0", "paths": paths}))
             }),
         )
-        // The admin listener.
+        // The admin listener: `/metrics` is open, as the app's is; the header is recorded for the tests.
         .route(
             "/metrics",
-            get(|State(f): S| async move {
+            get(|State(f): S, headers: HeaderMap| async move {
+                let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+                f.admin_authorizations.lock().unwrap().push(authorization.to_string());
                 if knobs(&f).no_histogram {
                     "app_build_info 1\n".to_string()
                 } else {
@@ -237,6 +320,11 @@ fn router(fake: Arc<Fake>) -> Router {
                 }
             }),
         )
+}
+
+/// Prometheus and Alertmanager, behind basic auth when the knob asks for it.
+fn monitoring_router(fake: Arc<Fake>) -> Router<Arc<Fake>> {
+    Router::new()
         // Prometheus.
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/rules", get(rules))
@@ -260,8 +348,7 @@ fn router(fake: Arc<Fake>) -> Router {
         // Alertmanager.
         .route("/api/v2/status", get(am_status))
         .route("/api/v2/alerts", get(|| async { Json(json!([{"labels": {"alertname": "Watchdog"}}])) }))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
-        .with_state(fake)
+        .route_layer(middleware::from_fn_with_state(fake, require_web_auth))
 }
 
 async fn set(State(f): S, body: Bytes) -> Response {
@@ -271,12 +358,16 @@ async fn set(State(f): S, body: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "malformed JSON");
     };
-    let (Some(key), Some(value)) = (body["key"].as_str(), body.get("value").filter(|v| !v.is_null())) else {
+    let (Some(key), Some(value)) = (
+        body["key"].as_str(),
+        body.get("value").filter(|v| !v.is_null()),
+    ) else {
         return error(StatusCode::BAD_REQUEST, "Invalid key pair");
     };
     f.writes.fetch_add(1, Ordering::Relaxed);
     f.kv.lock().unwrap().insert(key.to_string(), value.clone());
-    Json(json!({"status": "success", "message": "Key-value pair is set successfully"})).into_response()
+    Json(json!({"status": "success", "message": "Key-value pair is set successfully"}))
+        .into_response()
 }
 
 async fn get_json(State(f): S, Path(key): Path<String>) -> Response {
@@ -341,7 +432,9 @@ async fn rules(State(f): S) -> Json<Value> {
         })
         .collect();
     rules.push(json!({"name": "app:requests:rate5m", "type": "recording", "query": "vector(1)", "health": "ok"}));
-    Json(json!({"status": "success", "data": {"groups": [{"name": "all", "file": "rules/all.yml", "rules": rules}]}}))
+    Json(
+        json!({"status": "success", "data": {"groups": [{"name": "all", "file": "rules/all.yml", "rules": rules}]}}),
+    )
 }
 
 async fn am_status(State(f): S) -> Json<Value> {

@@ -1,5 +1,6 @@
 //! `opsctl smoke` against a real Prometheus and a real Alertmanager (Debian's packages), delivering the Watchdog
-//! to the real inbox; only the app is faked. Proves the API shapes opsctl decodes and the heartbeat path.
+//! to the real inbox; only the app is faked. Proves the API shapes opsctl decodes and the heartbeat path, secured
+//! as the native stack is: basic auth on both (their own web config), the webhook token from a file.
 //! Fails where the binaries are missing: `native/install.sh` (run by `make test`) installs them.
 
 use std::net::TcpListener;
@@ -7,9 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use clap::Parser;
+use opsctl::secrets::Secrets;
 use opsctl::smoke;
 
 use crate::fake_stack::{FakeStack, Knobs};
+
+/// The web password of this test's Prometheus and Alertmanager, and its bcrypt hash (cost 10, from
+/// `htpasswd -nbBC 10 admin <password>`) that their web config holds.
+const WEB_PASSWORD: &str = "opsctl-it-web-password";
+const WEB_PASSWORD_BCRYPT: &str = "$2y$10$7KkhZvU3aa1h5CPVihOhgOfQt1.xffzwyFS6hmdqp055ZCOZmulKq";
 
 /// A child process killed when the test ends, however it ends.
 struct Daemon(Child);
@@ -30,7 +37,11 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn(binary: &Path, args: &[String], log: &Path) -> Daemon {
@@ -52,7 +63,8 @@ fn host_port(base: &str) -> &str {
 #[tokio::test]
 async fn smoke_passes_against_real_prometheus_and_alertmanager() {
     let install_hint = "is not installed: run native/install.sh (make test does)";
-    let prometheus = find_binary(&["prometheus"]).unwrap_or_else(|| panic!("prometheus {install_hint}"));
+    let prometheus =
+        find_binary(&["prometheus"]).unwrap_or_else(|| panic!("prometheus {install_hint}"));
     let alertmanager = find_binary(&["prometheus-alertmanager", "alertmanager"])
         .unwrap_or_else(|| panic!("prometheus-alertmanager {install_hint}"));
     let stack = FakeStack::start(Knobs::default()).await;
@@ -63,6 +75,16 @@ async fn smoke_passes_against_real_prometheus_and_alertmanager() {
     let inbox = &stack.inbox;
     // The stack's runbook links name localhost, which may resolve to ::1 first while the inbox listens on IPv4.
     let runbooks = inbox.replace("127.0.0.1", "localhost");
+    let secrets = dir.join("secrets");
+    stack.write_secrets(&secrets);
+    std::fs::write(secrets.join("web.password"), format!("{WEB_PASSWORD}\n")).unwrap();
+    std::fs::write(
+        dir.join("web-config.yml"),
+        format!("basic_auth_users:\n  admin: '{WEB_PASSWORD_BCRYPT}'\n"),
+    )
+    .unwrap();
+    let token_file = secrets.join("webhook.token");
+    let token_file = token_file.display();
 
     std::fs::write(
         dir.join("alertmanager.yml"),
@@ -80,11 +102,14 @@ async fn smoke_passes_against_real_prometheus_and_alertmanager() {
       matchers: ['severity="critical"']
 receivers:
   - name: pager
-    webhook_configs: [{{url: "{inbox}/hook/pager", send_resolved: true}}]
+    webhook_configs:
+      [{{url: "{inbox}/hook/pager", send_resolved: true, http_config: {{authorization: {{credentials_file: "{token_file}"}}}}}}]
   - name: ticket
-    webhook_configs: [{{url: "{inbox}/hook/ticket", send_resolved: true}}]
+    webhook_configs:
+      [{{url: "{inbox}/hook/ticket", send_resolved: true, http_config: {{authorization: {{credentials_file: "{token_file}"}}}}}}]
   - name: heartbeat
-    webhook_configs: [{{url: "{inbox}/hook/heartbeat", send_resolved: true}}]
+    webhook_configs:
+      [{{url: "{inbox}/hook/heartbeat", send_resolved: true, http_config: {{authorization: {{credentials_file: "{token_file}"}}}}}}]
 "#
         ),
     )
@@ -116,11 +141,15 @@ receivers:
             r#"global: {{scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 1s}}
 rule_files: [rules.yml]
 alerting:
-  alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]}}]
+  alertmanagers:
+    - basic_auth: {{username: admin, password: {WEB_PASSWORD}}}
+      static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]
 scrape_configs:
   - job_name: prometheus
+    basic_auth: {{username: admin, password: {WEB_PASSWORD}}}
     static_configs: [{{targets: ["127.0.0.1:{prom_port}"]}}]
   - job_name: alertmanager
+    basic_auth: {{username: admin, password: {WEB_PASSWORD}}}
     static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]
   - job_name: inbox
     static_configs: [{{targets: ["{}"]}}]
@@ -136,6 +165,7 @@ scrape_configs:
             format!("--config.file={}", dir.join("alertmanager.yml").display()),
             format!("--storage.path={}", dir.join("am-data").display()),
             format!("--web.listen-address=127.0.0.1:{am_port}"),
+            format!("--web.config.file={}", dir.join("web-config.yml").display()),
             "--cluster.listen-address=".to_string(),
         ],
         &dir.join("alertmanager.log"),
@@ -146,6 +176,7 @@ scrape_configs:
             format!("--config.file={}", dir.join("prometheus.yml").display()),
             format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
             format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            format!("--web.config.file={}", dir.join("web-config.yml").display()),
             // Its first send comes before it has discovered Alertmanager and is dropped; resend soon after.
             "--rules.alert.resend-delay=2s".to_string(),
         ],
@@ -178,11 +209,27 @@ scrape_configs:
     let opsctl::Command::Smoke(args) = opsctl::Cli::try_parse_from(argv).unwrap().command else {
         unreachable!()
     };
-    let result = smoke::run(&args).await;
+    let result = smoke::run(&args, &Secrets::load(&secrets)).await;
     if let Err(failure) = &result {
-        let logs = ["prometheus.log", "alertmanager.log"]
-            .map(|f| format!("--- {f}\n{}", std::fs::read_to_string(dir.join(f)).unwrap_or_default()));
+        let logs = ["prometheus.log", "alertmanager.log"].map(|f| {
+            format!(
+                "--- {f}\n{}",
+                std::fs::read_to_string(dir.join(f)).unwrap_or_default()
+            )
+        });
         panic!("smoke failed: {failure}\n{}", logs.join("\n"));
     }
+    // Secured as the stack is: without the secrets, Prometheus refuses.
+    let quick = smoke::SmokeArgs {
+        timeout: std::time::Duration::from_secs(1),
+        ..args
+    };
+    let refused = smoke::run(&quick, &Secrets::none()).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|f| f.link.starts_with("prometheus targets") && f.detail.contains("401")),
+        "without credentials: {refused:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
