@@ -24,10 +24,7 @@ fn git_revision() -> Option<String> {
         return None;
     }
     // Rebuild when HEAD moves: HEAD itself changes on checkout, the branch's ref file on commit.
-    let git_dir = Command::new("git")
-        .args(["rev-parse", "--git-dir"])
-        .output()
-        .ok()?;
+    let git_dir = Command::new("git").args(["rev-parse", "--git-dir"]).output().ok()?;
     let git_dir = String::from_utf8(git_dir.stdout).ok()?;
     let git_dir = Path::new(git_dir.trim());
     println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());

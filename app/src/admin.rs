@@ -62,10 +62,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     }
     state.process.render(&mut body);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
     )
 }

@@ -144,9 +144,7 @@ fn redact_url(url: &str) -> String {
     };
     if let Some(start) = out.find("password=") {
         let value_start = start + "password=".len();
-        let value_end = out[value_start..]
-            .find('&')
-            .map_or(out.len(), |i| value_start + i);
+        let value_end = out[value_start..].find('&').map_or(out.len(), |i| value_start + i);
         out.replace_range(value_start..value_end, "***");
     }
     out
@@ -220,8 +218,7 @@ impl Config {
                     v.trim().to_owned()
                 }
             },
-            fault_injection_enabled: vars
-                .flag("APP_FAULT_INJECTION_ENABLED", d.fault_injection_enabled)?,
+            fault_injection_enabled: vars.flag("APP_FAULT_INJECTION_ENABLED", d.fault_injection_enabled)?,
             metrics_enabled: vars.flag("APP_METRICS_ENABLED", d.metrics_enabled)?,
             cache_ttl: Duration::from_secs(vars.number(
                 "APP_CACHE_TTL_SECONDS",
@@ -230,48 +227,18 @@ impl Config {
                 30 * 86_400,
             )?),
             db_pool_max_size: vars.number("APP_DB_POOL_MAX_SIZE", d.db_pool_max_size, 1, 1000)?,
-            db_acquire_timeout: millis(vars.number(
-                "APP_DB_ACQUIRE_TIMEOUT_MS",
-                ms(d.db_acquire_timeout),
-                1,
-                999,
-            )?),
-            db_query_timeout: millis(vars.number(
-                "APP_DB_QUERY_TIMEOUT_MS",
-                ms(d.db_query_timeout),
-                1,
-                600_000,
-            )?),
-            redis_pool_max_size: vars.number(
-                "APP_REDIS_POOL_MAX_SIZE",
-                d.redis_pool_max_size,
-                1,
-                1000,
-            )?,
-            redis_timeout: millis(vars.number(
-                "APP_REDIS_TIMEOUT_MS",
-                ms(d.redis_timeout),
-                1,
-                60_000,
-            )?),
-            status_timeout: millis(vars.number(
-                "APP_STATUS_TIMEOUT_MS",
-                ms(d.status_timeout),
-                1,
-                60_000,
-            )?),
+            db_acquire_timeout: millis(vars.number("APP_DB_ACQUIRE_TIMEOUT_MS", ms(d.db_acquire_timeout), 1, 999)?),
+            db_query_timeout: millis(vars.number("APP_DB_QUERY_TIMEOUT_MS", ms(d.db_query_timeout), 1, 600_000)?),
+            redis_pool_max_size: vars.number("APP_REDIS_POOL_MAX_SIZE", d.redis_pool_max_size, 1, 1000)?,
+            redis_timeout: millis(vars.number("APP_REDIS_TIMEOUT_MS", ms(d.redis_timeout), 1, 60_000)?),
+            status_timeout: millis(vars.number("APP_STATUS_TIMEOUT_MS", ms(d.status_timeout), 1, 60_000)?),
             shutdown_timeout: Duration::from_secs(vars.number(
                 "APP_SHUTDOWN_TIMEOUT_SECONDS",
                 d.shutdown_timeout.as_secs(),
                 0,
                 3600,
             )?),
-            max_body_bytes: vars.number(
-                "APP_MAX_BODY_BYTES",
-                d.max_body_bytes,
-                1,
-                64 * 1024 * 1024,
-            )?,
+            max_body_bytes: vars.number("APP_MAX_BODY_BYTES", d.max_body_bytes, 1, 64 * 1024 * 1024)?,
             max_key_bytes: vars.number("APP_MAX_KEY_BYTES", d.max_key_bytes, 1, 4096)?,
         };
         Ok(config)
@@ -305,18 +272,10 @@ impl Vars<'_> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
-    fn parsed<T: FromStr>(
-        &self,
-        name: &'static str,
-        default: T,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
+    fn parsed<T: FromStr>(&self, name: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| ConfigError::new(name, v, expected)),
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::new(name, v, expected)),
         }
     }
 
@@ -331,9 +290,7 @@ impl Vars<'_> {
                 .parse::<T>()
                 .ok()
                 .filter(|n| *n >= min && *n <= max)
-                .ok_or_else(|| {
-                    ConfigError::new(name, v, format!("a whole number from {min} to {max}"))
-                }),
+                .ok_or_else(|| ConfigError::new(name, v, format!("a whole number from {min} to {max}"))),
         }
     }
 
@@ -348,14 +305,8 @@ impl Vars<'_> {
         }
     }
 
-    fn database_url(
-        &self,
-        name: &'static str,
-        default: SecretUrl,
-    ) -> Result<SecretUrl, ConfigError> {
-        let Some(v) = self.get(name) else {
-            return Ok(default);
-        };
+    fn database_url(&self, name: &'static str, default: SecretUrl) -> Result<SecretUrl, ConfigError> {
+        let Some(v) = self.get(name) else { return Ok(default) };
         let url = SecretUrl::new(v.trim());
         let valid = (url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
             && tokio_postgres::Config::from_str(url.expose()).is_ok();
@@ -371,9 +322,7 @@ impl Vars<'_> {
     }
 
     fn redis_url(&self, name: &'static str, default: SecretUrl) -> Result<SecretUrl, ConfigError> {
-        let Some(v) = self.get(name) else {
-            return Ok(default);
-        };
+        let Some(v) = self.get(name) else { return Ok(default) };
         let url = SecretUrl::new(v.trim());
         if url.0.starts_with("redis://") && bb8_redis::redis::Client::open(url.expose()).is_ok() {
             Ok(url)
@@ -393,10 +342,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -405,10 +351,7 @@ mod tests {
         let config = from(&[]).unwrap();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.admin_addr.to_string(), "127.0.0.1:8081");
-        assert_eq!(
-            config.database_url.expose(),
-            "postgres://app:app@127.0.0.1:5432/app"
-        );
+        assert_eq!(config.database_url.expose(), "postgres://app:app@127.0.0.1:5432/app");
         assert_eq!(config.redis_url.expose(), "redis://127.0.0.1:6379");
         assert_eq!(config.db_acquire_timeout, Duration::from_millis(500));
         assert!(config.metrics_enabled);
@@ -470,18 +413,12 @@ mod tests {
     #[test]
     fn debug_output_never_shows_passwords() {
         let config = from(&[
-            (
-                "APP_DATABASE_URL",
-                "postgres://app:s3cret@db:5432/app?sslmode=disable",
-            ),
+            ("APP_DATABASE_URL", "postgres://app:s3cret@db:5432/app?sslmode=disable"),
             ("APP_REDIS_URL", "redis://:r3dis@cache:6379/0"),
         ])
         .unwrap();
         let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("r3dis"),
-            "{shown}"
-        );
+        assert!(!shown.contains("s3cret") && !shown.contains("r3dis"), "{shown}");
         assert!(
             shown.contains("postgres://app:***@db:5432/app?sslmode=disable"),
             "{shown}"
@@ -491,19 +428,13 @@ mod tests {
 
     #[test]
     fn redaction_handles_urls_without_credentials_and_password_parameters() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
         assert_eq!(
             redact_url("postgres://db/app?user=a&password=b&x=1"),
             "postgres://db/app?user=a&password=***&x=1"
         );
-        assert_eq!(
-            redact_url("postgres://a:p@ss@db/app"),
-            "postgres://a:***@db/app"
-        );
+        assert_eq!(redact_url("postgres://a:p@ss@db/app"), "postgres://a:***@db/app");
     }
 
     #[test]
@@ -517,11 +448,7 @@ mod tests {
         let source = include_str!("config.rs");
         let mut read: Vec<&str> = source
             .split('"')
-            .filter(|s| {
-                s.len() > 4
-                    && s.starts_with("APP_")
-                    && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-            })
+            .filter(|s| s.len() > 4 && s.starts_with("APP_") && s.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
             .collect();
         read.sort_unstable();
         read.dedup();
@@ -534,11 +461,7 @@ mod tests {
             ".env.example lists variables the service does not read"
         );
         // The listed values are the defaults: parsing the file gives the same configuration as parsing nothing.
-        let from_example =
-            Config::from_lookup(|name| listed.get(name).map(|v| v.to_string())).unwrap();
-        assert_eq!(
-            format!("{from_example:?}"),
-            format!("{:?}", Config::default())
-        );
+        let from_example = Config::from_lookup(|name| listed.get(name).map(|v| v.to_string())).unwrap();
+        assert_eq!(format!("{from_example:?}"), format!("{:?}", Config::default()));
     }
 }

@@ -45,10 +45,7 @@ pub enum ApiError {
     InjectedFault,
     /// 503: Postgres is unreachable or too slow; the message names the dependency, never its address.
     #[error("{0} unavailable")]
-    Unavailable(
-        &'static str,
-        #[source] Box<dyn std::error::Error + Send + Sync>,
-    ),
+    Unavailable(&'static str, #[source] Box<dyn std::error::Error + Send + Sync>),
     /// 500: anything else. The client sees `internal error`; the cause is logged.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -74,9 +71,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Internal(_) => tracing::error!(error = %error_chain(&self), "request failed"),
-            ApiError::Unavailable(..) => {
-                tracing::warn!(error = %error_chain(&self), "dependency unavailable")
-            }
+            ApiError::Unavailable(..) => tracing::warn!(error = %error_chain(&self), "dependency unavailable"),
             _ => {}
         }
         (
@@ -115,15 +110,11 @@ impl From<StoreError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-                "expected a body with content-type application/json".to_owned(),
-            ),
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::BadRequest(format!("malformed JSON: {}", source_text(&e)))
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected a body with content-type application/json".to_owned())
             }
-            JsonRejection::JsonDataError(e) => {
-                ApiError::BadRequest(format!("invalid JSON body: {}", source_text(&e)))
-            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", source_text(&e))),
+            JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!("invalid JSON body: {}", source_text(&e))),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge("request body is larger than the limit".to_owned())
             }

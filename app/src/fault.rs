@@ -97,9 +97,7 @@ impl FaultInjector {
     pub fn set(&self, request: &FaultRequest) -> Result<FaultStatus, ApiError> {
         self.ensure_enabled()?;
         if !(0.0..=1.0).contains(&request.error_ratio) {
-            return Err(ApiError::BadRequest(
-                "error_ratio must be from 0 to 1".to_owned(),
-            ));
+            return Err(ApiError::BadRequest("error_ratio must be from 0 to 1".to_owned()));
         }
         let latency = Duration::from_millis(request.latency_ms);
         if latency > MAX_LATENCY {
@@ -113,9 +111,7 @@ impl FaultInjector {
                 "set error_ratio above 0, latency_ms above 0, or both".to_owned(),
             ));
         }
-        let duration = request
-            .duration_seconds
-            .map_or(DEFAULT_DURATION, Duration::from_secs);
+        let duration = request.duration_seconds.map_or(DEFAULT_DURATION, Duration::from_secs);
         if duration.is_zero() || duration > MAX_DURATION {
             return Err(ApiError::BadRequest(format!(
                 "duration_seconds must be from 1 to {}",
@@ -160,9 +156,7 @@ impl FaultInjector {
             active: active.is_some(),
             error_ratio: active.map_or(0.0, |f| f.error_ratio),
             latency_ms: active.map_or(0, |f| f.latency.as_millis() as u64),
-            expires_in_seconds: active.map_or(0.0, |f| {
-                round_ms(f.expires_at.saturating_duration_since(now))
-            }),
+            expires_in_seconds: active.map_or(0.0, |f| round_ms(f.expires_at.saturating_duration_since(now))),
         }
     }
 
@@ -241,10 +235,7 @@ mod tests {
         faults.set(&request(0.25, 0)).unwrap();
         let failures: Vec<bool> = (0..8).map(|_| faults.next_fails(0.25)).collect();
         assert_eq!(failures.iter().filter(|f| **f).count(), 2);
-        assert_eq!(
-            failures,
-            [false, false, false, true, false, false, false, true]
-        );
+        assert_eq!(failures, [false, false, false, true, false, false, false, true]);
         assert!((0..10).all(|_| faults.next_fails(1.0)));
     }
 

@@ -72,9 +72,7 @@ impl DrainingListener {
     fn start_draining(&mut self) {
         match refuse_new_handshakes(&self.inner) {
             Ok(()) => {
-                tracing::info!(
-                    "API listener: new connections are held off; serving the ones already queued"
-                );
+                tracing::info!("API listener: new connections are held off; serving the ones already queued");
                 self.state = State::Draining {
                     until: Instant::now() + self.drain_limit,
                 };
@@ -111,9 +109,7 @@ impl Listener for DrainingListener {
                 }
                 State::Draining { until } => {
                     let quiet_until = (Instant::now() + DRAIN_QUIET).min(until);
-                    match tokio::time::timeout_at(quiet_until, Listener::accept(&mut self.inner))
-                        .await
-                    {
+                    match tokio::time::timeout_at(quiet_until, Listener::accept(&mut self.inner)).await {
                         Ok(accepted) => return accepted,
                         Err(_) => self.finish_draining(),
                     }
@@ -154,8 +150,5 @@ fn refuse_new_handshakes(listener: &TcpListener) -> io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn refuse_new_handshakes(_listener: &TcpListener) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "socket filters are Linux-only",
-    ))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "socket filters are Linux-only"))
 }

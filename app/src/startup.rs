@@ -116,9 +116,7 @@ impl Application {
 
     /// The bound API address.
     pub fn api_addr(&self) -> SocketAddr {
-        self.api_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.api_listener.local_addr().expect("a bound listener has an address")
     }
 
     /// The bound admin address.
@@ -130,10 +128,7 @@ impl Application {
 
     /// Serves both listeners until `shutdown` completes; then stops accepting, lets in-flight requests finish for
     /// up to the shutdown timeout, and returns. Returns early with the error if a listener fails.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         let Application {
             api_listener,
             admin_listener,
@@ -147,8 +142,7 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         // The API listener serves its backlog before the server stops accepting (see `listener`).
-        let (api_listener, drained_rx) =
-            DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
+        let (api_listener, drained_rx) = DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
         let api = axum::serve(api_listener, api_router)
             .with_graceful_shutdown(stopped(drained_rx))
             .into_future();

@@ -35,9 +35,7 @@ struct Outage {
 
 impl Outage {
     fn new() -> Self {
-        Outage {
-            stopped: Vec::new(),
-        }
+        Outage { stopped: Vec::new() }
     }
 
     fn stop(&mut self, service: &'static str) {
@@ -124,8 +122,7 @@ async fn fully_recovered(app: &TestApp, key: &str) -> bool {
         return false;
     }
     let hits = cache_count(&app.metrics().await, "hit");
-    value_of(app, key).await == (200, json!("ok"))
-        && cache_count(&app.metrics().await, "hit") > hits
+    value_of(app, key).await == (200, json!("ok")) && cache_count(&app.metrics().await, "hit") > hits
 }
 
 #[tokio::test]
@@ -145,10 +142,7 @@ async fn with_redis_stopped_reads_of_existing_keys_still_succeed() {
         slowest = slowest.max(started.elapsed());
     }
     println!("redis stopped: slowest of 20 reads took {slowest:?}");
-    assert!(
-        slowest < Duration::from_secs(1),
-        "reads stalled: {slowest:?}"
-    );
+    assert!(slowest < Duration::from_secs(1), "reads stalled: {slowest:?}");
     assert!(
         cache_count(&app.metrics().await, "error") >= errors_before + 20.0,
         "each lookup counts an error"
@@ -157,18 +151,11 @@ async fn with_redis_stopped_reads_of_existing_keys_still_succeed() {
     assert_eq!(app.set(&other, json!("also kept")).await.status(), 200);
     assert_eq!(value_of(&app, &other).await, (200, json!("also kept")));
     let (code, body) = status_of(&app).await;
-    assert_eq!(
-        (code, body["status"].as_str()),
-        (200, Some("Degraded")),
-        "{body}"
-    );
+    assert_eq!((code, body["status"].as_str()), (200, Some("Degraded")), "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "error");
 
     outage.start("redis");
-    let took = eventually("recovery after Redis restarts", || {
-        fully_recovered(&app, &key)
-    })
-    .await;
+    let took = eventually("recovery after Redis restarts", || fully_recovered(&app, &key)).await;
     println!("redis started: cache hits again after {took:?}");
 }
 
@@ -196,8 +183,7 @@ async fn a_redis_restart_never_serves_a_value_older_than_an_acknowledged_write()
     }
     eventually("Redis to serve the new value", || async {
         let hits = cache_count(&app.metrics().await, "hit");
-        value_of(&app, &key).await == (200, json!("new"))
-            && cache_count(&app.metrics().await, "hit") > hits
+        value_of(&app, &key).await == (200, json!("new")) && cache_count(&app.metrics().await, "hit") > hits
     })
     .await;
 }
@@ -207,10 +193,7 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
     let _serial = serial().await;
     let app = spawn_app().await;
     let cached = app.key("cached");
-    assert_eq!(
-        app.set(&cached, json!({"still": "here"})).await.status(),
-        200
-    );
+    assert_eq!(app.set(&cached, json!({"still": "here"})).await.status(), 200);
 
     let mut outage = Outage::new();
     outage.stop("postgres");
@@ -222,10 +205,7 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
         slowest = slowest.max(took);
         assert_eq!(response.status(), 503);
         let body: Value = response.json().await.unwrap();
-        assert_eq!(
-            body,
-            json!({"status": "error", "message": "database unavailable"})
-        );
+        assert_eq!(body, json!({"status": "error", "message": "database unavailable"}));
     }
     println!("postgres stopped: slowest of 10 writes answered 503 in {slowest:?}");
     assert!(slowest < Duration::from_secs(1), "a write took {slowest:?}");
@@ -236,30 +216,15 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
         "cached reads still succeed"
     );
     let started = Instant::now();
-    assert_eq!(
-        app.get_key_json(&app.key("never-cached")).await.status(),
-        503
-    );
+    assert_eq!(app.get_key_json(&app.key("never-cached")).await.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(1));
     let started = Instant::now();
     let (code, body) = status_of(&app).await;
-    println!(
-        "postgres stopped: /status answered {code} in {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        (code, body["status"].as_str()),
-        (503, Some("Down")),
-        "{body}"
-    );
+    println!("postgres stopped: /status answered {code} in {:?}", started.elapsed());
+    assert_eq!((code, body["status"].as_str()), (503, Some("Down")), "{body}");
     assert_eq!(app.get("/healthcheck").await.status(), 200);
     let metrics = app.metrics().await;
-    assert!(
-        metrics.value_or_zero(
-            "db_client_connection_timeouts_total",
-            &[("pool_name", "postgres")]
-        ) >= 1.0
-    );
+    assert!(metrics.value_or_zero("db_client_connection_timeouts_total", &[("pool_name", "postgres")]) >= 1.0);
 
     outage.start("postgres");
     let took = eventually("writes to succeed after Postgres restarts", || async {
@@ -294,9 +259,7 @@ async fn the_service_recovers_whichever_dependency_comes_back_first() {
         outage.start(second);
         let key = app.key(&format!("{first}-first"));
         let took = eventually("full recovery", || fully_recovered(&app, &key)).await;
-        println!(
-            "both stopped, {first} started first: full recovery {took:?} after {second} started"
-        );
+        println!("both stopped, {first} started first: full recovery {took:?} after {second} started");
     }
 }
 
@@ -308,10 +271,7 @@ async fn the_service_starts_with_both_dependencies_down_and_recovers() {
     outage.stop("redis");
     let started = Instant::now();
     let app = spawn_with(test_config()).await;
-    println!(
-        "started with both dependencies down in {:?}",
-        started.elapsed()
-    );
+    println!("started with both dependencies down in {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(app.get("/healthcheck").await.status(), 200);
     assert_eq!(app.get("/helloworld").await.status(), 200);

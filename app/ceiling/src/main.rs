@@ -60,20 +60,10 @@ async fn get_key(State(pool): State<RedisPool>, Path(key): Path<String>) -> Resp
     }
     .await;
     let error = |status: StatusCode, message: &'static str| {
-        (
-            status,
-            Json(Message {
-                status: "error",
-                message,
-            }),
-        )
-            .into_response()
+        (status, Json(Message { status: "error", message })).into_response()
     };
     match raw {
-        Ok(Some(raw)) => match raw
-            .split_once(':')
-            .and_then(|(_, json)| serde_json::from_str(json).ok())
-        {
+        Ok(Some(raw)) => match raw.split_once(':').and_then(|(_, json)| serde_json::from_str(json).ok()) {
             Some(value) => Json(KeyValue { key, value }).into_response(),
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "malformed cache entry"),
         },
@@ -83,10 +73,7 @@ async fn get_key(State(pool): State<RedisPool>, Path(key): Path<String>) -> Resp
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
 #[tokio::main]
@@ -94,9 +81,8 @@ async fn main() {
     let addr: SocketAddr = env_or("CEILING_ADDR", "127.0.0.1:8090")
         .parse()
         .expect("CEILING_ADDR must be an IP address and port");
-    let manager =
-        RedisConnectionManager::new(env_or("CEILING_REDIS_URL", "redis://127.0.0.1:6379"))
-            .expect("CEILING_REDIS_URL must be a redis:// URL");
+    let manager = RedisConnectionManager::new(env_or("CEILING_REDIS_URL", "redis://127.0.0.1:6379"))
+        .expect("CEILING_REDIS_URL must be a redis:// URL");
     // The app's pool size and timeout defaults. No PING on checkout: the ceiling is "one Redis GET per request".
     let pool = Pool::builder()
         .max_size(8)
@@ -107,13 +93,8 @@ async fn main() {
         .route("/helloworld", get(hello_world))
         .route("/get/{key}", get(get_key))
         .with_state(pool);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .expect("cannot bind CEILING_ADDR");
-    println!(
-        "ceiling listening on {}",
-        listener.local_addr().expect("bound")
-    );
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("cannot bind CEILING_ADDR");
+    println!("ceiling listening on {}", listener.local_addr().expect("bound"));
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -146,9 +146,7 @@ mod tests {
             json!([1, {"a": null}])
         );
         assert_eq!(
-            parse_set_body(json!({"key": "k", "value": false}))
-                .unwrap()
-                .1,
+            parse_set_body(json!({"key": "k", "value": false})).unwrap().1,
             json!(false)
         );
         for body in [

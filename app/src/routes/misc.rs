@@ -40,10 +40,7 @@ pub async fn healthcheck() -> &'static str {
 /// `GET /`: stores `Hello` = `World!`, reads it back through the cache, and links to every route.
 pub async fn home(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
     const KEY: &str = "Hello";
-    state
-        .store
-        .set(KEY, &Value::String("World!".to_owned()))
-        .await?;
+    state.store.set(KEY, &Value::String("World!".to_owned())).await?;
     let value = match state.store.get(KEY).await? {
         Some(Value::String(s)) => s,
         Some(other) => other.to_string(),
@@ -79,9 +76,7 @@ pub struct QueryParams {
 }
 
 /// `GET /query?param=S`: `{"param": S, "count": N}`, N = distinct characters that occur more than once.
-pub async fn query(
-    query: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<Json<QueryAnswer>, ApiError> {
+pub async fn query(query: Result<Query<QueryParams>, QueryRejection>) -> Result<Json<QueryAnswer>, ApiError> {
     let Query(params) = query?;
     let param = params
         .param

@@ -59,9 +59,7 @@ impl Limits {
                 self.max_key_bytes
             )))
         } else if key.contains('\0') {
-            Err(ApiError::BadRequest(
-                "key must not contain NUL characters".to_owned(),
-            ))
+            Err(ApiError::BadRequest("key must not contain NUL characters".to_owned()))
         } else {
             Ok(())
         }

@@ -122,17 +122,11 @@ impl Cache {
         let raw: Option<String> = self
             .query(Some(CacheOp::Get), &redis::Cmd::get(entry(key)), false)
             .await?;
-        raw.map(|raw| decode(&raw).ok_or(CacheError::Malformed))
-            .transpose()
+        raw.map(|raw| decode(&raw).ok_or(CacheError::Malformed)).transpose()
     }
 
     /// Caches `value` at `version` unless a newer version is already cached. Returns whether it wrote.
-    pub async fn put_if_newer(
-        &self,
-        key: &str,
-        version: i64,
-        value: &Value,
-    ) -> Result<bool, CacheError> {
+    pub async fn put_if_newer(&self, key: &str, version: i64, value: &Value) -> Result<bool, CacheError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(PUT_IF_NEWER)
             .arg(1)
@@ -159,11 +153,7 @@ impl Cache {
         let mut deleted = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
             let (next, keys): (u64, Vec<String>) = self.query(None, &scan, false).await?;
             if !keys.is_empty() {
                 let mut unlink = redis::cmd("UNLINK");
@@ -216,12 +206,7 @@ impl Cache {
                 }
                 RunError::User(e) => CacheError::Redis(e),
             })?;
-            let result = match tokio::time::timeout(
-                self.timeout,
-                cmd.query_async::<T>(&mut conn.connection),
-            )
-            .await
-            {
+            let result = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn.connection)).await {
                 Ok(result) => result.map_err(CacheError::Redis),
                 Err(_) => Err(CacheError::Timeout(self.timeout)),
             };
@@ -377,16 +362,11 @@ mod tests {
 
     #[test]
     fn only_connection_level_failures_retire_a_pooled_connection() {
-        let reply = redis::RedisError::from((
-            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
-            "WRONGTYPE",
-        ));
+        let reply = redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError), "WRONGTYPE"));
         assert!(!breaks_connection(&CacheError::Redis(reply)));
         let dropped = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(breaks_connection(&CacheError::Redis(dropped)));
-        assert!(breaks_connection(&CacheError::Timeout(
-            Duration::from_millis(250)
-        )));
+        assert!(breaks_connection(&CacheError::Timeout(Duration::from_millis(250))));
         assert!(!breaks_connection(&CacheError::Malformed));
     }
 
@@ -399,10 +379,7 @@ mod tests {
                 value: serde_json::json!({"a": [1, "x:y"]})
             })
         );
-        assert_eq!(
-            decode(r#"1:"World!""#).unwrap().value,
-            Value::String("World!".into())
-        );
+        assert_eq!(decode(r#"1:"World!""#).unwrap().value, Value::String("World!".into()));
     }
 
     #[test]

@@ -189,9 +189,7 @@ impl Store {
                         migration_failed_before = true;
                         tracing::warn!(error = %error_chain(&e), "creating the database schema failed; retrying");
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %error_chain(&e), "creating the database schema failed")
-                    }
+                    Err(e) => tracing::debug!(error = %error_chain(&e), "creating the database schema failed"),
                 }
             }
             self.delete_stale_entries().await;
@@ -209,9 +207,7 @@ impl Store {
                         "deleted every cached entry after losing track of stale keys"
                     );
                 }
-                Err(e) => {
-                    tracing::debug!(error = %error_chain(&e), "deleting cached entries failed; retrying")
-                }
+                Err(e) => tracing::debug!(error = %error_chain(&e), "deleting cached entries failed; retrying"),
             },
             Pending::Keys(keys) => {
                 let mut done = 0;
@@ -329,10 +325,8 @@ impl StaleKeys {
     }
 
     fn update_size(&self, inner: &StaleInner) {
-        self.size.store(
-            inner.keys.len() + usize::from(inner.overflowed),
-            Ordering::Release,
-        );
+        self.size
+            .store(inner.keys.len() + usize::from(inner.overflowed), Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StaleInner> {

@@ -154,8 +154,7 @@ impl Db {
                 Ok(())
             })
             .await;
-        self.metrics
-            .db_operation(DbOp::Ping, result.is_ok(), started.elapsed());
+        self.metrics.db_operation(DbOp::Ping, result.is_ok(), started.elapsed());
         result
     }
 
@@ -184,16 +183,11 @@ impl Db {
     }
 
     /// Runs `op` under the statement timeout, on top of the pool's own acquire timeout.
-    async fn bounded<T>(
-        &self,
-        op: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    async fn bounded<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         let limit = self.acquire_timeout + self.query_timeout;
         match tokio::time::timeout(limit, op).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(Unavailable::Timeout(
-                self.query_timeout,
-            ))),
+            Err(_) => Err(StoreError::Unavailable(Unavailable::Timeout(self.query_timeout))),
         }
     }
 
@@ -224,18 +218,13 @@ fn classify(error: tokio_postgres::Error) -> StoreError {
     match &code.code()[..2] {
         // Data exception, e.g. a `\u0000` in a JSON string, which Postgres text cannot hold.
         "22" => {
-            let message = error
-                .as_db_error()
-                .map_or("invalid value", |e| e.message())
-                .to_owned();
+            let message = error.as_db_error().map_or("invalid value", |e| e.message()).to_owned();
             StoreError::InvalidValue(format!("value cannot be stored: {message}"))
         }
         // Connection exception, insufficient resources, operator intervention (shutdown, recovery).
         "08" | "53" | "57" => StoreError::Unavailable(Unavailable::Postgres(error)),
         // A missing table is being created again by the background task.
-        _ if *code == SqlState::UNDEFINED_TABLE => {
-            StoreError::Unavailable(Unavailable::Postgres(error))
-        }
+        _ if *code == SqlState::UNDEFINED_TABLE => StoreError::Unavailable(Unavailable::Postgres(error)),
         _ => StoreError::Internal(error),
     }
 }

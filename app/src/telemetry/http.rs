@@ -118,10 +118,7 @@ where
             .map(|m| m.track_active_request(method_label(&method)));
         // Lines logged while handling the request (errors, dependency warnings) carry its id through this span.
         // A valid id is visible ASCII, so `to_str` cannot fail.
-        let span = tracing::info_span!(
-            "request",
-            request_id = request_id.to_str().unwrap_or_default()
-        );
+        let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or_default());
         // Not entered here: calling a route only builds its future; the handler runs when it is polled, below.
         let inner = self.inner.call(req);
         RequestTelemetryFuture {
@@ -163,12 +160,7 @@ where
         let latency = this.started.elapsed();
         let status = response.status().as_u16();
         if let Some(metrics) = &this.metrics {
-            metrics.record_request(
-                method_label(&this.method),
-                this.route.as_str(),
-                status,
-                latency,
-            );
+            metrics.record_request(method_label(&this.method), this.route.as_str(), status, latency);
         }
         let request_id = this.request_id.take().expect("polled after completion");
         request_log::log(&RequestLine {
@@ -184,9 +176,7 @@ where
 }
 
 fn is_valid_request_id(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.len() <= MAX_REQUEST_ID_LEN
-        && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
 /// 32 hex digits, unique within the process and unpredictable across processes: a counter, offset by a
@@ -269,20 +259,13 @@ mod tests {
                     "ok"
                 }),
             )
-            .layer(RequestTelemetryLayer::new(Some(Metrics::new(
-                true, "1", "r",
-            ))));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+            .layer(RequestTelemetryLayer::new(Some(Metrics::new(true, "1", "r"))));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let response = tracing::subscriber::with_default(subscriber, || {
             runtime.block_on(router.oneshot(request)).unwrap()
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        let lines = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (response, lines)
     }
 
@@ -302,10 +285,7 @@ mod tests {
         assert_eq!(request_line["message"], "request");
         assert_eq!(request_line["target"], "app::http");
         assert_eq!(request_line["method"], "GET");
-        assert_eq!(
-            request_line["route"], "/items/{id}",
-            "the template, not the path"
-        );
+        assert_eq!(request_line["route"], "/items/{id}", "the template, not the path");
         assert_eq!(request_line["status"], 200);
         assert_eq!(request_line["request_id"], "drill-42");
         assert!(request_line["latency_ms"].as_f64().unwrap() >= 0.0);
@@ -318,10 +298,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let (response, lines) = through_layer(request);
-        let id = response.headers()[REQUEST_ID_HEADER]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let id = response.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_owned();
         assert_eq!(id.len(), 32);
         let [request_line] = &lines[..] else {
             panic!("expected one line: {lines:?}")
@@ -343,8 +320,7 @@ mod tests {
 
     #[test]
     fn generated_request_ids_do_not_repeat() {
-        let ids: std::collections::HashSet<_> =
-            (0..10_000).map(|_| generate_request_id()).collect();
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| generate_request_id()).collect();
         assert_eq!(ids.len(), 10_000);
     }
 

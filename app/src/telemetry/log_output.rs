@@ -154,8 +154,7 @@ mod tests {
     fn captured() -> (BatchedStdout, Arc<Mutex<Vec<u8>>>) {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
-        let writer =
-            BatchedStdout::to_sink(move |bytes| sink.lock().unwrap().extend_from_slice(bytes));
+        let writer = BatchedStdout::to_sink(move |bytes| sink.lock().unwrap().extend_from_slice(bytes));
         (writer, out)
     }
 
@@ -216,10 +215,7 @@ mod tests {
             tracing::warn!("trouble");
         });
         let logged = text(&out);
-        assert!(
-            logged.contains("routine") && logged.contains("trouble"),
-            "{logged}"
-        );
+        assert!(logged.contains("routine") && logged.contains("trouble"), "{logged}");
         assert!(logged.find("routine") < logged.find("trouble"), "{logged}");
     }
 }

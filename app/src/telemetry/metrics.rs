@@ -11,12 +11,9 @@ use std::time::Duration;
 
 use axum::http::Method;
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
-    Gauge, Histogram,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram,
 };
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Latency of API requests, by method, route template and status code.
 pub const HTTP_SERVER_REQUEST_DURATION_SECONDS: &str = "http_server_request_duration_seconds";
@@ -107,12 +104,7 @@ pub struct MetricSpec {
     pub collected: bool,
 }
 
-const fn spec(
-    name: &'static str,
-    kind: MetricType,
-    help: &'static str,
-    labels: &'static [&'static str],
-) -> MetricSpec {
+const fn spec(name: &'static str, kind: MetricType, help: &'static str, labels: &'static [&'static str]) -> MetricSpec {
     MetricSpec {
         name,
         kind,
@@ -399,42 +391,33 @@ impl Metrics {
         }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        let (
-            cache_hit,
-            cache_miss,
-            cache_error,
-            postgres_timeouts,
-            redis_timeouts,
-            fault_errors,
-            fault_latency,
-        ) = metrics::with_local_recorder(&recorder, || {
-            for spec in CONTRACT.iter().filter(|s| !s.collected) {
-                match spec.kind {
-                    MetricType::Counter => describe_counter!(spec.name, spec.help),
-                    MetricType::Gauge | MetricType::Untyped => {
-                        describe_gauge!(spec.name, spec.help)
+        let (cache_hit, cache_miss, cache_error, postgres_timeouts, redis_timeouts, fault_errors, fault_latency) =
+            metrics::with_local_recorder(&recorder, || {
+                for spec in CONTRACT.iter().filter(|s| !s.collected) {
+                    match spec.kind {
+                        MetricType::Counter => describe_counter!(spec.name, spec.help),
+                        MetricType::Gauge | MetricType::Untyped => describe_gauge!(spec.name, spec.help),
+                        MetricType::Histogram => describe_histogram!(spec.name, spec.help),
                     }
-                    MetricType::Histogram => describe_histogram!(spec.name, spec.help),
                 }
-            }
-            gauge!(APP_BUILD_INFO, "version" => version.to_owned(), "revision" => revision.to_owned()).set(1.0);
-            for method in ["GET", "POST"] {
-                gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => method).set(0.0);
-            }
-            let zero = |c: Counter| {
-                c.increment(0);
-                c
-            };
-            (
-                zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "hit")),
-                zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "miss")),
-                zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "error")),
-                zero(counter!(DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL, "pool_name" => "postgres")),
-                zero(counter!(DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL, "pool_name" => "redis")),
-                gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[0]),
-                gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[1]),
-            )
-        });
+                gauge!(APP_BUILD_INFO, "version" => version.to_owned(), "revision" => revision.to_owned()).set(1.0);
+                for method in ["GET", "POST"] {
+                    gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => method).set(0.0);
+                }
+                let zero = |c: Counter| {
+                    c.increment(0);
+                    c
+                };
+                (
+                    zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "hit")),
+                    zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "miss")),
+                    zero(counter!(CACHE_REQUESTS_TOTAL, "result" => "error")),
+                    zero(counter!(DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL, "pool_name" => "postgres")),
+                    zero(counter!(DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL, "pool_name" => "redis")),
+                    gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[0]),
+                    gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[1]),
+                )
+            });
         fault_errors.set(0.0);
         fault_latency.set(0.0);
         Metrics {
@@ -463,10 +446,7 @@ impl Metrics {
     /// Counts one API request in flight until the returned guard is dropped (also when the client goes away).
     /// `method` is a [`method_label`].
     pub fn track_active_request(&self, method: &'static str) -> ActiveRequest {
-        let index = METHOD_LABELS
-            .iter()
-            .position(|m| *m == method)
-            .unwrap_or(METHOD_LABELS.len() - 1);
+        let index = METHOD_LABELS.iter().position(|m| *m == method).unwrap_or(METHOD_LABELS.len() - 1);
         let gauge = self.inner.active[index].get_or_init(|| {
             metrics::with_local_recorder(&self.inner.recorder, || {
                 gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => METHOD_LABELS[index])
@@ -477,18 +457,10 @@ impl Metrics {
     }
 
     /// Records one finished API request. `method` is a [`method_label`], `route` a route template.
-    pub fn record_request(
-        &self,
-        method: &'static str,
-        route: &str,
-        status: u16,
-        elapsed: Duration,
-    ) {
+    pub fn record_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let find = |series: &[DurationSeries]| {
-            series
-                .iter()
-                .position(|(m, s, _)| *m == method && *s == status)
+            series.iter().position(|(m, s, _)| *m == method && *s == status)
         };
         if let Some(series) = read(&self.inner.durations).get(route) {
             if let Some(i) = find(series) {
@@ -496,11 +468,7 @@ impl Metrics {
                 return;
             }
         }
-        let mut durations = self
-            .inner
-            .durations
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut durations = self.inner.durations.write().unwrap_or_else(|e| e.into_inner());
         let series = durations.entry(route.to_owned()).or_default();
         // Another thread may have added it between the two locks.
         let i = find(series).unwrap_or_else(|| {
@@ -533,8 +501,7 @@ impl Metrics {
             return;
         }
         metrics::with_local_recorder(&self.inner.recorder, || {
-            histogram!(CACHE_OPERATION_DURATION_SECONDS, "operation" => op.as_str())
-                .record(elapsed.as_secs_f64());
+            histogram!(CACHE_OPERATION_DURATION_SECONDS, "operation" => op.as_str()).record(elapsed.as_secs_f64());
         });
     }
 
@@ -568,9 +535,7 @@ impl Metrics {
     /// Sets the fault injection gauges.
     pub fn set_fault_active(&self, errors: bool, latency: bool) {
         self.inner.fault_errors.set(if errors { 1.0 } else { 0.0 });
-        self.inner
-            .fault_latency
-            .set(if latency { 1.0 } else { 0.0 });
+        self.inner.fault_latency.set(if latency { 1.0 } else { 0.0 });
     }
 
     /// Renders everything the recorder holds as Prometheus text (collected families are appended by the caller).
@@ -600,9 +565,8 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 /// Every value of the `http_request_method` label; `_OTHER` last.
-pub const METHOD_LABELS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
-];
+pub const METHOD_LABELS: [&str; 10] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER"];
 
 /// The `http_request_method` label: the standard methods by name, anything else as `_OTHER`, so that a client
 /// cannot create series by inventing methods.
@@ -686,15 +650,9 @@ mod tests {
     #[test]
     fn unknown_methods_share_one_label_value() {
         assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(
-            method_label(&Method::from_bytes(b"BREW").unwrap()),
-            "_OTHER"
-        );
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "_OTHER");
         for label in METHOD_LABELS.iter().filter(|l| **l != "_OTHER") {
-            assert_eq!(
-                method_label(&Method::from_bytes(label.as_bytes()).unwrap()),
-                *label
-            );
+            assert_eq!(method_label(&Method::from_bytes(label.as_bytes()).unwrap()), *label);
         }
     }
 
@@ -708,18 +666,9 @@ mod tests {
         metrics.record_request("POST", "/set", 200, Duration::from_millis(1));
         let text = metrics.render();
         for (labels, count) in [
-            (
-                r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="200""#,
-                3,
-            ),
-            (
-                r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="404""#,
-                1,
-            ),
-            (
-                r#"http_request_method="POST",http_route="/set",http_response_status_code="200""#,
-                1,
-            ),
+            (r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="200""#, 3),
+            (r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="404""#, 1),
+            (r#"http_request_method="POST",http_route="/set",http_response_status_code="200""#, 1),
         ] {
             let line = format!("http_server_request_duration_seconds_count{{{labels}}} {count}");
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");

@@ -7,9 +7,8 @@ use std::sync::Mutex;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::metrics::{
-    spec_of, write_header, PROCESS_CPU_SECONDS_TOTAL, PROCESS_MAX_FDS, PROCESS_OPEN_FDS,
-    PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_START_TIME_SECONDS, PROCESS_THREADS,
-    PROCESS_VIRTUAL_MEMORY_BYTES,
+    spec_of, write_header, PROCESS_CPU_SECONDS_TOTAL, PROCESS_MAX_FDS, PROCESS_OPEN_FDS, PROCESS_RESIDENT_MEMORY_BYTES,
+    PROCESS_START_TIME_SECONDS, PROCESS_THREADS, PROCESS_VIRTUAL_MEMORY_BYTES,
 };
 
 /// Reads this process's figures on demand.
@@ -36,14 +35,9 @@ impl ProcessCollector {
         system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[pid]),
             true,
-            ProcessRefreshKind::nothing()
-                .with_memory()
-                .with_cpu()
-                .with_tasks(),
+            ProcessRefreshKind::nothing().with_memory().with_cpu().with_tasks(),
         );
-        let Some(process) = system.process(pid) else {
-            return;
-        };
+        let Some(process) = system.process(pid) else { return };
         let mut family = |name: &str, value: Option<f64>| {
             if let Some(value) = value {
                 write_header(out, spec_of(name));
@@ -55,24 +49,12 @@ impl ProcessCollector {
             Some(process.accumulated_cpu_time() as f64 / 1000.0),
         );
         family(PROCESS_RESIDENT_MEMORY_BYTES, Some(process.memory() as f64));
-        family(
-            PROCESS_VIRTUAL_MEMORY_BYTES,
-            Some(process.virtual_memory() as f64),
-        );
+        family(PROCESS_VIRTUAL_MEMORY_BYTES, Some(process.virtual_memory() as f64));
         family(PROCESS_OPEN_FDS, process.open_files().map(|n| n as f64));
-        family(
-            PROCESS_MAX_FDS,
-            process.open_files_limit().map(|n| n as f64),
-        );
-        family(
-            PROCESS_START_TIME_SECONDS,
-            Some(process.start_time() as f64),
-        );
+        family(PROCESS_MAX_FDS, process.open_files_limit().map(|n| n as f64));
+        family(PROCESS_START_TIME_SECONDS, Some(process.start_time() as f64));
         // sysinfo's task list holds the other threads, not the main one.
-        family(
-            PROCESS_THREADS,
-            process.tasks().map(|t| (t.len() + 1) as f64),
-        );
+        family(PROCESS_THREADS, process.tasks().map(|t| (t.len() + 1) as f64));
     }
 }
 

@@ -20,11 +20,7 @@ use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 pub struct JsonSpanFields;
 
 impl<'writer> FormatFields<'writer> for JsonSpanFields {
-    fn format_fields<R: RecordFields>(
-        &self,
-        mut writer: Writer<'writer>,
-        fields: R,
-    ) -> fmt::Result {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
         let mut out = Staged::new(&mut writer);
         out.write_char('{')?;
         write_members(&mut out, true, fields)?;
@@ -115,13 +111,7 @@ impl<W: Write> Visit for Members<'_, W> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinities; serde_json writes them as null too.
-        self.member(field, |out| {
-            if value.is_finite() {
-                write!(out, "{value}")
-            } else {
-                out.write_str("null")
-            }
-        });
+        self.member(field, |out| if value.is_finite() { write!(out, "{value}") } else { out.write_str("null") });
     }
 }
 
@@ -285,22 +275,11 @@ mod tests {
         let mut out = String::new();
         let long = "x".repeat(300);
         let mut staged = Staged::new(&mut out);
-        for piece in [
-            "{",
-            "\"a\":\"",
-            &long,
-            "\"",
-            ",\"b\":\"",
-            &long[..250],
-            "\"}",
-        ] {
+        for piece in ["{", "\"a\":\"", &long, "\"", ",\"b\":\"", &long[..250], "\"}"] {
             staged.write_str(piece).unwrap();
         }
         staged.flush().unwrap();
-        assert_eq!(
-            out,
-            format!("{{\"a\":\"{long}\",\"b\":\"{}\"}}", &long[..250])
-        );
+        assert_eq!(out, format!("{{\"a\":\"{long}\",\"b\":\"{}\"}}", &long[..250]));
     }
 
     #[test]

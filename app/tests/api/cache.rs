@@ -20,11 +20,7 @@ async fn delta<F: std::future::Future<Output = ()>>(app: &TestApp, f: F) -> [f64
     let before = counts(&app.metrics().await);
     f.await;
     let after = counts(&app.metrics().await);
-    [
-        after[0] - before[0],
-        after[1] - before[1],
-        after[2] - before[2],
-    ]
+    [after[0] - before[0], after[1] - before[1], after[2] - before[2]]
 }
 
 async fn redis_connection(app: &TestApp) -> redis::aio::MultiplexedConnection {
@@ -79,10 +75,7 @@ async fn a_miss_fills_the_cache_with_a_ttl_so_the_next_read_hits() {
     .await;
     assert_eq!(d, [0.0, 1.0, 0.0], "the first read misses");
     let ttl: i64 = redis.ttl(&entry).await.unwrap();
-    assert!(
-        ttl > 0 && ttl <= app.config.cache_ttl.as_secs() as i64,
-        "ttl {ttl}"
-    );
+    assert!(ttl > 0 && ttl <= app.config.cache_ttl.as_secs() as i64, "ttl {ttl}");
     let d = delta(&app, async {
         assert_eq!(value_of(&app, &key).await, json!({"a": 1}));
     })
@@ -111,10 +104,7 @@ async fn an_older_version_never_replaces_a_newer_cache_entry() {
     let cached: String = redis.get(&entry).await.unwrap();
     assert_eq!(cached, r#"2:"second""#, "entries carry the row version");
     // A slow reader that read version 1 tries to fill the cache late: the newer entry stays.
-    let cache = Cache::new(
-        &app.config,
-        app::telemetry::metrics::Metrics::new(true, "test", "test"),
-    );
+    let cache = Cache::new(&app.config, app::telemetry::metrics::Metrics::new(true, "test", "test"));
     assert!(!cache.put_if_newer(&key, 1, &json!("first")).await.unwrap());
     assert_eq!(value_of(&app, &key).await, "second");
     // A newer version does replace it.
@@ -179,10 +169,7 @@ async fn with_postgres_unreachable_writes_fail_fast_with_503() {
     assert_eq!(response.status(), 503);
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        body,
-        json!({"status": "error", "message": "database unavailable"})
-    );
+    assert_eq!(body, json!({"status": "error", "message": "database unavailable"}));
     assert_eq!(app.get_key_json(&app.key("uncached")).await.status(), 503);
     assert_eq!(app.get("/").await.status(), 503);
     let response = app.get("/status").await;
@@ -194,10 +181,5 @@ async fn with_postgres_unreachable_writes_fail_fast_with_503() {
     assert_eq!(app.get("/healthcheck").await.status(), 200);
     assert_eq!(app.get("/helloworld").await.status(), 200);
     let metrics = app.metrics().await;
-    assert!(
-        metrics.value_or_zero(
-            "db_client_connection_timeouts_total",
-            &[("pool_name", "postgres")]
-        ) >= 1.0
-    );
+    assert!(metrics.value_or_zero("db_client_connection_timeouts_total", &[("pool_name", "postgres")]) >= 1.0);
 }

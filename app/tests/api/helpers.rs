@@ -27,8 +27,7 @@ pub struct TestApp {
 /// The configuration of a test application: the environment's (`APP_DATABASE_URL` and `APP_REDIS_URL` default to
 /// the native stack's), on free ports, with fault injection allowed.
 pub fn test_config() -> Config {
-    let mut config =
-        Config::from_env().expect("the APP_* variables of the test environment are valid");
+    let mut config = Config::from_env().expect("the APP_* variables of the test environment are valid");
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.fault_injection_enabled = true;
@@ -72,10 +71,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
 
 fn unique_prefix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!(
         "t{}-{nanos:x}-{}",
         std::process::id(),
@@ -209,10 +205,8 @@ impl Metrics {
     /// The value of the series `name{labels}` (labels given in any order, all of them), if present.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples().into_iter().find_map(|(n, l, v)| {
-            let wanted: BTreeSet<(String, String)> = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let wanted: BTreeSet<(String, String)> =
+                labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             (n == name && l == wanted).then_some(v)
         })
     }
@@ -230,17 +224,10 @@ impl Metrics {
             .map(|line| {
                 let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
                 let (name, labels) = match series.split_once('{') {
-                    Some((name, rest)) => (
-                        name,
-                        parse_labels(rest.strip_suffix('}').expect("closing brace")),
-                    ),
+                    Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect("closing brace"))),
                     None => (series, BTreeSet::new()),
                 };
-                (
-                    name.to_owned(),
-                    labels,
-                    value.parse().expect("a numeric value"),
-                )
+                (name.to_owned(), labels, value.parse().expect("a numeric value"))
             })
             .collect()
     }
@@ -250,12 +237,7 @@ impl Metrics {
         self.samples()
             .into_iter()
             .filter(|(n, _, _)| n == name)
-            .flat_map(|(_, labels, _)| {
-                labels
-                    .into_iter()
-                    .filter(|(k, _)| k == label)
-                    .map(|(_, v)| v)
-            })
+            .flat_map(|(_, labels, _)| labels.into_iter().filter(|(k, _)| k == label).map(|(_, v)| v))
             .collect()
     }
 }
@@ -266,10 +248,7 @@ fn parse_labels(s: &str) -> BTreeSet<(String, String)> {
     let mut rest = s;
     while let Some((key, after)) = rest.split_once("=\"") {
         let end = after.find('"').expect("closing quote");
-        out.insert((
-            key.trim_start_matches(',').to_owned(),
-            after[..end].to_owned(),
-        ));
+        out.insert((key.trim_start_matches(',').to_owned(), after[..end].to_owned()));
         rest = &after[end + 1..];
     }
     out

@@ -26,10 +26,7 @@ async fn fault_injection_fails_and_delays_api_routes_but_not_health() {
         response.json::<Value>().await.unwrap(),
         json!({"status": "error", "message": "injected fault"})
     );
-    assert_eq!(
-        app.get(&format!("/get/{}", app.key("x"))).await.status(),
-        500
-    );
+    assert_eq!(app.get(&format!("/get/{}", app.key("x"))).await.status(), 500);
     assert_eq!(app.get("/healthcheck").await.status(), 200);
     assert_eq!(app.get("/status").await.status(), 200);
 
@@ -55,12 +52,7 @@ async fn fault_injection_fails_and_delays_api_routes_but_not_health() {
         "injected errors are measured like real ones"
     );
 
-    let response = app
-        .client
-        .delete(format!("{}/fault", app.admin))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.delete(format!("{}/fault", app.admin)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["active"], false);
     assert_eq!(app.get("/helloworld").await.status(), 200);
@@ -103,8 +95,7 @@ async fn a_partial_error_ratio_fails_that_fraction_of_requests() {
 #[tokio::test]
 async fn a_fault_expires_on_its_own() {
     let app = spawn_app().await;
-    app.set_fault(json!({"error_ratio": 1.0, "duration_seconds": 1}))
-        .await;
+    app.set_fault(json!({"error_ratio": 1.0, "duration_seconds": 1})).await;
     assert_eq!(app.get("/helloworld").await.status(), 500);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(app.get("/helloworld").await.status(), 200);
@@ -165,8 +156,7 @@ async fn fault_injection_is_refused_unless_enabled() {
 async fn shutdown_lets_in_flight_requests_finish() {
     let mut app = spawn_app().await;
     // A request that takes a second: injected latency.
-    app.set_fault(json!({"latency_ms": 1000, "duration_seconds": 60}))
-        .await;
+    app.set_fault(json!({"latency_ms": 1000, "duration_seconds": 60})).await;
     let url = format!("{}/helloworld", app.api);
     let client = app.client.clone();
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
@@ -174,27 +164,16 @@ async fn shutdown_lets_in_flight_requests_finish() {
 
     let (result, took) = app.shutdown().await;
     result.expect("clean shutdown");
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request completes");
+    let response = in_flight.await.unwrap().expect("the in-flight request completes");
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({"msg": "Hello World"})
-    );
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"msg": "Hello World"}));
     assert!(
         took >= Duration::from_millis(500),
         "shutdown waited for the request ({took:?})"
     );
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     // Stopped accepting.
-    assert!(app
-        .client
-        .get(format!("{}/healthcheck", app.api))
-        .send()
-        .await
-        .is_err());
+    assert!(app.client.get(format!("{}/healthcheck", app.api)).send().await.is_err());
 }
 
 #[tokio::test]
@@ -311,20 +290,15 @@ async fn every_documented_operation_is_served_under_its_template() {
             if template == "/query" {
                 path.push_str("?param=abca");
             }
-            let request = app.client.request(
-                method.to_uppercase().parse().unwrap(),
-                format!("{}{path}", app.api),
-            );
+            let request = app
+                .client
+                .request(method.to_uppercase().parse().unwrap(), format!("{}{path}", app.api));
             let request = match template.as_str() {
                 "/set" => request.json(&json!({"key": key, "value": 1})),
                 _ => request,
             };
             let response = request.send().await.unwrap();
-            assert!(
-                response.status().is_success(),
-                "{method} {path}: {}",
-                response.status()
-            );
+            assert!(response.status().is_success(), "{method} {path}: {}", response.status());
         }
     }
     // Each documented path is exactly a route template the metrics know.

@@ -15,40 +15,20 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
     (
         "http_server_request_duration_seconds",
         "histogram",
-        &[
-            "http_request_method",
-            "http_route",
-            "http_response_status_code",
-        ],
+        &["http_request_method", "http_route", "http_response_status_code"],
     ),
-    (
-        "http_server_active_requests",
-        "gauge",
-        &["http_request_method"],
-    ),
+    ("http_server_active_requests", "gauge", &["http_request_method"]),
     ("cache_requests_total", "counter", &["result"]),
-    (
-        "cache_operation_duration_seconds",
-        "histogram",
-        &["operation"],
-    ),
+    ("cache_operation_duration_seconds", "histogram", &["operation"]),
     (
         "db_client_operation_duration_seconds",
         "histogram",
         &["db_operation_name", "outcome"],
     ),
     // Exposed as untyped: promtool rejects a gauge whose name ends in _count; PromQL treats both alike.
-    (
-        "db_client_connection_count",
-        "untyped",
-        &["pool_name", "state"],
-    ),
+    ("db_client_connection_count", "untyped", &["pool_name", "state"]),
     ("db_client_connection_max", "gauge", &["pool_name"]),
-    (
-        "db_client_connection_timeouts_total",
-        "counter",
-        &["pool_name"],
-    ),
+    ("db_client_connection_timeouts_total", "counter", &["pool_name"]),
     ("app_build_info", "gauge", &["version", "revision"]),
     ("app_fault_injection_active", "gauge", &["kind"]),
     ("process_cpu_seconds_total", "counter", &[]),
@@ -61,8 +41,7 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
 ];
 
 const HTTP_BUCKETS: &[&str] = &[
-    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
-    "2.5", "5", "10", "+Inf",
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
 ];
 
 const ROUTE_TEMPLATES: &[&str] = &[
@@ -125,19 +104,11 @@ async fn the_scrape_holds_exactly_the_contract() {
         .map(|(n, t, _)| (n.to_string(), t.to_string()))
         .collect();
     assert_eq!(types, expected, "metric families and their types");
-    assert_eq!(
-        helped,
-        expected.keys().cloned().collect(),
-        "every family has HELP text"
-    );
+    assert_eq!(helped, expected.keys().cloned().collect(), "every family has HELP text");
 
     for (name, kind, labels) in CONTRACT {
         let series_names: Vec<String> = if *kind == "histogram" {
-            vec![
-                format!("{name}_bucket"),
-                format!("{name}_sum"),
-                format!("{name}_count"),
-            ]
+            vec![format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count")]
         } else {
             vec![name.to_string()]
         };
@@ -164,12 +135,7 @@ async fn the_scrape_holds_exactly_the_contract() {
             n == "http_server_request_duration_seconds_bucket"
                 && labels.contains(&("http_route".to_owned(), "/helloworld".to_owned()))
         })
-        .flat_map(|(_, labels, _)| {
-            labels
-                .into_iter()
-                .filter(|(k, _)| k == "le")
-                .map(|(_, v)| v)
-        })
+        .flat_map(|(_, labels, _)| labels.into_iter().filter(|(k, _)| k == "le").map(|(_, v)| v))
         .collect();
     assert_eq!(
         buckets,
@@ -192,21 +158,13 @@ async fn the_scrape_holds_exactly_the_contract() {
         ["get", "set"].map(String::from).into()
     );
     assert_eq!(
-        metrics.label_values(
-            "db_client_operation_duration_seconds_count",
-            "db_operation_name"
-        ),
-        ["migrate", "ping", "select", "upsert"]
-            .map(String::from)
-            .into()
+        metrics.label_values("db_client_operation_duration_seconds_count", "db_operation_name"),
+        ["migrate", "ping", "select", "upsert"].map(String::from).into()
     );
     for pool in ["postgres", "redis"] {
         for state in ["idle", "used"] {
             assert!(metrics
-                .value(
-                    "db_client_connection_count",
-                    &[("pool_name", pool), ("state", state)]
-                )
+                .value("db_client_connection_count", &[("pool_name", pool), ("state", state)])
                 .is_some());
         }
     }
@@ -236,10 +194,7 @@ async fn known_series_exist_before_any_traffic() {
     }
     for pool in ["postgres", "redis"] {
         assert_eq!(
-            metrics.value(
-                "db_client_connection_timeouts_total",
-                &[("pool_name", pool)]
-            ),
+            metrics.value("db_client_connection_timeouts_total", &[("pool_name", pool)]),
             Some(0.0)
         );
         assert!(metrics
@@ -253,10 +208,7 @@ async fn known_series_exist_before_any_traffic() {
         );
     }
     assert_eq!(
-        metrics.value(
-            "http_server_active_requests",
-            &[("http_request_method", "GET")]
-        ),
+        metrics.value("http_server_active_requests", &[("http_request_method", "GET")]),
         Some(0.0)
     );
 }
@@ -273,12 +225,7 @@ async fn promtool_finds_nothing_to_lint() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool is installed (Debian package prometheus; native/install.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.0.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(metrics.0.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -329,12 +276,7 @@ async fn a_thousand_random_unmatched_paths_add_only_the_unmatched_route() {
         for path in chunk {
             let url = format!("{}{path}", app.api);
             let client = app.client.clone();
-            requests.spawn(async move {
-                (
-                    client.get(&url).send().await.expect("answers").status(),
-                    url,
-                )
-            });
+            requests.spawn(async move { (client.get(&url).send().await.expect("answers").status(), url) });
         }
         while let Some(done) = requests.join_next().await {
             let (status, url) = done.unwrap();
@@ -380,30 +322,15 @@ async fn with_metrics_disabled_requests_are_not_measured() {
             &[("version", app::VERSION), ("revision", app::REVISION)]
         )
         .is_some());
-    assert!(metrics
-        .value("process_resident_memory_bytes", &[])
-        .is_some());
+    assert!(metrics.value("process_resident_memory_bytes", &[]).is_some());
 }
 
 #[tokio::test]
 async fn the_admin_listener_answers_404_and_405_in_json() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(format!("{}/nope", app.admin))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(format!("{}/nope", app.admin)).send().await.unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(
-        response.json::<serde_json::Value>().await.unwrap()["status"],
-        "error"
-    );
-    let response = app
-        .client
-        .post(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["status"], "error");
+    let response = app.client.post(format!("{}/metrics", app.admin)).send().await.unwrap();
     assert_eq!(response.status(), 405);
 }

@@ -5,10 +5,7 @@ use serde_json::{json, Value};
 use crate::helpers::{encode, spawn_app};
 
 async fn json_body(response: reqwest::Response) -> Value {
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(
         content_type.starts_with("application/json"),
         "content-type {content_type}"
@@ -74,21 +71,12 @@ async fn home_stores_hello_and_reads_it_back() {
         .starts_with("text/html"));
     let html = response.text().await.unwrap();
     assert!(html.contains("Initial set key on redis : Hello"), "{html}");
-    assert!(
-        html.contains("Value retrieved from redis: World!"),
-        "{html}"
-    );
+    assert!(html.contains("Value retrieved from redis: World!"), "{html}");
     for link in ["/helloworld", "/status", "/get/foo", "/openapi.json"] {
-        assert!(
-            html.contains(&format!("href=\"{link}\"")),
-            "no link to {link}"
-        );
+        assert!(html.contains(&format!("href=\"{link}\"")), "no link to {link}");
     }
     let response = app.get("/get/Hello").await;
-    assert_eq!(
-        json_body(response).await,
-        json!({"key": "Hello", "value": "World!"})
-    );
+    assert_eq!(json_body(response).await, json!({"key": "Hello", "value": "World!"}));
 }
 
 #[tokio::test]
@@ -101,18 +89,11 @@ async fn set_key_stores_and_answers_in_escaped_html() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert_eq!(
-        response.text().await.unwrap(),
-        format!("{key} is set to bar")
-    );
+    assert_eq!(response.text().await.unwrap(), format!("{key} is set to bar"));
 
     let key = app.key("<b>");
     let response = app
-        .get(&format!(
-            "/set_key/{}/{}",
-            encode(&key),
-            encode("<script>x&y</script>")
-        ))
+        .get(&format!("/set_key/{}/{}", encode(&key), encode("<script>x&y</script>")))
         .await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
@@ -168,10 +149,7 @@ async fn set_then_get_round_trips_any_json_value() {
         );
         let response = app.get_key_json(&key).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(
-            json_body(response).await,
-            json!({"key": key, "value": value})
-        );
+        assert_eq!(json_body(response).await, json!({"key": key, "value": value}));
     }
 }
 
@@ -210,18 +188,11 @@ async fn set_rejects_malformed_json_and_other_content_types() {
     let body = json_body(response).await;
     assert_eq!(body["status"], "error");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("malformed JSON"),
+        body["message"].as_str().unwrap().starts_with("malformed JSON"),
         "{body}"
     );
 
-    for content_type in [
-        None,
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
-    ] {
+    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
         let mut request = app.client.post(&url).body(r#"{"key":"a","value":1}"#);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
@@ -238,10 +209,7 @@ async fn bodies_over_the_limit_get_413_json() {
     let big = "a".repeat(app.config.max_body_bytes);
     let response = app.set(&app.key("big"), json!(big)).await;
     assert_eq!(response.status(), 413);
-    assert_error(
-        &json_body(response).await,
-        "request body is larger than the limit",
-    );
+    assert_error(&json_body(response).await, "request body is larger than the limit");
     // Just under the limit is fine.
     let fits = "a".repeat(app.config.max_body_bytes - 100);
     assert_eq!(app.set(&app.key("fits"), json!(fits)).await.status(), 200);
@@ -302,31 +270,17 @@ async fn all_key_routes_share_one_store() {
     // /set (string) → /get_key: the string itself.
     let key = app.key("b");
     app.set(&key, json!("baz")).await;
-    assert_eq!(
-        app.get(&format!("/get_key/{key}"))
-            .await
-            .text()
-            .await
-            .unwrap(),
-        "baz"
-    );
+    assert_eq!(app.get(&format!("/get_key/{key}")).await.text().await.unwrap(), "baz");
     // /set (object) → /get_key: its JSON text.
     let key = app.key("c");
     app.set(&key, json!({"x": [1, 2]})).await;
     assert_eq!(
-        app.get(&format!("/get_key/{key}"))
-            .await
-            .text()
-            .await
-            .unwrap(),
+        app.get(&format!("/get_key/{key}")).await.text().await.unwrap(),
         r#"{"x":[1,2]}"#
     );
     // A later write wins everywhere.
     app.get(&format!("/set_key/{key}/new")).await;
-    assert_eq!(
-        json_body(app.get_key_json(&key).await).await["value"],
-        "new"
-    );
+    assert_eq!(json_body(app.get_key_json(&key).await).await["value"], "new");
 }
 
 #[tokio::test]
@@ -342,14 +296,9 @@ async fn query_counts_repeated_characters() {
     ] {
         let response = app.get(&format!("/query?param={}", encode(param))).await;
         assert_eq!(response.status(), 200, "{param}");
-        assert_eq!(
-            json_body(response).await,
-            json!({"param": param, "count": count})
-        );
+        assert_eq!(json_body(response).await, json!({"param": param, "count": count}));
     }
-    let response = app
-        .get(&format!("/query?param={}", encode("ééü🙂🙂")))
-        .await;
+    let response = app.get(&format!("/query?param={}", encode("ééü🙂🙂"))).await;
     assert_eq!(json_body(response).await["count"], 2);
 }
 
@@ -366,23 +315,12 @@ async fn query_without_param_is_400_json() {
 #[tokio::test]
 async fn unknown_paths_get_404_json() {
     let app = spawn_app().await;
-    for path in [
-        "/nope",
-        "/get",
-        "/get/a/b",
-        "/set_key/only-key",
-        "/helloworld/extra",
-    ] {
+    for path in ["/nope", "/get", "/get/a/b", "/set_key/only-key", "/helloworld/extra"] {
         let response = app.get(path).await;
         assert_eq!(response.status(), 404, "{path}");
         assert_error(&json_body(response).await, "not found");
     }
-    let response = app
-        .client
-        .post(format!("{}/nope", app.api))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.post(format!("{}/nope", app.api)).send().await.unwrap();
     assert_eq!(response.status(), 404);
 }
 

@@ -22,11 +22,7 @@ fn main() {
     let mut renders = 500usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .expect("a whole number after the option")
-        };
+        let mut value = || args.next().and_then(|v| v.parse().ok()).expect("a whole number after the option");
         match arg.as_str() {
             "--scale" => scale = value(),
             "--renders" => renders = value(),
@@ -37,9 +33,7 @@ fn main() {
         }
     }
     let mut exposition = String::new();
-    std::io::stdin()
-        .read_to_string(&mut exposition)
-        .expect("stdin is text");
+    std::io::stdin().read_to_string(&mut exposition).expect("stdin is text");
     let series = request_series(&exposition);
     if series.is_empty() {
         eprintln!("metrics-render: no http_server_request_duration_seconds_count series on stdin");
@@ -51,19 +45,10 @@ fn main() {
         let method: &'static str = Box::leak(method.clone().into_boxed_str());
         let status: u16 = status.parse().expect("a numeric status code");
         for i in 0..scale {
-            let route = if i == 0 {
-                route.clone()
-            } else {
-                format!("{route}/s{i}")
-            };
+            let route = if i == 0 { route.clone() } else { format!("{route}/s{i}") };
             for n in 0..SAMPLES_PER_SERIES {
                 // Spread over the buckets: 0.2 ms to 20 ms.
-                metrics.record_request(
-                    method,
-                    &route,
-                    status,
-                    Duration::from_micros(200 * (1 + n * n / 4)),
-                );
+                metrics.record_request(method, &route, status, Duration::from_micros(200 * (1 + n * n / 4)));
             }
         }
     }
