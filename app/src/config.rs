@@ -484,16 +484,31 @@ mod tests {
         assert!(!config.fault_injection_enabled);
     }
 
-    /// A token file in the temporary directory, unique to the calling test.
-    fn token_file(test: &str, content: &str) -> String {
-        let path = std::env::temp_dir().join(format!("app-config-test-{}-{test}", std::process::id()));
-        std::fs::write(&path, content).unwrap();
-        path.display().to_string()
+    /// A token file in the temporary directory, unique to the calling test; removed when dropped.
+    struct TokenFile(std::path::PathBuf);
+
+    impl TokenFile {
+        fn new(test: &str, content: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("app-config-test-{}-{test}", std::process::id()));
+            std::fs::write(&path, content).unwrap();
+            TokenFile(path)
+        }
+
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    impl Drop for TokenFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
     #[test]
     fn variables_override_defaults() {
-        let token = token_file("override", "0123456789abcdef0123\n");
+        let file = TokenFile::new("override", "0123456789abcdef0123\n");
+        let token = file.path();
         let config = from(&[
             ("APP_LISTEN_ADDR", "0.0.0.0:0"),
             ("APP_LOG_FORMAT", "JSON"),
@@ -543,7 +558,8 @@ mod tests {
             ("space", "a token with spaces in it\n"),
             ("empty", "\n"),
         ] {
-            let path = token_file(test, content);
+            let file = TokenFile::new(test, content);
+            let path = file.path();
             let err = from(&[("APP_ADMIN_TOKEN_FILE", &path)]).unwrap_err();
             assert_eq!(err.var, "APP_ADMIN_TOKEN_FILE");
             let shown = err.to_string();
@@ -556,7 +572,8 @@ mod tests {
 
     #[test]
     fn the_token_never_shows_and_compares_whole() {
-        let path = token_file("debug", "s3cret-s3cret-s3cret");
+        let file = TokenFile::new("debug", "s3cret-s3cret-s3cret");
+        let path = file.path();
         let config = from(&[("APP_ADMIN_TOKEN_FILE", &path), ("APP_FAULT_INJECTION_ENABLED", "true")]).unwrap();
         assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
         let token = config.admin_token.unwrap();

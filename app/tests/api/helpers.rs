@@ -29,12 +29,15 @@ pub struct TestApp {
 /// The admin token of every test application (see [`admin_token_file`]).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
-/// A file holding [`ADMIN_TOKEN`] (with a trailing newline, as `echo` writes it), written once per test process.
+/// A file holding [`ADMIN_TOKEN`] (with a trailing newline, as `echo` writes it). One path for every test process,
+/// each writing it whole and renaming it into place, so that none ever reads it half written and runs leave one file.
 pub fn admin_token_file() -> PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("app-test-admin-token-{}", std::process::id()));
-        std::fs::write(&path, format!("{ADMIN_TOKEN}\n")).expect("the temporary directory is writable");
+        let path = std::env::temp_dir().join("app-test-admin-token");
+        let staged = path.with_extension(std::process::id().to_string());
+        std::fs::write(&staged, format!("{ADMIN_TOKEN}\n")).expect("the temporary directory is writable");
+        std::fs::rename(&staged, &path).expect("the token file is put in place");
         path
     })
     .clone()
