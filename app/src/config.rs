@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything the service reads from its environment. `.env.example` at the repository root lists every variable
@@ -24,7 +25,16 @@ pub struct Config {
     /// Log filter in `tracing` directive syntax (`APP_LOG_LEVEL`, default `info`; `warn` drops the per-request lines).
     pub log_level: String,
     /// Whether the admin listener accepts fault injection (`APP_FAULT_INJECTION_ENABLED`, default `false`).
+    /// Requires [`Config::admin_token`].
     pub fault_injection_enabled: bool,
+    /// The bearer token every `/fault` request on the admin listener must carry (`APP_ADMIN_TOKEN_FILE`: a file
+    /// holding it, read once at startup, surrounding whitespace trimmed; default none). Required while fault
+    /// injection is enabled, so that no other local user can inject faults; `/metrics` needs none.
+    pub admin_token: Option<AdminToken>,
+    /// `Host` header values the admin listener accepts besides its own address (`APP_ADMIN_ALLOWED_HOSTS`,
+    /// comma-separated `host:port`, default none), for a listener reached by a name, such as `app:8081` under
+    /// compose. Any other name is refused, so that a web page cannot reach it through DNS rebinding.
+    pub admin_allowed_hosts: Vec<String>,
     /// Whether requests are measured (`APP_METRICS_ENABLED`, default `true`). When `false` no metrics middleware sits
     /// on the request path and cache/database timings are not recorded; `/metrics` still serves the build, process
     /// and pool series. Benchmarks use it to measure the cost of instrumentation.
@@ -67,6 +77,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             fault_injection_enabled: false,
+            admin_token: None,
+            admin_allowed_hosts: Vec::new(),
             metrics_enabled: true,
             cache_ttl: Duration::from_secs(300),
             db_pool_max_size: 10,
@@ -150,6 +162,46 @@ fn redact_url(url: &str) -> String {
     out
 }
 
+/// The admin listener's token. A secret: `Debug` shows `AdminToken(***)`, there is no `Display` and no way to
+/// read it back; [`AdminToken::matches`] compares a candidate with it in constant time.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8]>);
+
+impl AdminToken {
+    /// Shortest token accepted: guessing must be hopeless even without a rate limit.
+    pub const MIN_LEN: usize = 16;
+    /// Longest token accepted.
+    pub const MAX_LEN: usize = 1024;
+
+    /// A token of [`Self::MIN_LEN`] to [`Self::MAX_LEN`] visible ASCII characters (what fits in an HTTP header
+    /// unquoted); `None` otherwise.
+    pub fn new(token: &str) -> Option<Self> {
+        let valid =
+            (Self::MIN_LEN..=Self::MAX_LEN).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic());
+        valid.then(|| AdminToken(token.as_bytes().into()))
+    }
+
+    /// Whether `candidate` is the token. The time taken depends on the lengths only, never on where the two
+    /// differ, so timing the answers does not reveal the token a byte at a time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let token = &self.0;
+        let mut difference = u8::from(token.len() != candidate.len());
+        for i in 0..token.len().max(candidate.len()) {
+            let a = token.get(i).copied().unwrap_or(0);
+            let b = candidate.get(i).copied().unwrap_or(0);
+            difference |= a ^ b;
+        }
+        // Keeps the optimiser from turning the loop into an early exit.
+        std::hint::black_box(difference) == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
 /// A variable that holds something the service cannot use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -163,11 +215,15 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}={:?} is invalid: expected {}",
-            self.var, self.value, self.expected
-        )
+        if self.value.is_empty() {
+            write!(f, "{} is not set: expected {}", self.var, self.expected)
+        } else {
+            write!(
+                f,
+                "{}={:?} is invalid: expected {}",
+                self.var, self.value, self.expected
+            )
+        }
     }
 }
 
@@ -219,6 +275,8 @@ impl Config {
                 }
             },
             fault_injection_enabled: vars.flag("APP_FAULT_INJECTION_ENABLED", d.fault_injection_enabled)?,
+            admin_token: vars.token_file("APP_ADMIN_TOKEN_FILE")?,
+            admin_allowed_hosts: vars.hosts("APP_ADMIN_ALLOWED_HOSTS")?,
             metrics_enabled: vars.flag("APP_METRICS_ENABLED", d.metrics_enabled)?,
             cache_ttl: Duration::from_secs(vars.number(
                 "APP_CACHE_TTL_SECONDS",
@@ -241,6 +299,15 @@ impl Config {
             max_body_bytes: vars.number("APP_MAX_BODY_BYTES", d.max_body_bytes, 1, 64 * 1024 * 1024)?,
             max_key_bytes: vars.number("APP_MAX_KEY_BYTES", d.max_key_bytes, 1, 4096)?,
         };
+        // Secure by default: fault injection without a token would let any local user fail the API.
+        if config.fault_injection_enabled && config.admin_token.is_none() {
+            return Err(ConfigError::new(
+                "APP_ADMIN_TOKEN_FILE",
+                "",
+                "a file holding the admin token, required while APP_FAULT_INJECTION_ENABLED is true \
+                 (clients of /fault send it as Authorization: Bearer <token>)",
+            ));
+        }
         Ok(config)
     }
 }
@@ -305,8 +372,65 @@ impl Vars<'_> {
         }
     }
 
+    /// The token held by the file the variable names. The error names the file, never its content.
+    fn token_file(&self, name: &'static str) -> Result<Option<AdminToken>, ConfigError> {
+        let Some(path) = self.get(name) else {
+            return Ok(None);
+        };
+        let path = path.trim().to_owned();
+        let content = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::new(
+                name,
+                path.clone(),
+                format!("a readable file holding the admin token ({e})"),
+            )
+        })?;
+        AdminToken::new(content.trim()).map(Some).ok_or_else(|| {
+            ConfigError::new(
+                name,
+                path,
+                format!(
+                    "a file holding {} to {} visible ASCII characters, such as the output of `openssl rand -hex 32`",
+                    AdminToken::MIN_LEN,
+                    AdminToken::MAX_LEN
+                ),
+            )
+        })
+    }
+
+    /// Comma-separated `host:port` entries, lowercased (host names are case-insensitive).
+    fn hosts(&self, name: &'static str) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                let valid = h.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
+                        && port.parse::<u16>().is_ok()
+                });
+                if valid {
+                    Ok(h.to_ascii_lowercase())
+                } else {
+                    Err(ConfigError::new(
+                        name,
+                        v.clone(),
+                        "comma-separated host:port entries such as app:8081",
+                    ))
+                }
+            })
+            .collect()
+    }
+
     fn database_url(&self, name: &'static str, default: SecretUrl) -> Result<SecretUrl, ConfigError> {
-        let Some(v) = self.get(name) else { return Ok(default) };
+        let Some(v) = self.get(name) else {
+            return Ok(default);
+        };
         let url = SecretUrl::new(v.trim());
         let valid = (url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
             && tokio_postgres::Config::from_str(url.expose()).is_ok();
@@ -322,7 +446,9 @@ impl Vars<'_> {
     }
 
     fn redis_url(&self, name: &'static str, default: SecretUrl) -> Result<SecretUrl, ConfigError> {
-        let Some(v) = self.get(name) else { return Ok(default) };
+        let Some(v) = self.get(name) else {
+            return Ok(default);
+        };
         let url = SecretUrl::new(v.trim());
         if url.0.starts_with("redis://") && bb8_redis::redis::Client::open(url.expose()).is_ok() {
             Ok(url)
@@ -358,12 +484,37 @@ mod tests {
         assert!(!config.fault_injection_enabled);
     }
 
+    /// A token file in the temporary directory, unique to the calling test; removed when dropped.
+    struct TokenFile(std::path::PathBuf);
+
+    impl TokenFile {
+        fn new(test: &str, content: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("app-config-test-{}-{test}", std::process::id()));
+            std::fs::write(&path, content).unwrap();
+            TokenFile(path)
+        }
+
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    impl Drop for TokenFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     #[test]
     fn variables_override_defaults() {
+        let file = TokenFile::new("override", "0123456789abcdef0123\n");
+        let token = file.path();
         let config = from(&[
             ("APP_LISTEN_ADDR", "0.0.0.0:0"),
             ("APP_LOG_FORMAT", "JSON"),
             ("APP_FAULT_INJECTION_ENABLED", "true"),
+            ("APP_ADMIN_TOKEN_FILE", &token),
+            ("APP_ADMIN_ALLOWED_HOSTS", "App:8081, prometheus-target:9000"),
             ("APP_METRICS_ENABLED", "0"),
             ("APP_DB_ACQUIRE_TIMEOUT_MS", "250"),
             ("APP_CACHE_TTL_SECONDS", "60"),
@@ -375,6 +526,75 @@ mod tests {
         assert!(!config.metrics_enabled);
         assert_eq!(config.db_acquire_timeout, Duration::from_millis(250));
         assert_eq!(config.cache_ttl, Duration::from_secs(60));
+        assert!(
+            config.admin_token.unwrap().matches(b"0123456789abcdef0123"),
+            "read and trimmed"
+        );
+        assert_eq!(config.admin_allowed_hosts, ["app:8081", "prometheus-target:9000"]);
+    }
+
+    #[test]
+    fn fault_injection_needs_a_token_file() {
+        let err = from(&[("APP_FAULT_INJECTION_ENABLED", "true")]).unwrap_err();
+        assert_eq!(err.var, "APP_ADMIN_TOKEN_FILE");
+        assert!(
+            err.to_string()
+                .starts_with("APP_ADMIN_TOKEN_FILE is not set: expected a file"),
+            "{err}"
+        );
+        let err = from(&[
+            ("APP_FAULT_INJECTION_ENABLED", "true"),
+            ("APP_ADMIN_TOKEN_FILE", "/nonexistent/token"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "APP_ADMIN_TOKEN_FILE");
+        assert!(err.to_string().contains("/nonexistent/token"), "{err}");
+    }
+
+    #[test]
+    fn a_weak_token_is_refused_without_showing_it() {
+        for (test, content) in [
+            ("short", "hunter2-short\n"),
+            ("space", "a token with spaces in it\n"),
+            ("empty", "\n"),
+        ] {
+            let file = TokenFile::new(test, content);
+            let path = file.path();
+            let err = from(&[("APP_ADMIN_TOKEN_FILE", &path)]).unwrap_err();
+            assert_eq!(err.var, "APP_ADMIN_TOKEN_FILE");
+            let shown = err.to_string();
+            assert!(shown.contains("visible ASCII"), "{shown}");
+            if !content.trim().is_empty() {
+                assert!(!shown.contains(content.trim()), "{shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_token_never_shows_and_compares_whole() {
+        let file = TokenFile::new("debug", "s3cret-s3cret-s3cret");
+        let path = file.path();
+        let config = from(&[("APP_ADMIN_TOKEN_FILE", &path), ("APP_FAULT_INJECTION_ENABLED", "true")]).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+        let token = config.admin_token.unwrap();
+        assert_eq!(format!("{token:?}"), "AdminToken(***)");
+        assert!(token.matches(b"s3cret-s3cret-s3cret"));
+        for wrong in [
+            &b"s3cret-s3cret-s3cre"[..],
+            b"s3cret-s3cret-s3cret!",
+            b"S3cret-s3cret-s3cret",
+            b"",
+        ] {
+            assert!(!token.matches(wrong), "{}", String::from_utf8_lossy(wrong));
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_host_and_port() {
+        for bad in ["app", "app:http", ":8081", "a b:1"] {
+            let err = from(&[("APP_ADMIN_ALLOWED_HOSTS", bad)]).unwrap_err();
+            assert_eq!(err.var, "APP_ADMIN_ALLOWED_HOSTS", "{bad}");
+        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The one error type of the HTTP edge. Every error answers with JSON `{"status":"error","message":"…"}`; client
 //! errors say what was wrong, server errors stay opaque and their cause chain is logged once, here.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
 use crate::store::StoreError;
+use crate::telemetry::escape::bounded;
+
+/// Longest error chain a log line carries: its messages may quote a request's input.
+pub const MAX_LOGGED_ERROR_CHARS: usize = 1024;
 
 /// The body of every error (`status` = `error`) and of a successful write (`status` = `success`), fields in
 /// this order.
@@ -40,6 +44,12 @@ pub enum ApiError {
     /// 403: the operation is switched off in the configuration.
     #[error("{0}")]
     Forbidden(String),
+    /// 401: the admin listener's token is missing or wrong; answered with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 421: the `Host` header names another server than this listener (DNS rebinding, see `admin`).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// 500 from fault injection (drills only).
     #[error("injected fault")]
     InjectedFault,
@@ -61,6 +71,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::InjectedFault | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -71,21 +83,31 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Internal(_) => tracing::error!(error = %error_chain(&self), "request failed"),
-            ApiError::Unavailable(..) => tracing::warn!(error = %error_chain(&self), "dependency unavailable"),
+            ApiError::Unavailable(..) => {
+                tracing::warn!(error = %error_chain(&self), "dependency unavailable")
+            }
             _ => {}
         }
-        (
+        let mut response = (
             self.status(),
             Json(Message {
                 status: "error",
                 message: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if let ApiError::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"admin\""),
+            );
+        }
+        response
     }
 }
 
-/// The error and all its sources, `: `-separated, for one log field.
+/// The error and all its sources, `: `-separated, for one log field; cut to [`MAX_LOGGED_ERROR_CHARS`]
+/// characters (with a marker), since a message may quote input. The log writer escapes control characters.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
@@ -94,7 +116,10 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         out.push_str(&e.to_string());
         source = e.source();
     }
-    out
+    match bounded(&out, MAX_LOGGED_ERROR_CHARS) {
+        std::borrow::Cow::Borrowed(_) => out,
+        std::borrow::Cow::Owned(cut) => cut,
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -129,12 +154,6 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
-    }
-}
-
 /// The innermost message of a rejection (serde's, with line and column), without axum's generic prefix.
 fn source_text(error: &dyn std::error::Error) -> String {
     let mut current = error;
@@ -163,6 +182,22 @@ mod tests {
         let error = ApiError::Internal("password authentication failed for user app".into());
         assert_eq!(error.to_string(), "internal error");
         assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn long_error_chains_are_cut_for_the_log() {
+        let error = ApiError::Internal("x".repeat(5000).into());
+        let chain = error_chain(&error);
+        assert!(chain.starts_with("internal error: xxx"), "{chain}");
+        assert!(chain.chars().count() < MAX_LOGGED_ERROR_CHARS + 40, "{}", chain.len());
+        assert!(chain.contains("cut"), "{chain}");
+    }
+
+    #[test]
+    fn unauthorized_answers_say_how_to_authenticate() {
+        let response = ApiError::Unauthorized("missing token".to_owned()).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"admin\"");
     }
 
     #[test]

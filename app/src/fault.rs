@@ -182,7 +182,9 @@ impl FaultInjector {
             Ok(())
         } else {
             Err(ApiError::Forbidden(
-                "fault injection is disabled; start the service with APP_FAULT_INJECTION_ENABLED=true".to_owned(),
+                "fault injection is disabled; start the service with APP_FAULT_INJECTION_ENABLED=true and \
+                 APP_ADMIN_TOKEN_FILE"
+                    .to_owned(),
             ))
         }
     }

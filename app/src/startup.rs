@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{admin_router, AdminState};
+use crate::admin::{admin_router, AdminAccess, AdminState};
 use crate::config::Config;
 use crate::fault::FaultInjector;
 use crate::listener::DrainingListener;
@@ -38,6 +38,11 @@ pub enum StartupError {
         #[source]
         source: io::Error,
     },
+    /// Fault injection is enabled without an admin token: anyone who reaches the admin listener could use it.
+    #[error(
+        "fault injection is enabled but no admin token is configured: set APP_ADMIN_TOKEN_FILE to a file holding it"
+    )]
+    NoAdminToken,
 }
 
 /// A built application: listeners bound, state wired, background tasks running, not yet serving.
@@ -54,6 +59,10 @@ impl Application {
     /// Binds both listeners (port 0 picks a free port) and creates the pools. Does not need Postgres or Redis:
     /// if Postgres is down, the schema is created by a background task once it answers.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // `Config::from_env` refuses this too; a configuration put together in code must not slip past it.
+        if config.fault_injection_enabled && config.admin_token.is_none() {
+            return Err(StartupError::NoAdminToken);
+        }
         let started = Instant::now();
         let metrics = Metrics::new(config.metrics_enabled, crate::VERSION, crate::REVISION);
         metrics.set_pool_max(PoolName::Postgres, config.db_pool_max_size);
@@ -98,6 +107,11 @@ impl Application {
             status_timeout: config.status_timeout,
             started,
         };
+        let admin_access = AdminAccess::new(
+            admin_listener.local_addr().expect("a bound listener has an address"),
+            config.admin_allowed_hosts.clone(),
+            config.admin_token.clone(),
+        );
         let admin_state = AdminState {
             metrics,
             store,
@@ -108,7 +122,7 @@ impl Application {
             api_listener,
             admin_listener,
             api_router: api_router(api_state),
-            admin_router: admin_router(admin_state, config.max_body_bytes),
+            admin_router: admin_router(admin_state, admin_access, config.max_body_bytes),
             shutdown_timeout: config.shutdown_timeout,
             background,
         })

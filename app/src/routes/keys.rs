@@ -3,17 +3,22 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::AppState;
+use super::{json_body, AppState};
 use crate::error::{ApiError, Message};
 
 /// `GET /set_key/{key}/{value}`: stores `value` as a JSON string; answers `key is set to value`, HTML-escaped.
+///
+/// `HEAD` (which axum routes to the GET handler) validates and answers the same headers without storing: HEAD is
+/// a safe method, and link checkers and prefetchers send it freely.
 pub async fn set_key(
+    method: Method,
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Html<String>, ApiError> {
@@ -26,7 +31,9 @@ pub async fn set_key(
         )));
     }
     let message = format!("{} is set to {}", escape_html(&key), escape_html(&value));
-    state.store.set(&key, &Value::String(value)).await?;
+    if method != Method::HEAD {
+        state.store.set(&key, &Value::String(value)).await?;
+    }
     Ok(Html(message))
 }
 
@@ -56,12 +63,14 @@ pub async fn get_key(
     })
 }
 
-/// `POST /set` with `{"key": string, "value": any JSON but null}`.
+/// `POST /set` with `{"key": string, "value": any JSON but null}`. The body is taken as checked JSON text and
+/// built by [`json_body`], which keeps numbers exact and refuses repeated member names.
 pub async fn set(
     State(state): State<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Json<Box<RawValue>>, JsonRejection>,
 ) -> Result<Json<Message>, ApiError> {
-    let Json(body) = body?;
+    let Json(raw) = body?;
+    let body = json_body::parse(raw.get(), state.limits.max_body_bytes)?;
     let (key, value) = parse_set_body(body)?;
     state.limits.check_key(&key)?;
     state.store.set(&key, &value).await?;

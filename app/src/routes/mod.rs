@@ -1,6 +1,7 @@
 //! The API: one table of every route (path, method, handler, whether fault injection covers it), turned into the
 //! router in one place. The same table keeps `/openapi.json` honest (see the test in `openapi`).
 
+pub mod json_body;
 mod keys;
 mod misc;
 pub mod openapi;

@@ -43,12 +43,15 @@ fn build() -> Value {
             "description": "Key-value service on Postgres with a Redis read-through cache. Every error is JSON \
                 {\"status\":\"error\",\"message\":\"…\"}, except the 404 of /get_key/{key}, which is text. \
                 Unknown paths answer 404, other methods on a known path 405, bodies over APP_MAX_BODY_BYTES \
-                (default 64 KiB) 413, keys over APP_MAX_KEY_BYTES (default 256 bytes) 400. While Postgres is unreachable every route \
-                that needs it answers 503 within a second, except reads of keys that Redis holds."
+                (default 64 KiB) 413, keys over APP_MAX_KEY_BYTES (default 256 bytes) 400, path or query parameters \
+                that are not UTF-8 once percent-decoded 400. HEAD is answered for every GET route, without side \
+                effects (HEAD / and HEAD /set_key/{key}/{value} store nothing). While Postgres is unreachable every route \
+                that needs it answers 503 within a second, except reads of keys that Redis holds. Every response \
+                carries X-Content-Type-Options: nosniff."
         },
         "paths": {
             "/": {"get": {
-                "summary": "HTML home page: stores Hello = World! and reads it back",
+                "summary": "HTML home page: stores Hello = World! and reads it back (HEAD: the same page, nothing stored)",
                 "operationId": "home",
                 "responses": {
                     "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
@@ -83,7 +86,7 @@ fn build() -> Value {
                 }
             }},
             "/set_key/{key}/{value}": {"get": {
-                "summary": "Stores value (as a JSON string) under key",
+                "summary": "Stores value (as a JSON string) under key (HEAD: validates, stores nothing)",
                 "operationId": "setKey",
                 "parameters": [key_param(), {
                     "name": "value", "in": "path", "required": true,
@@ -93,7 +96,7 @@ fn build() -> Value {
                 "responses": {
                     "200": {"description": "`key is set to value`, HTML-escaped",
                         "content": {"text/html": {"schema": {"type": "string"}, "example": "foo is set to bar"}}},
-                    "400": error_response("Invalid key"),
+                    "400": error_response("Invalid key, or key or value not UTF-8 once percent-decoded"),
                     "413": error_response("Value too large"),
                     "500": error_response(injected),
                     "503": error_response("Postgres unavailable")
@@ -112,7 +115,8 @@ fn build() -> Value {
                 }
             }},
             "/set": {"post": {
-                "summary": "Stores any JSON value under a key",
+                "summary": "Stores any JSON value under a key, exactly: numbers keep every digit (in the plain decimal form \
+                    Postgres stores: 1E+2 is stored as 100, 1.50 as 1.50); a member name repeated in one object is refused",
                 "operationId": "set",
                 "requestBody": {"required": true, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/SetRequest"},
@@ -123,8 +127,11 @@ fn build() -> Value {
                         "schema": {"$ref": "#/components/schemas/Success"},
                         "example": {"status": "success", "message": "Key-value pair is set successfully"}
                     }}},
-                    "400": error_response("Malformed JSON, or `Invalid key pair` (key missing, null or not a string; value missing or null), or key too long"),
-                    "413": error_response("Body larger than APP_MAX_BODY_BYTES"),
+                    "400": error_response("Malformed JSON (invalid UTF-8 included), a member name repeated in one object, \
+                        `Invalid key pair` (key missing, null or not a string; value missing or null), a key too long, or \
+                        a value Postgres cannot store (a \\u0000 in a string; a number with more than 131072 digits \
+                        before the decimal point or 16383 after it)"),
+                    "413": error_response("Body larger than APP_MAX_BODY_BYTES, also once its numbers are written out in full"),
                     "415": error_response("Content type is not application/json"),
                     "500": error_response(injected),
                     "503": error_response("Postgres unavailable")
@@ -155,7 +162,7 @@ fn build() -> Value {
                             "param": {"type": "string"}, "count": {"type": "integer", "minimum": 0}}},
                         "example": {"param": "acx333x", "count": 2}
                     }}},
-                    "400": error_response("Missing param"),
+                    "400": error_response("Missing or repeated param, or a query string that is not UTF-8 once percent-decoded"),
                     "500": error_response(injected)
                 }
             }},
@@ -175,9 +182,18 @@ fn build() -> Value {
                 "status": {"type": "string", "enum": ["success"]}, "message": {"type": "string"}}},
             "SetRequest": {"type": "object", "required": ["key", "value"], "properties": {
                 "key": {"type": "string", "minLength": 1, "description": "At most APP_MAX_KEY_BYTES bytes"},
-                "value": {"description": "Any JSON value except null"}}},
+                "value": {
+                    "description": "Any JSON value except null (null inside an array or object is a value like any \
+                        other); numbers are stored exactly",
+                    "nullable": false,
+                    "anyOf": [
+                        {"type": "string"}, {"type": "number"}, {"type": "boolean"},
+                        {"type": "array", "items": {}}, {"type": "object"}
+                    ]
+                }}},
             "KeyValue": {"type": "object", "required": ["key", "value"], "properties": {
-                "key": {"type": "string"}, "value": {"description": "The value as stored, any JSON"}}},
+                "key": {"type": "string"}, "value": {"description": "The value as stored, any JSON but null; numbers \
+                    in plain decimal form with every digit sent"}}},
             "Check": {"type": "object", "required": ["status", "latency_ms"], "properties": {
                 "status": {"type": "string", "enum": ["ok", "error"]},
                 "latency_ms": {"type": "number"},
@@ -219,6 +235,19 @@ mod tests {
             .map(|r| (r.method.to_string(), r.path.to_owned()))
             .collect();
         assert_eq!(documented, routed);
+    }
+
+    #[test]
+    fn a_set_request_value_may_not_be_null() {
+        let value = &document()["components"]["schemas"]["SetRequest"]["properties"]["value"];
+        assert_eq!(value["nullable"], false);
+        let types: Vec<&str> = value["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["type"].as_str().unwrap())
+            .collect();
+        assert!(!types.contains(&"null") && types.len() == 5, "{types:?}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Request middleware: the `x-request-id`, one log line per request, and the request metrics, in one layer.
+//! Request middleware: the `x-request-id`, one log line per request, the request metrics, and the
+//! `X-Content-Type-Options: nosniff` of every API response, in one layer.
 //!
 //! The layer is added with `Router::layer`, which axum applies to each route after routing, so the matched
 //! route template ([`MatchedPath`]) is known here; requests that match no route carry none and are labelled
@@ -19,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -170,7 +171,10 @@ where
             latency,
             request_id: request_id.to_str().unwrap_or_default(),
         });
-        response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+        let headers = response.headers_mut();
+        headers.insert(REQUEST_ID_HEADER, request_id);
+        // Several answers echo input (`/query`, error messages, stored values): no browser may sniff one into HTML.
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         Poll::Ready(Ok(response))
     }
 }

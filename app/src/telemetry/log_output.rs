@@ -8,6 +8,9 @@
 //! a failure is never held back. Lines keep their order: every write goes through the same buffer.
 //! The price: an `INFO` line reaches the log at most [`FLUSH_INTERVAL`] late, and is lost if the process is killed
 //! with SIGKILL or aborts within that window.
+//!
+//! Every line passes [`escape_line`] on its way into the buffer, whoever formatted it: what a request put into
+//! a field can neither start a second line nor reach a terminal as a control sequence (see [`super::escape`]).
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +18,8 @@ use std::time::Duration;
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
+
+use super::escape::{escape_line, needs_escaping};
 
 /// Buffered bytes that trigger a write: a few hundred request lines, one system call.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -84,10 +89,15 @@ impl BatchedStdout {
         self.append(line, false);
     }
 
+    /// Appends one line (the formatter hands over each event's line in one piece), escaped.
     fn append(&self, bytes: &[u8], urgent: bool) {
         let full = {
             let mut pending = lock(&self.shared.pending);
-            pending.extend_from_slice(bytes);
+            if needs_escaping(bytes) {
+                escape_line(bytes, &mut pending);
+            } else {
+                pending.extend_from_slice(bytes);
+            }
             pending.len() >= FLUSH_BYTES
         };
         if urgent || full {
@@ -199,6 +209,35 @@ mod tests {
         writer.append(b"last words\n", false);
         drop(LogFlushGuard(writer));
         assert_eq!(text(&out), "last words\n");
+    }
+
+    #[test]
+    fn a_field_with_newlines_and_escape_sequences_stays_one_clean_line() {
+        let (writer, out) = captured();
+        for json in [false, true] {
+            let builder = tracing_subscriber::fmt()
+                .with_writer(writer.clone())
+                .with_ansi(false)
+                .without_time();
+            let hostile = "k\nforged line\u{1b}[31m\u{9b}2J\u{7f}";
+            let log = || tracing::warn!(error = %hostile, key = hostile, "lookup failed: {hostile}");
+            if json {
+                tracing::subscriber::with_default(builder.json().finish(), log);
+            } else {
+                tracing::subscriber::with_default(builder.finish(), log);
+            }
+        }
+        let logged = text(&out);
+        let lines: Vec<&str> = logged.lines().collect();
+        assert_eq!(lines.len(), 2, "{logged}");
+        for line in &lines {
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "raw control character in {line:?}"
+            );
+        }
+        let json: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(json["fields"]["key"], "k\nforged line\u{1b}[31m\u{9b}2J\u{7f}");
     }
 
     #[test]

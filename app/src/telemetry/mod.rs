@@ -1,5 +1,6 @@
 //! Telemetry: log setup, the metric contract and the request middleware that measures and logs every request.
 
+pub mod escape;
 pub mod http;
 pub mod log_output;
 pub mod metrics;

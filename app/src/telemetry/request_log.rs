@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::Level;
 
+use super::escape::{bounded, MAX_FIELD_CHARS};
 use super::log_output::BatchedStdout;
 use crate::config::LogFormat;
 
@@ -26,7 +27,8 @@ pub const TARGET: &str = "app::http";
 /// What one request's line says.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLine<'a> {
-    /// The request method.
+    /// The request method, as the client sent it: any token, of any length. Logged cut to [`MAX_FIELD_CHARS`]
+    /// characters.
     pub method: &'a str,
     /// The matched route template (never the raw path), or `unmatched`.
     pub route: &'a str,
@@ -61,7 +63,7 @@ pub fn log(line: &RequestLine<'_>) {
         let latency_ms = line.latency.as_nanos() as f64 / 1e6;
         tracing::info!(
             target: TARGET,
-            method = %line.method,
+            method = %bounded(line.method, MAX_FIELD_CHARS),
             route = line.route,
             status = line.status,
             latency_ms,
@@ -85,13 +87,15 @@ pub fn log(line: &RequestLine<'_>) {
 /// Appends `line` as the subscriber would format it: for JSON, `{"timestamp":…,"level":"INFO","message":"request",
 /// "method":…,"route":…,"status":…,"latency_ms":…,"request_id":…,"target":"app::http"}`; for text,
 /// `<timestamp>  INFO app::http: request method=GET route="/x" status=200 latency_ms=… request_id=…`.
+/// Control characters are left to the writer, which escapes every line (see `log_output`).
 fn format_line(buf: &mut Vec<u8>, format: LogFormat, now: SystemTime, line: &RequestLine<'_>) {
+    let method = bounded(line.method, MAX_FIELD_CHARS);
     match format {
         LogFormat::Json => {
             buf.extend_from_slice(b"{\"timestamp\":\"");
             write_timestamp(buf, now);
             buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"method\":\"");
-            write_json_str(buf, line.method);
+            write_json_str(buf, &method);
             buf.extend_from_slice(b"\",\"route\":\"");
             write_json_str(buf, line.route);
             buf.extend_from_slice(b"\",\"status\":");
@@ -108,7 +112,7 @@ fn format_line(buf: &mut Vec<u8>, format: LogFormat, now: SystemTime, line: &Req
             let _ = write!(
                 buf,
                 "  INFO {TARGET}: request method={} route={:?} status={} latency_ms=",
-                line.method, line.route, line.status
+                method, line.route, line.status
             );
             write_latency_ms(buf, line.latency);
             let _ = writeln!(buf, " request_id={}", line.request_id);
@@ -306,6 +310,18 @@ mod tests {
         let parsed: Value = serde_json::from_str(&formatted(LogFormat::Json, &tricky)).unwrap();
         assert_eq!(parsed["request_id"], r#"a"b\c"#);
         assert_eq!(parsed["route"], "/tab\there\u{1}");
+    }
+
+    #[test]
+    fn a_long_method_is_cut_in_both_formats_and_both_paths() {
+        let method = "X".repeat(8000);
+        let long = RequestLine { method: &method, ..line() };
+        for format in [LogFormat::Json, LogFormat::Text] {
+            for logged in [formatted(format, &long), through_subscriber(format, &long)] {
+                assert!(logged.len() < 600, "{format:?}: {} bytes", logged.len());
+                assert!(logged.contains(&format!("{}…[cut, 8000 bytes]", "X".repeat(256))), "{logged}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! of its own, and read its metrics.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use app::{Application, Config};
@@ -24,10 +26,32 @@ pub struct TestApp {
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// The admin token of every test application (see [`admin_token_file`]).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// A file holding [`ADMIN_TOKEN`] (with a trailing newline, as `echo` writes it). One path for every test process,
+/// each writing it whole and renaming it into place, so that none ever reads it half written and runs leave one file.
+pub fn admin_token_file() -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join("app-test-admin-token");
+        let staged = path.with_extension(std::process::id().to_string());
+        std::fs::write(&staged, format!("{ADMIN_TOKEN}\n")).expect("the temporary directory is writable");
+        std::fs::rename(&staged, &path).expect("the token file is put in place");
+        path
+    })
+    .clone()
+}
+
 /// The configuration of a test application: the environment's (`APP_DATABASE_URL` and `APP_REDIS_URL` default to
-/// the native stack's), on free ports, with fault injection allowed.
+/// the native stack's), on free ports, with fault injection allowed and the admin token of [`admin_token_file`].
 pub fn test_config() -> Config {
-    let mut config = Config::from_env().expect("the APP_* variables of the test environment are valid");
+    let token_file = admin_token_file();
+    let mut config = Config::from_lookup(|name| match name {
+        "APP_ADMIN_TOKEN_FILE" => Some(token_file.display().to_string()),
+        _ => std::env::var(name).ok(),
+    })
+    .expect("the APP_* variables of the test environment are valid");
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.fault_injection_enabled = true;
@@ -149,11 +173,33 @@ impl TestApp {
         Metrics(response.text().await.unwrap())
     }
 
+    /// A request to the admin listener that carries the admin token.
+    pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
     /// Sets a fault through the admin listener.
     pub async fn set_fault(&self, body: serde_json::Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}/fault", self.admin))
+        self.admin_request(reqwest::Method::POST, "/fault")
             .json(&body)
+            .send()
+            .await
+            .expect("admin answers")
+    }
+
+    /// `GET /fault` with the admin token.
+    pub async fn get_fault(&self) -> reqwest::Response {
+        self.admin_request(reqwest::Method::GET, "/fault")
+            .send()
+            .await
+            .expect("admin answers")
+    }
+
+    /// `DELETE /fault` with the admin token.
+    pub async fn clear_fault(&self) -> reqwest::Response {
+        self.admin_request(reqwest::Method::DELETE, "/fault")
             .send()
             .await
             .expect("admin answers")
@@ -180,6 +226,22 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Sends `request` as is over a new connection to `base` (`http://host:port`) and returns everything the server
+/// answered until it closed the connection: for requests no HTTP client would send.
+pub async fn raw_request(base: &str, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .expect("the listener accepts");
+    stream.write_all(request).await.expect("the request is sent");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .expect("the answer is read");
+    answer
 }
 
 /// Percent-encodes everything but unreserved characters, for keys in paths.

@@ -52,7 +52,7 @@ async fn fault_injection_fails_and_delays_api_routes_but_not_health() {
         "injected errors are measured like real ones"
     );
 
-    let response = app.client.delete(format!("{}/fault", app.admin)).send().await.unwrap();
+    let response = app.clear_fault().await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["active"], false);
     assert_eq!(app.get("/helloworld").await.status(), 200);
@@ -75,15 +75,7 @@ async fn a_partial_error_ratio_fails_that_fraction_of_requests() {
         }
     }
     assert_eq!(failed, 5);
-    let fault: Value = app
-        .client
-        .get(format!("{}/fault", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fault: Value = app.get_fault().await.json().await.unwrap();
     assert_eq!(fault["latency_ms"], 0);
     let metrics = app.metrics().await;
     assert_eq!(
@@ -130,25 +122,9 @@ async fn fault_injection_is_refused_unless_enabled() {
     let app = spawn_with(config).await;
     let response = app.set_fault(json!({"error_ratio": 1.0})).await;
     assert_eq!(response.status(), 403);
-    let fault: Value = app
-        .client
-        .get(format!("{}/fault", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fault: Value = app.get_fault().await.json().await.unwrap();
     assert_eq!(fault["enabled"], false);
-    assert_eq!(
-        app.client
-            .delete(format!("{}/fault", app.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(app.clear_fault().await.status(), 403);
     assert_eq!(app.get("/helloworld").await.status(), 200);
 }
 

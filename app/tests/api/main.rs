@@ -2,8 +2,11 @@
 //! starts its own application (with its own metrics recorder) and uses keys of its own, so they run in parallel.
 //! Tests that stop Postgres or Redis live in `tests/outage.rs`.
 
+mod admin;
+mod binary;
 mod cache;
 mod helpers;
+mod input;
 mod lifecycle;
 mod metrics;
 mod routes;
