@@ -23,7 +23,7 @@ PROCESS_EXPORTER_PORT=${PROCESS_EXPORTER_PORT:-9256}
 # Every credential of the stack is a file here, made at the first `make up` by native/secrets.sh (README,
 # "Security"); the URLs below carry the ones that must be in a URL, once load_secrets has read them.
 SECRETS_DIR=${SECRETS_DIR:-$STATE_DIR/secrets}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)}
 
 # Binaries of the workspace; debug builds are enough for a local stack and build twice as fast here.
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
