@@ -192,12 +192,13 @@ impl Db {
                 }
                 tx.commit().await
             };
-            // Several statements: bounded as a whole by a multiple of the statement timeout.
-            match tokio::time::timeout(4 * self.query_timeout, work).await {
+            // A few statements, each under the server's limits, and the whole under the client's: startup waits no
+            // longer for a hung Postgres than for any other statement.
+            match tokio::time::timeout(self.query_timeout, work).await {
                 Ok(result) => result.map_err(classify),
                 Err(_) => {
                     self.give_up(&conn);
-                    Err(StoreError::Unavailable(Unavailable::Timeout(4 * self.query_timeout)))
+                    Err(StoreError::Unavailable(Unavailable::Timeout(self.query_timeout)))
                 }
             }
         }
