@@ -345,3 +345,31 @@ async fn a_write_updates_the_namespace_current_after_its_commit_even_when_its_ow
     assert_eq!(epoch().await, before + 1, "nobody else bumped the epoch meanwhile");
     assert_eq!(read_both(&reader, &key).await, (json!("new"), "new".to_owned()));
 }
+
+/// The window the store documents for several instances: another instance's write that bumped the epoch (here
+/// done by hand: the row updated and the epoch bumped, as a write whose cache update failed does) is seen by this
+/// instance within a second, when its background refresh reads the new epoch.
+#[tokio::test]
+async fn another_instances_bump_is_seen_within_a_second() {
+    let app = spawn_with(isolated_config().await).await;
+    app.assert_dependencies_up().await;
+    let key = app.key("elsewhere");
+    assert_eq!(app.set(&key, json!("old")).await.status(), 200);
+    assert_eq!(read_both(&app, &key).await.0, json!("old"));
+    let pg = postgres(&app.config).await;
+    pg.batch_execute(&format!(
+        "UPDATE kv_store SET value = '\"new\"', version = nextval('kv_version_seq') WHERE key = '{key}'; \
+         UPDATE kv_cache_epoch SET epoch = epoch + 1"
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    while read_both(&app, &key).await.0 != json!("new") {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the bump was not seen within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("another instance's bump seen after {:?}", started.elapsed());
+}
