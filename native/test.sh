@@ -48,8 +48,12 @@ cargo build --workspace --bins --tests --quiet
 step "start the native stack"
 NATIVE_SKIP_INSTALL=1 native/up.sh
 trap stop_stack EXIT
-# The Rust tests reach the stack's Postgres and Redis as the app does, with its credentials.
+# The Rust tests reach the stack's Postgres and Redis as the app does, with its credentials; to look at and
+# change what the app may not (other schemas, TTLs, CLIENT PAUSE) they use the administrators'.
 load_secrets
+TEST_DATABASE_ADMIN_URL=postgres://postgres:$(tr -d '\n' <"$SECRETS_DIR/postgres.password")@127.0.0.1:$PG_PORT/app
+TEST_REDIS_ADMIN_URL=redis://admin:$(tr -d '\n' <"$SECRETS_DIR/redis-admin.password")@127.0.0.1:$REDIS_PORT
+export TEST_DATABASE_ADMIN_URL TEST_REDIS_ADMIN_URL
 
 step "rules, rule tests, Alertmanager config, routing and inhibition"
 monitoring/check.sh

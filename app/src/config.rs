@@ -45,10 +45,12 @@ pub struct Config {
     pub db_pool_max_size: u32,
     /// Longest wait for a Postgres connection from the pool, and the connect timeout of a new one
     /// (`APP_DB_ACQUIRE_TIMEOUT_MS`, default 500, at most 999): bounds how long a request waits while Postgres is
-    /// down before it answers 503.
+    /// down before it answers 503. Also the longest a write waits for its key's turn while other writes of the
+    /// same key are in flight (then 503 `not_applied`).
     pub db_acquire_timeout: Duration,
-    /// Longest a single Postgres statement may run before the request fails with 503
-    /// (`APP_DB_QUERY_TIMEOUT_MS`, default 2000).
+    /// Longest the service waits for a Postgres statement before the request fails with 503
+    /// (`APP_DB_QUERY_TIMEOUT_MS`, default 2000); it then asks Postgres to cancel it. Postgres gives up first: each
+    /// connection sets `statement_timeout` to three quarters and `lock_timeout` to half of it.
     pub db_query_timeout: Duration,
     /// Maximum Redis connections (`APP_REDIS_POOL_MAX_SIZE`, default 8; each is multiplexed).
     pub redis_pool_max_size: u32,

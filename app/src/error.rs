@@ -1,5 +1,6 @@
 //! The one error type of the HTTP edge. Every error answers with JSON `{"status":"error","message":"…"}`; client
-//! errors say what was wrong, server errors stay opaque and their cause chain is logged once, here.
+//! errors say what was wrong, server errors stay opaque and their cause chain is logged once, here. A write route's
+//! 503 adds `"outcome"`: `not_applied` or `unknown` (see [`crate::store::Outcome`]).
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -7,20 +8,33 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::store::admission::Refused;
+use crate::store::{Outcome, StoreError, Unknown, WriteError};
 use crate::telemetry::escape::bounded;
 
 /// Longest error chain a log line carries: its messages may quote a request's input.
 pub const MAX_LOGGED_ERROR_CHARS: usize = 1024;
 
-/// The body of every error (`status` = `error`) and of a successful write (`status` = `success`), fields in
-/// this order.
+/// The body of a successful write (`status` = `success`), fields in this order; errors have the same two fields
+/// first (`status` = `error`), see [`ErrorBody`].
 #[derive(Debug, Serialize)]
 pub struct Message {
     /// `error` or `success`.
     pub status: &'static str,
     /// What happened.
     pub message: String,
+}
+
+/// The body of every error; `outcome` only on a write route's 503, saying whether the write took effect.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// `error`.
+    pub status: &'static str,
+    /// What happened.
+    pub message: String,
+    /// `not_applied` or `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
 }
 
 /// What a handler can fail with.
@@ -56,6 +70,18 @@ pub enum ApiError {
     /// 503: Postgres is unreachable or too slow; the message names the dependency, never its address.
     #[error("{0} unavailable")]
     Unavailable(&'static str, #[source] Box<dyn std::error::Error + Send + Sync>),
+    /// 503 from a write: the store could not complete it, and the body's `outcome` says whether it took effect.
+    /// The message is ours, never the cause's.
+    #[error("{message}")]
+    WriteFailed {
+        /// What the client reads.
+        message: &'static str,
+        /// Whether the write took effect.
+        outcome: Outcome,
+        /// Why, for the log.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// 500: anything else. The client sees `internal error`; the cause is logged.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -74,7 +100,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::InjectedFault | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(..) | ApiError::WriteFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -83,16 +109,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Internal(_) => tracing::error!(error = %error_chain(&self), "request failed"),
-            ApiError::Unavailable(..) => {
-                tracing::warn!(error = %error_chain(&self), "dependency unavailable")
+            ApiError::Unavailable(..) => tracing::warn!(error = %error_chain(&self), "dependency unavailable"),
+            ApiError::WriteFailed { outcome, .. } => {
+                tracing::warn!(error = %error_chain(&self), outcome = outcome.as_str(), "write failed")
             }
             _ => {}
         }
+        let outcome = match &self {
+            ApiError::WriteFailed { outcome, .. } => Some(outcome.as_str()),
+            _ => None,
+        };
         let mut response = (
             self.status(),
-            Json(Message {
+            Json(ErrorBody {
                 status: "error",
                 message: self.to_string(),
+                outcome,
             }),
         )
             .into_response();
@@ -129,6 +161,25 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidValue(message) => ApiError::BadRequest(message),
             StoreError::Internal(e) => ApiError::Internal(Box::new(e)),
         }
+    }
+}
+
+/// A failed write: a 503 carries its outcome; a 400 (a value Postgres cannot hold) or a 500 means nothing was
+/// written, like any other error without an `outcome`.
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> Self {
+        let outcome = error.outcome();
+        let (message, source): (_, Box<dyn std::error::Error + Send + Sync>) = match error {
+            WriteError::NotApplied(StoreError::Unavailable(e)) => ("database unavailable", Box::new(e)),
+            WriteError::NotApplied(other) => return other.into(),
+            WriteError::NotAdmitted(e @ Refused::Busy(_)) => ("too many writes of this key in flight", Box::new(e)),
+            WriteError::NotAdmitted(e @ Refused::Full(_)) => ("too many writes in flight", Box::new(e)),
+            WriteError::Unknown(e @ Unknown::CacheNotInvalidated(_)) => {
+                ("written, but reads may return the previous value for a while", Box::new(e))
+            }
+            WriteError::Unknown(e) => ("database did not confirm the write", Box::new(e)),
+        };
+        ApiError::WriteFailed { message, outcome, source }
     }
 }
 
@@ -198,6 +249,19 @@ mod tests {
         let response = ApiError::Unauthorized("missing token".to_owned()).into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"admin\"");
+    }
+
+    #[test]
+    fn a_failed_write_says_whether_it_took_effect() {
+        let pool_timeout = StoreError::Unavailable(crate::store::Unavailable::PoolTimeout);
+        let not_applied = ApiError::from(WriteError::NotApplied(pool_timeout));
+        assert_eq!(not_applied.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(not_applied, ApiError::WriteFailed { outcome: Outcome::NotApplied, .. }));
+        assert_eq!(not_applied.to_string(), "database unavailable");
+        let unknown = ApiError::from(WriteError::Unknown(Unknown::Timeout(std::time::Duration::from_secs(2))));
+        assert!(matches!(unknown, ApiError::WriteFailed { outcome: Outcome::Unknown, .. }));
+        let refused = ApiError::from(WriteError::NotApplied(StoreError::InvalidValue("bad".to_owned())));
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -21,6 +21,23 @@ fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+/// The 503 of a write route: the error body with `outcome`; `note` adds what is particular to the route.
+fn write_unavailable(note: &str) -> Value {
+    json!({
+        "description": format!("{note}The write could not be completed. `outcome` says whether it took effect: \
+            `not_applied` \
+            (nothing was written, and nothing will be: safe to retry) or `unknown` (it may have been written, now or \
+            a moment later; read the key or write it again). Messages: `database unavailable` (not_applied), \
+            `too many writes of this key in flight` and `too many writes in flight` (not_applied), \
+            `database did not confirm the write` (unknown), \
+            `written, but reads may return the previous value for a while` (unknown)."),
+        "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/WriteError"},
+            "example": {"status": "error", "message": "database unavailable", "outcome": "not_applied"}
+        }}
+    })
+}
+
 fn text_response(description: &str, example: &str) -> Value {
     json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}, "example": example}}})
 }
@@ -41,7 +58,9 @@ fn build() -> Value {
             "title": "app",
             "version": crate::VERSION,
             "description": "Key-value service on Postgres with a Redis read-through cache. Every error is JSON \
-                {\"status\":\"error\",\"message\":\"…\"}, except the 404 of /get_key/{key}, which is text. \
+                {\"status\":\"error\",\"message\":\"…\"}, except the 404 of /get_key/{key}, which is text; the 503 \
+                of a write route adds \"outcome\": \"not_applied\" or \"unknown\". Any other error of /set or \
+                /set_key means nothing was written. \
                 Unknown paths answer 404, other methods on a known path 405, bodies over APP_MAX_BODY_BYTES \
                 (default 64 KiB) 413, keys over APP_MAX_KEY_BYTES (default 256 bytes) 400, path or query parameters \
                 that are not UTF-8 once percent-decoded 400. HEAD is answered for every GET route, without side \
@@ -56,7 +75,7 @@ fn build() -> Value {
                 "responses": {
                     "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
                     "500": error_response(injected),
-                    "503": error_response("Postgres unavailable")
+                    "503": write_unavailable("Without `outcome`, the write succeeded and the read after it failed. ")
                 }
             }},
             "/helloworld": {"get": {
@@ -99,7 +118,7 @@ fn build() -> Value {
                     "400": error_response("Invalid key, or key or value not UTF-8 once percent-decoded"),
                     "413": error_response("Value too large"),
                     "500": error_response(injected),
-                    "503": error_response("Postgres unavailable")
+                    "503": write_unavailable("")
                 }
             }},
             "/get_key/{key}": {"get": {
@@ -134,7 +153,7 @@ fn build() -> Value {
                     "413": error_response("Body larger than APP_MAX_BODY_BYTES, also once its numbers are written out in full"),
                     "415": error_response("Content type is not application/json"),
                     "500": error_response(injected),
-                    "503": error_response("Postgres unavailable")
+                    "503": write_unavailable("")
                 }
             }},
             "/get/{key}": {"get": {
@@ -178,6 +197,10 @@ fn build() -> Value {
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["status", "message"], "properties": {
                 "status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
+            "WriteError": {"type": "object", "required": ["status", "message", "outcome"], "properties": {
+                "status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"},
+                "outcome": {"type": "string", "enum": ["not_applied", "unknown"],
+                    "description": "not_applied: not written and never will be. unknown: may be written."}}},
             "Success": {"type": "object", "required": ["status", "message"], "properties": {
                 "status": {"type": "string", "enum": ["success"]}, "message": {"type": "string"}}},
             "SetRequest": {"type": "object", "required": ["key", "value"], "properties": {
@@ -248,6 +271,15 @@ mod tests {
             .map(|t| t["type"].as_str().unwrap())
             .collect();
         assert!(!types.contains(&"null") && types.len() == 5, "{types:?}");
+    }
+
+    #[test]
+    fn every_write_route_documents_the_outcome_of_its_503() {
+        for (path, method) in [("/", "get"), ("/set_key/{key}/{value}", "get"), ("/set", "post")] {
+            let reference =
+                &document()["paths"][path][method]["responses"]["503"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(reference, "#/components/schemas/WriteError", "{method} {path}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Redis, the read-through cache: a bb8 pool, the entry format, and a short circuit breaker.
 //!
-//! An entry is `"<version>:<json>"` under `app:kv:<key>`, with a TTL. Entries are only ever replaced by a newer
-//! version (a Lua compare-and-set), so a slow reader that fills the cache with what it read cannot overwrite a
-//! value written after its read. Every command is bounded by `APP_REDIS_TIMEOUT_MS`; after a failure the cache is
-//! skipped for [`RETRY_AFTER`], so a stopped Redis costs one timeout per second, not one per request.
+//! An entry is `"<version>:<json>"` under `app:kv:<epoch>:<key>`, with a TTL. The epoch names the cache's current
+//! namespace (see `store` for why it exists); this module takes it as an argument and never decides it. Entries
+//! are only ever replaced by a newer version (a Lua compare-and-set), so a slow reader that fills the cache with
+//! what it read cannot overwrite a value written after its read. Every command is bounded by
+//! `APP_REDIS_TIMEOUT_MS`; after a failure the cache is skipped for [`RETRY_AFTER`], so a stopped Redis costs one
+//! timeout per second, not one per request.
 //!
 //! Pooled connections are checked with a `PING` when taken from the pool only if they have not answered a command
 //! within [`TRUSTED_FOR`], and are dropped from the pool after a connection-level failure (see [`Manager`]).
@@ -22,7 +24,7 @@ use super::{LastConnectError, PoolStats};
 use crate::config::Config;
 use crate::telemetry::metrics::{CacheOp, Metrics, PoolName};
 
-/// Namespace of the service's entries in Redis.
+/// Namespace of the service's entries in Redis, followed by the epoch (Redis ACLs allow the app `app:*` only).
 pub const KEY_PREFIX: &str = "app:kv:";
 
 /// How long the cache is skipped after a Redis failure.
@@ -83,9 +85,9 @@ pub struct Cache {
     max_size: u32,
     timeout: Duration,
     ttl_seconds: u64,
-    /// Milliseconds since `epoch` until which the cache is skipped; 0 when healthy.
+    /// Milliseconds since `created` until which the cache is skipped; 0 when healthy.
     skip_until_ms: AtomicU64,
-    epoch: Instant,
+    created: Instant,
     last_connect_error: LastConnectError,
     metrics: Metrics,
 }
@@ -111,26 +113,27 @@ impl Cache {
             timeout: config.redis_timeout,
             ttl_seconds: config.cache_ttl.as_secs(),
             skip_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            created: Instant::now(),
             last_connect_error,
             metrics,
         }
     }
 
-    /// Looks a key up.
-    pub async fn get(&self, key: &str) -> Result<Option<Cached>, CacheError> {
+    /// Looks a key up in the namespace of `epoch`.
+    pub async fn get(&self, epoch: i64, key: &str) -> Result<Option<Cached>, CacheError> {
         let raw: Option<String> = self
-            .query(Some(CacheOp::Get), &redis::Cmd::get(entry(key)), false)
+            .query(Some(CacheOp::Get), &redis::Cmd::get(entry(epoch, key)), false)
             .await?;
         raw.map(|raw| decode(&raw).ok_or(CacheError::Malformed)).transpose()
     }
 
-    /// Caches `value` at `version` unless a newer version is already cached. Returns whether it wrote.
-    pub async fn put_if_newer(&self, key: &str, version: i64, value: &Value) -> Result<bool, CacheError> {
+    /// Caches `value` at `version` in the namespace of `epoch` unless a newer version is already cached there.
+    /// Returns whether it wrote.
+    pub async fn put_if_newer(&self, epoch: i64, key: &str, version: i64, value: &Value) -> Result<bool, CacheError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(PUT_IF_NEWER)
             .arg(1)
-            .arg(entry(key))
+            .arg(entry(epoch, key))
             .arg(version)
             .arg(value.to_string())
             .arg(self.ttl_seconds);
@@ -138,34 +141,12 @@ impl Cache {
         Ok(wrote == 1)
     }
 
-    /// Removes a key's entry.
-    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+    /// Removes a key's entry from the namespace of `epoch`.
+    pub async fn delete(&self, epoch: i64, key: &str) -> Result<(), CacheError> {
         let _: i64 = self
-            .query(Some(CacheOp::Delete), &redis::Cmd::del(entry(key)), false)
+            .query(Some(CacheOp::Delete), &redis::Cmd::del(entry(epoch, key)), false)
             .await?;
         Ok(())
-    }
-
-    /// Removes every entry of the service (used when too many keys went stale to track one by one).
-    pub async fn delete_all(&self) -> Result<u64, CacheError> {
-        let pattern = format!("{KEY_PREFIX}*");
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let (next, keys): (u64, Vec<String>) = self.query(None, &scan, false).await?;
-            if !keys.is_empty() {
-                let mut unlink = redis::cmd("UNLINK");
-                unlink.arg(&keys);
-                let n: u64 = self.query(Some(CacheOp::Delete), &unlink, false).await?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
     }
 
     /// `PING`, for `/status`: always tried, even while the breaker skips the cache.
@@ -249,7 +230,7 @@ impl Cache {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.created.elapsed().as_millis() as u64
     }
 }
 
@@ -328,8 +309,10 @@ impl bb8::ManageConnection for Manager {
     }
 }
 
-fn entry(key: &str) -> String {
-    format!("{KEY_PREFIX}{key}")
+/// The Redis key of `key`'s entry in the namespace of `epoch`. The epoch holds no `:`, so every key maps to one
+/// entry and back.
+pub fn entry(epoch: i64, key: &str) -> String {
+    format!("{KEY_PREFIX}{epoch}:{key}")
 }
 
 fn decode(raw: &str) -> Option<Cached> {
@@ -390,7 +373,8 @@ mod tests {
     }
 
     #[test]
-    fn entries_live_under_the_service_prefix() {
-        assert_eq!(entry("Hello"), "app:kv:Hello");
+    fn entries_live_under_the_service_prefix_and_the_epoch() {
+        assert_eq!(entry(17, "Hello"), "app:kv:17:Hello");
+        assert_eq!(entry(17, "a:b"), "app:kv:17:a:b");
     }
 }

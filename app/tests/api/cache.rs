@@ -7,7 +7,7 @@ use app::store::cache::Cache;
 use bb8_redis::redis::{self, AsyncCommands};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_with, test_config, Metrics, TestApp};
+use crate::helpers::{cache_entry, isolated_config, redis_admin_url, spawn_app, spawn_with, test_config, Metrics, TestApp};
 
 const CACHE: &str = "cache_requests_total";
 
@@ -24,7 +24,7 @@ async fn delta<F: std::future::Future<Output = ()>>(app: &TestApp, f: F) -> [f64
 }
 
 async fn redis_connection(app: &TestApp) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(app.config.redis_url.expose()).unwrap();
+    let client = redis::Client::open(redis_admin_url(&app.config)).unwrap();
     client
         .get_multiplexed_async_connection()
         .await
@@ -67,7 +67,7 @@ async fn a_miss_fills_the_cache_with_a_ttl_so_the_next_read_hits() {
     let key = app.key("k");
     app.set(&key, json!({"a": 1})).await;
     let mut redis = redis_connection(&app).await;
-    let entry = format!("app:kv:{key}");
+    let entry = cache_entry(&app.config, &key).await;
     let _: () = redis.del(&entry).await.unwrap();
     let d = delta(&app, async {
         assert_eq!(value_of(&app, &key).await, json!({"a": 1}));
@@ -100,28 +100,34 @@ async fn an_older_version_never_replaces_a_newer_cache_entry() {
     app.set(&key, json!("first")).await;
     app.set(&key, json!("second")).await;
     let mut redis = redis_connection(&app).await;
-    let entry = format!("app:kv:{key}");
+    let entry = cache_entry(&app.config, &key).await;
+    let epoch: i64 = entry.trim_start_matches("app:kv:").split_once(':').unwrap().0.parse().unwrap();
     let cached: String = redis.get(&entry).await.unwrap();
-    assert_eq!(cached, r#"2:"second""#, "entries carry the row version");
-    // A slow reader that read version 1 tries to fill the cache late: the newer entry stays.
+    let (second, json) = cached.split_once(':').expect("entries carry the row version");
+    assert_eq!(json, r#""second""#);
+    let second: i64 = second.parse().unwrap();
+    // A slow reader that read the first version tries to fill the cache late: the newer entry stays.
     let cache = Cache::new(&app.config, app::telemetry::metrics::Metrics::new(true, "test", "test"));
-    assert!(!cache.put_if_newer(&key, 1, &json!("first")).await.unwrap());
+    assert!(!cache.put_if_newer(epoch, &key, second - 1, &json!("first")).await.unwrap());
     assert_eq!(value_of(&app, &key).await, "second");
     // A newer version does replace it.
-    assert!(cache.put_if_newer(&key, 3, &json!("third")).await.unwrap());
+    assert!(cache.put_if_newer(epoch, &key, second + 1, &json!("third")).await.unwrap());
     let cached: String = redis.get(&entry).await.unwrap();
-    assert_eq!(cached, r#"3:"third""#);
+    assert_eq!(cached, format!(r#"{}:"third""#, second + 1));
 }
 
 #[tokio::test]
 async fn with_redis_unreachable_reads_and_writes_use_postgres_and_count_errors() {
-    // A key written (and cached) by a healthy instance...
-    let healthy = spawn_app().await;
+    // A key written (and cached) by a healthy instance... Both use a schema of their own: the write with Redis
+    // unreachable bumps the cache epoch, which would turn other tests' hits into misses.
+    let isolated = isolated_config().await;
+    let healthy = spawn_with(isolated.clone()).await;
+    healthy.assert_dependencies_up().await;
     let cached = healthy.key("cached");
     healthy.set(&cached, json!("from postgres")).await;
 
     // ...read by an instance whose Redis is unreachable (nothing listens on port 1: every operation fails at once).
-    let mut config = test_config();
+    let mut config = isolated;
     config.redis_url = app::config::SecretUrl::new("redis://127.0.0.1:1");
     let app = spawn_with(config).await;
     let started = Instant::now();
@@ -133,14 +139,16 @@ async fn with_redis_unreachable_reads_and_writes_use_postgres_and_count_errors()
     .await;
     assert_eq!(d, [0.0, 0.0, 3.0], "each lookup counts one error");
 
-    // Writes succeed; the key is then read straight from Postgres (its cache entry may be stale) without a lookup.
+    // Writes succeed once the cache epoch was bumped (Redis may still hold an older entry under the old one).
+    let epoch_before = cache_entry(&app.config, "k").await;
     let written = app.key("written");
     assert_eq!(app.set(&written, json!("new")).await.status(), 200);
+    assert_ne!(cache_entry(&app.config, "k").await, epoch_before, "the write bumped the epoch");
     let d = delta(&app, async {
         assert_eq!(value_of(&app, &written).await, "new");
     })
     .await;
-    assert_eq!(d, [0.0, 0.0, 0.0]);
+    assert_eq!(d, [0.0, 0.0, 1.0], "the read tries the cache of the new epoch, fails and reads Postgres");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "a dead Redis must not stall requests"
@@ -169,7 +177,7 @@ async fn with_postgres_unreachable_writes_fail_fast_with_503() {
     assert_eq!(response.status(), 503);
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({"status": "error", "message": "database unavailable"}));
+    assert_eq!(body, json!({"status": "error", "message": "database unavailable", "outcome": "not_applied"}));
     assert_eq!(app.get_key_json(&app.key("uncached")).await.status(), 503);
     assert_eq!(app.get("/").await.status(), 503);
     let response = app.get("/status").await;

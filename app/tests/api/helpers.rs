@@ -1,5 +1,5 @@
 //! Shared helpers: start the real application on port 0 against the real Postgres and Redis, with a key prefix
-//! of its own, and read its metrics.
+//! of its own (or a Postgres schema of its own), stop it gracefully or abruptly, and read its metrics.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -56,6 +56,64 @@ pub fn test_config() -> Config {
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.fault_injection_enabled = true;
     config
+}
+
+/// The test configuration with a Postgres schema of its own (through the connection's `search_path`): its own
+/// `kv_store` and its own cache epoch, for tests that bump the epoch or count its bumps, which would otherwise
+/// turn other tests' cache hits into misses.
+pub async fn isolated_config() -> Config {
+    let mut config = test_config();
+    let schema = format!("t_{}", unique_prefix().replace('-', "_"));
+    // The app's role may not create schemas (it owns only its own): an administrator makes one it owns.
+    let app_role: String = postgres(&config).await.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    postgres_admin(&config)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION \"{app_role}\""))
+        .await
+        .expect("the test schema is created");
+    let url = config.database_url.expose();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    config.database_url = app::config::SecretUrl::new(format!("{url}{separator}options=-csearch_path%3D{schema}"));
+    config
+}
+
+/// A Postgres session as an administrator where the environment names one (`TEST_DATABASE_ADMIN_URL`, which
+/// `make test` sets to the superuser), else as the app.
+pub async fn postgres_admin(config: &Config) -> tokio_postgres::Client {
+    let Ok(url) = std::env::var("TEST_DATABASE_ADMIN_URL") else {
+        return postgres(config).await;
+    };
+    let (client, connection) =
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("Postgres is reachable as its administrator");
+    tokio::spawn(connection);
+    client
+}
+
+/// The URL of a Redis connection that may inspect and change what the app may not (TTL, CLIENT PAUSE, …): the
+/// stack's admin user where the environment names it (`TEST_REDIS_ADMIN_URL`, set by `make test`), else the app's.
+pub fn redis_admin_url(config: &Config) -> String {
+    std::env::var("TEST_REDIS_ADMIN_URL").unwrap_or_else(|_| config.redis_url.expose().to_owned())
+}
+
+/// A Postgres session of the test's own, beside the application's pool (to lock rows, delete them by hand, or
+/// read what was committed).
+pub async fn postgres(config: &Config) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(config.database_url.expose(), tokio_postgres::NoTls)
+        .await
+        .expect("Postgres is reachable from the test");
+    tokio::spawn(connection);
+    client
+}
+
+/// The Redis key of `key`'s cache entry, `app:kv:<epoch>:<key>`, under the epoch Postgres holds now.
+pub async fn cache_entry(config: &Config, key: &str) -> String {
+    let epoch: i64 = postgres(config)
+        .await
+        .query_one("SELECT epoch FROM kv_cache_epoch", &[])
+        .await
+        .expect("the cache epoch can be read")
+        .get(0);
+    format!("app:kv:{epoch}:{key}")
 }
 
 /// Starts the application with the test configuration and checks that Postgres and Redis are reachable: a test
@@ -203,6 +261,17 @@ impl TestApp {
             .send()
             .await
             .expect("admin answers")
+    }
+
+    /// Stops the application the way SIGKILL would: its tasks are dropped where they stand, with no graceful
+    /// shutdown and no chance to finish background work.
+    #[allow(dead_code)] // used by tests/outage.rs only
+    pub async fn kill(&mut self) {
+        let server = self.server.take().expect("not shut down yet");
+        server.abort();
+        let _ = server.await;
+        // Only now: a dropped sender would have started a graceful shutdown.
+        self.stop.take();
     }
 
     /// Triggers shutdown and waits for `run_until_stopped` to return; gives its result and how long it took.

@@ -30,12 +30,14 @@ async fn value_text(app: &TestApp, key: &str) -> String {
 }
 
 async fn forget_cached(app: &TestApp, key: &str) {
-    let client = redis::Client::open(app.config.redis_url.expose()).unwrap();
+    let client = redis::Client::open(crate::helpers::redis_admin_url(&app.config)).unwrap();
     let mut redis = client
         .get_multiplexed_async_connection()
         .await
         .expect("Redis is reachable");
-    let _: () = redis.del(format!("app:kv:{key}")).await.unwrap();
+    let entry = crate::helpers::cache_entry(&app.config, key).await;
+    let deleted: i64 = redis.del(&entry).await.unwrap();
+    assert_eq!(deleted, 1, "{entry} was cached");
 }
 
 async fn error_message(response: reqwest::Response) -> String {

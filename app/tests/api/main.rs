@@ -10,3 +10,4 @@ mod input;
 mod lifecycle;
 mod metrics;
 mod routes;
+mod writes;
