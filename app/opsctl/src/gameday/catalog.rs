@@ -304,8 +304,8 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pool-exhaustion",
-            what: "lock one key's row in Postgres in 1.5 s bursts while 16 clients write that key: the app's 10 \
-                   Postgres connections wait on the lock, other queries time out acquiring one",
+            what: "lock 16 keys' rows in Postgres in 1.5 s bursts while a client writes each: the app's 10 \
+                   Postgres connections wait on the locks, other queries time out acquiring one",
             fault: Fault::PoolExhaustion,
             expects: vec![
                 Expect {

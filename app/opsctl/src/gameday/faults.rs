@@ -851,20 +851,28 @@ impl Dilution {
 /// between bursts too (with exactly ten writers, a busy machine let the used count dip under 90% at a scrape, which
 /// restarted the saturation alert's `for`). Any other query that needs a connection times out acquiring one. The
 /// bursts are shorter than the app's statement timeout, so the writers that hold a connection succeed (slowly).
+/// Hot keys of the pool-exhaustion drill: six more than the app's 10 Postgres connections, so that a queue of
+/// writers takes each connection the moment one gives up on its lock.
+const POOL_EXHAUSTION_KEYS: usize = 16;
+
 async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
-    let key = "gameday-hot";
+    // The app lets one write per key at a time reach Postgres (the others wait in memory), so one hot row holds one
+    // connection: to hold them all, the drill locks more rows than the pool has connections, each with its writer.
+    let keys: Vec<String> = (0..POOL_EXHAUSTION_KEYS).map(|i| format!("gameday-hot-{i}")).collect();
     let set_url = format!("{}/set", ctx.args.app.trim_end_matches('/'));
-    ctx.http
-        .post(&set_url)
-        .json(&json!({"key": key, "value": 0}))
-        .send()
-        .await
-        .map_err(|e| format!("seed {key}: {e}"))?;
+    for key in &keys {
+        ctx.http
+            .post(&set_url)
+            .json(&json!({"key": key, "value": 0}))
+            .send()
+            .await
+            .map_err(|e| format!("seed {key}: {e}"))?;
+    }
     let locker = pg_connect(&ctx.pg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut writers = Vec::new();
-    for w in 0..16 {
+    for (w, key) in keys.iter().cloned().enumerate() {
         let (client, url, stop) = (ctx.http.clone(), set_url.clone(), stop_rx.clone());
         writers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
@@ -879,7 +887,7 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
                 match sent {
                     Ok(r) if r.status().is_success() => ok += 1,
                     _ => {
-                        // Timed out waiting for a connection: back in the queue soon, to keep it from emptying.
+                        // Gave up on the lock or on a connection: back in the queue soon, to keep it from emptying.
                         failed += 1;
                         sleep(Duration::from_millis(50)).await;
                     }
@@ -888,14 +896,16 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
             (ok, failed)
         }));
     }
+    let lock = format!(
+        "BEGIN; SELECT 1 FROM kv_store WHERE key IN ({}) FOR UPDATE;",
+        keys.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+    );
     let mut ready = false;
     while h.holding() {
         locker
-            .batch_execute(&format!(
-                "BEGIN; SELECT 1 FROM kv_store WHERE key = '{key}' FOR UPDATE;"
-            ))
+            .batch_execute(&lock)
             .await
-            .map_err(|e| format!("lock {key}: {e}"))?;
+            .map_err(|e| format!("lock the hot keys: {e}"))?;
         if !ready {
             h.ready();
             ready = true;
@@ -907,7 +917,7 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
         locker
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| format!("unlock {key}: {e}"))?;
+            .map_err(|e| format!("unlock the hot keys: {e}"))?;
         sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);

@@ -159,6 +159,8 @@ pub fn postgres_config(
         .map_err(|e| format!("--database-url is not a Postgres URL: {e}"))?;
     if let Some(password) = password {
         config.user(POSTGRES_USER).password(password.expose());
+        // The app's tables live in its own schema, which is not on the superuser's search path.
+        config.options("-c search_path=app,public");
     }
     Ok(config)
 }
