@@ -4,6 +4,8 @@
 # started. Prints one table and writes it to $STATE_DIR/bench/results.md (raw figures in results.json).
 # Settings: BENCH_DURATION (s per full-speed run, 10), BENCH_ROUNDS (3), BENCH_THREADS/BENCH_CONNECTIONS (wrk, 2/32),
 # BENCH_RATE (req/s of the paced runs, 500), BENCH_OUT_DIR; ports and STATE_DIR as in native/env.sh.
+# Credentials: load_secrets (native/env.sh) exports APP_DATABASE_URL and APP_REDIS_URL from $SECRETS_DIR; bench.py
+# and the servers take them from the environment, never from a command line.
 set -euo pipefail
 source "$(dirname "$0")/../../native/env.sh"
 cd "$REPO_ROOT"
@@ -37,7 +39,9 @@ cleanup() {
 trap cleanup EXIT
 
 native/up.sh postgres redis
-for tool in wrk psql redis-cli redis-benchmark; do
+# After up.sh, not right after sourcing env.sh: on a new STATE_DIR it is up.sh that makes the secrets.
+load_secrets
+for tool in wrk psql redis-cli; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (native/install.sh installs it)" >&2; exit 1; }
 done
 
@@ -46,4 +50,4 @@ cargo build --release --quiet -p app -p ceiling
 bin=$CARGO_TARGET_DIR/release
 
 /usr/bin/python3 app/ceiling/bench.py --out-dir "$OUT_DIR" --app-bin "$bin/app" --ceiling-bin "$bin/ceiling" \
-  --render-bin "$bin/metrics-render"
+  --render-bin "$bin/metrics-render" --redis-get-bin "$bin/redis-get"
