@@ -3,6 +3,7 @@
 //! Tests that stop Postgres or Redis live in `tests/outage.rs`.
 
 mod cache;
+mod connections;
 mod helpers;
 mod lifecycle;
 mod metrics;
