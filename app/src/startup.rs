@@ -63,6 +63,8 @@ impl Application {
         metrics.set_pool_max(PoolName::Redis, config.redis_pool_max_size);
         let store = Arc::new(Store::new(&config, metrics.clone()));
         let faults = FaultInjector::new(config.fault_injection_enabled, metrics.clone());
+        let api_serve = (ServeSettings::api(&config), metrics.listener(ListenerName::Api));
+        let admin_serve = (ServeSettings::admin(&config), metrics.listener(ListenerName::Admin));
 
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
@@ -118,14 +120,6 @@ impl Application {
             status_timeout: config.status_timeout,
             started,
         };
-        let api_serve = (
-            ServeSettings::api(&config),
-            metrics.listener(ListenerName::Api),
-        );
-        let admin_serve = (
-            ServeSettings::admin(&config),
-            metrics.listener(ListenerName::Admin),
-        );
         let admin_state = AdminState {
             metrics,
             store,
@@ -135,10 +129,10 @@ impl Application {
         Ok(Application {
             api_listener,
             admin_listener,
-            api_router: api_router(api_state),
-            admin_router: admin_router(admin_state, config.max_body_bytes),
             api_serve,
             admin_serve,
+            api_router: api_router(api_state),
+            admin_router: admin_router(admin_state, config.max_body_bytes),
             shutdown_timeout: config.shutdown_timeout,
             background,
         })
