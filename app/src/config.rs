@@ -57,7 +57,7 @@ pub struct Config {
     pub max_key_bytes: usize,
     /// Most API connections open at once (`APP_MAX_CONNECTIONS`, default 1024). One more is answered 503 and
     /// closed, and counted. Each open connection holds a file descriptor, so the process needs a descriptor limit
-    /// above this plus about 150 (see `connection::fd_budget`); 1024 idle keep-alive connections take about 20 MB.
+    /// above this plus about 150 (see `connection::fd_budget`); 1024 idle keep-alive connections take about 18 MB.
     pub max_connections: usize,
     /// Longest a client may take to send a request's head, counted from its first byte
     /// (`APP_HEADER_READ_TIMEOUT_MS`, default 10000). A client that takes longer gets 408 and is disconnected.
