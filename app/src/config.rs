@@ -67,6 +67,22 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Longest accepted key in bytes of UTF-8 (`APP_MAX_KEY_BYTES`, default 256); longer keys get 400.
     pub max_key_bytes: usize,
+    /// Most API connections open at once (`APP_MAX_CONNECTIONS`, default 1024). One more is answered 503 and
+    /// closed, and counted. Each open connection holds a file descriptor, so the process needs a descriptor limit
+    /// above this plus about 150 (see `connection::fd_budget`); 1024 idle keep-alive connections take about 18 MB.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's head, counted from its first byte
+    /// (`APP_HEADER_READ_TIMEOUT_MS`, default 10000). A client that takes longer gets 408 and is disconnected.
+    pub header_read_timeout: Duration,
+    /// Longest a connection may wait for a request: after it opened, or after the previous response
+    /// (`APP_IDLE_TIMEOUT_SECONDS`, default 60). Then it is closed without an answer (nothing was asked).
+    pub idle_timeout: Duration,
+    /// Largest header section of a request, in bytes of `name: value` lines (`APP_MAX_HEADER_BYTES`, default
+    /// 16384); larger ones get a JSON 431.
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query), in bytes (`APP_MAX_URI_BYTES`, default 8192); longer ones get a
+    /// JSON 414.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for Config {
@@ -92,6 +108,11 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             max_key_bytes: 256,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }
@@ -300,6 +321,28 @@ impl Config {
             )?),
             max_body_bytes: vars.number("APP_MAX_BODY_BYTES", d.max_body_bytes, 1, 64 * 1024 * 1024)?,
             max_key_bytes: vars.number("APP_MAX_KEY_BYTES", d.max_key_bytes, 1, 4096)?,
+            max_connections: vars.number("APP_MAX_CONNECTIONS", d.max_connections, 1, 100_000)?,
+            header_read_timeout: millis(vars.number(
+                "APP_HEADER_READ_TIMEOUT_MS",
+                ms(d.header_read_timeout),
+                1,
+                600_000,
+            )?),
+            idle_timeout: Duration::from_secs(vars.number(
+                "APP_IDLE_TIMEOUT_SECONDS",
+                d.idle_timeout.as_secs(),
+                1,
+                3600,
+            )?),
+            // hyper's own limit on a request head sits above these two (see `connection`), and its URI limit
+            // (64 KiB) above the largest value allowed here, so a request over them still gets our JSON answer.
+            max_header_bytes: vars.number(
+                "APP_MAX_HEADER_BYTES",
+                d.max_header_bytes,
+                1024,
+                256 * 1024,
+            )?,
+            max_uri_bytes: vars.number("APP_MAX_URI_BYTES", d.max_uri_bytes, 256, 32 * 1024)?,
         };
         // Secure by default: fault injection without a token would let any local user fail the API.
         if config.fault_injection_enabled && config.admin_token.is_none() {
@@ -621,6 +664,32 @@ mod tests {
         let err = from(&[("APP_DB_ACQUIRE_TIMEOUT_MS", "1000")]).unwrap_err();
         assert_eq!(err.var, "APP_DB_ACQUIRE_TIMEOUT_MS");
         assert!(err.to_string().contains("from 1 to 999"), "{err}");
+    }
+
+    #[test]
+    fn connection_settings_are_read_and_bounded() {
+        let config = from(&[
+            ("APP_MAX_CONNECTIONS", "10"),
+            ("APP_HEADER_READ_TIMEOUT_MS", "250"),
+            ("APP_IDLE_TIMEOUT_SECONDS", "5"),
+            ("APP_MAX_HEADER_BYTES", "2048"),
+            ("APP_MAX_URI_BYTES", "512"),
+        ])
+        .unwrap();
+        assert_eq!(config.max_connections, 10);
+        assert_eq!(config.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(config.idle_timeout, Duration::from_secs(5));
+        assert_eq!((config.max_header_bytes, config.max_uri_bytes), (2048, 512));
+        for (var, value) in [
+            ("APP_MAX_CONNECTIONS", "0"),
+            ("APP_HEADER_READ_TIMEOUT_MS", "0"),
+            ("APP_IDLE_TIMEOUT_SECONDS", "0"),
+            // Too small for an ordinary client's headers; and over hyper's own URI limit, which must stay above ours.
+            ("APP_MAX_HEADER_BYTES", "100"),
+            ("APP_MAX_URI_BYTES", "100000"),
+        ] {
+            assert_eq!(from(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod fault;
 pub mod listener;

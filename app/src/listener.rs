@@ -11,9 +11,13 @@
 //! kernel's classic BPF (`SO_ATTACH_FILTER`) through socket2. Where it cannot be attached, draining could not end
 //! under steady traffic, so the listener closes at once, as a plain graceful shutdown would, and says so in the log.
 //!
-//! What it does not cover: a connection accepted in the last moments whose first request bytes hyper has not read
-//! yet when the graceful shutdown starts is closed unanswered. The quiet period makes that rare on loopback (no
-//! reset in the tests or the game day), not impossible.
+//! What it does not cover: a connection accepted in the last moments whose first request bytes have not arrived
+//! when the graceful shutdown starts is closed unanswered (one whose request is waiting is served; see
+//! `connection`). The quiet period makes that rare on loopback (no reset in the tests or the game day), not
+//! impossible.
+//!
+//! Both listeners accept through [`accept`], which logs what axum's listener swallowed: an accept that fails for
+//! want of file descriptors or memory.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +27,8 @@ use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::connection::{Throttle, WARN_INTERVAL};
 
 /// How long the backlog must stay empty before the listener counts it drained. Handshakes completed before the
 /// filter went on are in the backlog already; those half-open at that moment complete one round trip later, so this
@@ -34,6 +40,74 @@ const DRAIN_QUIET: Duration = Duration::from_millis(100);
 /// dropped.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long to wait before accepting again after an accept failed for want of resources: time for connections to
+/// close and free some, without spinning on the error.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Accepts the next connection of `listener`. A connection that failed before it was accepted is skipped; any other
+/// error (out of file descriptors, out of memory) is logged at most once per interval, with the number since the
+/// last warning, and retried after [`ACCEPT_RETRY`].
+pub async fn accept(
+    listener: &TcpListener,
+    what: &'static str,
+    errors: &Throttle,
+) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => {
+                if let Some(failures) = errors.record(Instant::now()) {
+                    tracing::warn!(
+                        listener = what,
+                        error = %e,
+                        failures,
+                        "cannot accept connections ({failures} failure(s) since the last warning); retrying"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
+
+/// A listener without a drain (the admin one), accepting through [`accept`].
+pub struct PlainListener {
+    inner: TcpListener,
+    what: &'static str,
+    errors: Throttle,
+}
+
+impl PlainListener {
+    /// Wraps `inner`; `what` names it in the log.
+    pub fn new(inner: TcpListener, what: &'static str) -> Self {
+        PlainListener {
+            inner,
+            what,
+            errors: Throttle::new(WARN_INTERVAL),
+        }
+    }
+}
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        accept(&self.inner, self.what, &self.errors).await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
 /// A listener that drains its backlog when `stop` turns true, then completes `drained` and accepts nothing more.
 pub struct DrainingListener {
     inner: TcpListener,
@@ -41,6 +115,7 @@ pub struct DrainingListener {
     drained: watch::Sender<bool>,
     drain_limit: Duration,
     state: State,
+    errors: Throttle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +140,7 @@ impl DrainingListener {
             drained,
             drain_limit: DRAIN_LIMIT.min(shutdown_timeout / 2),
             state: State::Serving,
+            errors: Throttle::new(WARN_INTERVAL),
         };
         (listener, drained_rx)
     }
@@ -103,13 +179,18 @@ impl Listener for DrainingListener {
                 State::Serving => {
                     let mut stop = self.stop.clone();
                     tokio::select! {
-                        accepted = Listener::accept(&mut self.inner) => return accepted,
+                        accepted = accept(&self.inner, "API", &self.errors) => return accepted,
                         _ = stop.wait_for(|stop| *stop) => self.start_draining(),
                     }
                 }
                 State::Draining { until } => {
                     let quiet_until = (Instant::now() + DRAIN_QUIET).min(until);
-                    match tokio::time::timeout_at(quiet_until, Listener::accept(&mut self.inner)).await {
+                    match tokio::time::timeout_at(
+                        quiet_until,
+                        accept(&self.inner, "API", &self.errors),
+                    )
+                    .await
+                    {
                         Ok(accepted) => return accepted,
                         Err(_) => self.finish_draining(),
                     }

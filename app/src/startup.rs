@@ -1,7 +1,7 @@
 //! Startup and shutdown: [`Application::build`] binds both listeners and wires the state; [`Application::run_until_stopped`]
 //! serves until the given future completes, then drains in-flight requests within the shutdown timeout.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,11 +14,12 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{admin_router, AdminAccess, AdminState};
 use crate::config::Config;
+use crate::connection::{self, ServeSettings};
 use crate::fault::FaultInjector;
-use crate::listener::DrainingListener;
+use crate::listener::{DrainingListener, PlainListener};
 use crate::routes::{api_router, AppState, Limits};
 use crate::store::Store;
-use crate::telemetry::metrics::{Metrics, PoolName};
+use crate::telemetry::metrics::{ListenerMetrics, ListenerName, Metrics, PoolName};
 use crate::telemetry::process::ProcessCollector;
 
 /// How often histogram samples are folded into buckets when nobody scrapes.
@@ -51,6 +52,8 @@ pub struct Application {
     admin_listener: TcpListener,
     api_router: Router,
     admin_router: Router,
+    api_serve: (ServeSettings, ListenerMetrics),
+    admin_serve: (ServeSettings, ListenerMetrics),
     shutdown_timeout: Duration,
     background: BackgroundTasks,
 }
@@ -69,6 +72,8 @@ impl Application {
         metrics.set_pool_max(PoolName::Redis, config.redis_pool_max_size);
         let store = Arc::new(Store::new(&config, metrics.clone()));
         let faults = FaultInjector::new(config.fault_injection_enabled, metrics.clone());
+        let api_serve = (ServeSettings::api(&config), metrics.listener(ListenerName::Api));
+        let admin_serve = (ServeSettings::admin(&config), metrics.listener(ListenerName::Admin));
 
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
@@ -77,6 +82,23 @@ impl Application {
         };
         let api_listener = bind(config.listen_addr, "API").await?;
         let admin_listener = bind(config.admin_addr, "admin").await?;
+        // Every connection holds a descriptor: below the budget, accepts fail before the bound is reached, and the
+        // admin listener with them.
+        let needed = connection::fd_budget(&config);
+        match connection::raise_fd_limit(needed) {
+            Ok(limit) => {
+                if let Some(before) = limit.raised_from {
+                    tracing::info!(before, now = limit.soft, needed, "raised the open-file limit");
+                }
+            }
+            Err(limit) => tracing::warn!(
+                limit = limit.soft,
+                needed,
+                max_connections = config.max_connections,
+                "the open-file limit is below what APP_MAX_CONNECTIONS needs: connections will fail at accept \
+                 before the bound (raise the limit, or lower APP_MAX_CONNECTIONS)"
+            ),
+        }
 
         store.prepare().await;
         let background = BackgroundTasks(vec![
@@ -121,6 +143,8 @@ impl Application {
         Ok(Application {
             api_listener,
             admin_listener,
+            api_serve,
+            admin_serve,
             api_router: api_router(api_state),
             admin_router: admin_router(admin_state, admin_access, config.max_body_bytes),
             shutdown_timeout: config.shutdown_timeout,
@@ -148,6 +172,8 @@ impl Application {
             admin_listener,
             api_router,
             admin_router,
+            api_serve,
+            admin_serve,
             shutdown_timeout,
             background,
         } = self;
@@ -155,14 +181,26 @@ impl Application {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        // The API listener serves its backlog before the server stops accepting (see `listener`).
-        let (api_listener, drained_rx) = DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
-        let api = axum::serve(api_listener, api_router)
-            .with_graceful_shutdown(stopped(drained_rx))
-            .into_future();
-        let admin = axum::serve(admin_listener, admin_router)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future();
+        // The API listener serves its backlog before the server stops accepting (see `listener`). Each listener has
+        // its own accept loop and bound, so the API's connections cannot keep the admin listener from answering.
+        let (api_listener, drained_rx) =
+            DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
+        let (api_settings, api_metrics) = api_serve;
+        let api = connection::serve(
+            api_listener,
+            api_router,
+            api_settings,
+            api_metrics,
+            stopped(drained_rx),
+        );
+        let (admin_settings, admin_metrics) = admin_serve;
+        let admin = connection::serve(
+            PlainListener::new(admin_listener, "admin"),
+            admin_router,
+            admin_settings,
+            admin_metrics,
+            stopped(stop_rx),
+        );
         let servers = async { tokio::try_join!(api, admin).map(|_| ()) };
         tokio::pin!(servers);
 

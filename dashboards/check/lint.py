@@ -60,7 +60,9 @@ APP_METRICS = {
                           "db_client_operation_duration_seconds") for s in ("_bucket", "_sum", "_count")),
     "http_server_active_requests", "cache_requests_total", "db_client_connection_count",
     "db_client_connection_max", "db_client_connection_timeouts_total", "app_build_info",
-    "app_fault_injection_active", "process_cpu_seconds_total", "process_resident_memory_bytes",
+    "app_fault_injection_active", "http_server_open_connections", "http_server_connection_max",
+    "http_server_rejected_connections_total", "http_server_rejected_requests_total",
+    "http_server_idle_timeouts_total", "process_cpu_seconds_total", "process_resident_memory_bytes",
     "process_virtual_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds",
     "process_threads",
 }

@@ -179,6 +179,16 @@ where
     }
 }
 
+/// The request id of an answer given before routing (see `connection`), where this layer never runs: the client's
+/// when valid, else a generated one, as for routed requests.
+pub fn request_id_for(headers: &axum::http::HeaderMap) -> HeaderValue {
+    headers
+        .get(&REQUEST_ID_HEADER)
+        .filter(|v| is_valid_request_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(generate_request_id)
+}
+
 fn is_valid_request_id(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
 }

@@ -31,6 +31,16 @@ pub const DB_CLIENT_CONNECTION_COUNT: &str = "db_client_connection_count";
 pub const DB_CLIENT_CONNECTION_MAX: &str = "db_client_connection_max";
 /// Connection acquisitions that timed out, by pool.
 pub const DB_CLIENT_CONNECTION_TIMEOUTS_TOTAL: &str = "db_client_connection_timeouts_total";
+/// Connections open on each listener (`api`, `admin`), idle keep-alive ones included.
+pub const HTTP_SERVER_OPEN_CONNECTIONS: &str = "http_server_open_connections";
+/// The most connections each listener keeps open at once.
+pub const HTTP_SERVER_CONNECTION_MAX: &str = "http_server_connection_max";
+/// Connections refused because their listener had its maximum open.
+pub const HTTP_SERVER_REJECTED_CONNECTIONS_TOTAL: &str = "http_server_rejected_connections_total";
+/// Requests rejected before routing, by listener and [`RejectReason`].
+pub const HTTP_SERVER_REJECTED_REQUESTS_TOTAL: &str = "http_server_rejected_requests_total";
+/// Connections closed because no request came within the idle timeout.
+pub const HTTP_SERVER_IDLE_TIMEOUTS_TOTAL: &str = "http_server_idle_timeouts_total";
 /// Constant 1 carrying the version and revision.
 pub const APP_BUILD_INFO: &str = "app_build_info";
 /// 1 while a kind of fault injection is active.
@@ -198,6 +208,37 @@ pub const CONTRACT: &[MetricSpec] = &[
         &["pool_name"],
     ),
     spec(
+        HTTP_SERVER_OPEN_CONNECTIONS,
+        MetricType::Gauge,
+        "Connections open on each listener (api or admin), idle keep-alive ones included.",
+        &["listener"],
+    ),
+    spec(
+        HTTP_SERVER_CONNECTION_MAX,
+        MetricType::Gauge,
+        "Most connections each listener keeps open at once (APP_MAX_CONNECTIONS for api); one more is refused.",
+        &["listener"],
+    ),
+    spec(
+        HTTP_SERVER_REJECTED_CONNECTIONS_TOTAL,
+        MetricType::Counter,
+        "Connections refused because their listener had its maximum open: answered 503 and closed.",
+        &["listener"],
+    ),
+    spec(
+        HTTP_SERVER_REJECTED_REQUESTS_TOTAL,
+        MetricType::Counter,
+        "Requests rejected before routing, by reason: header_too_large (431), uri_too_long (414), malformed \
+         (400), header_timeout (408).",
+        &["listener", "reason"],
+    ),
+    spec(
+        HTTP_SERVER_IDLE_TIMEOUTS_TOTAL,
+        MetricType::Counter,
+        "Connections closed because no request came within the idle timeout (APP_IDLE_TIMEOUT_SECONDS).",
+        &["listener"],
+    ),
+    spec(
         APP_BUILD_INFO,
         MetricType::Gauge,
         "Always 1; the labels carry the running version and revision.",
@@ -346,6 +387,134 @@ impl PoolName {
 /// The `kind` label of [`APP_FAULT_INJECTION_ACTIVE`].
 pub const FAULT_KINDS: [&str; 2] = ["errors", "latency"];
 
+/// The `listener` label of the connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerName {
+    /// The API listener.
+    Api,
+    /// The admin listener (`/metrics`, `/fault`).
+    Admin,
+}
+
+impl ListenerName {
+    /// Both listeners.
+    pub const ALL: [ListenerName; 2] = [ListenerName::Api, ListenerName::Admin];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerName::Api => "api",
+            ListenerName::Admin => "admin",
+        }
+    }
+}
+
+/// Why a request was rejected before it reached the router: the `reason` label of
+/// [`HTTP_SERVER_REJECTED_REQUESTS_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// 431: the header section is larger than `APP_MAX_HEADER_BYTES`, or the whole head larger than hyper's limit.
+    HeaderTooLarge,
+    /// 414: the request target is longer than `APP_MAX_URI_BYTES`.
+    UriTooLong,
+    /// 400 from the HTTP parser: not a valid HTTP/1 request head.
+    Malformed,
+    /// 408: the head did not arrive within `APP_HEADER_READ_TIMEOUT_MS` of its first byte.
+    HeaderTimeout,
+}
+
+impl RejectReason {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::HeaderTooLarge,
+        RejectReason::UriTooLong,
+        RejectReason::Malformed,
+        RejectReason::HeaderTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::HeaderTooLarge => "header_too_large",
+            RejectReason::UriTooLong => "uri_too_long",
+            RejectReason::Malformed => "malformed",
+            RejectReason::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
+/// The connection series of one listener. Cheap to clone; every series exists from startup (counters at 0).
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    open: Gauge,
+    max: Gauge,
+    rejected_connections: Counter,
+    rejected_requests: [Counter; RejectReason::ALL.len()],
+    idle_timeouts: Counter,
+}
+
+impl ListenerMetrics {
+    fn new(name: ListenerName) -> Self {
+        let listener = name.as_str();
+        let zero = |c: Counter| {
+            c.increment(0);
+            c
+        };
+        let metrics = ListenerMetrics {
+            open: gauge!(HTTP_SERVER_OPEN_CONNECTIONS, "listener" => listener),
+            max: gauge!(HTTP_SERVER_CONNECTION_MAX, "listener" => listener),
+            rejected_connections: zero(
+                counter!(HTTP_SERVER_REJECTED_CONNECTIONS_TOTAL, "listener" => listener),
+            ),
+            rejected_requests: RejectReason::ALL.map(|reason| {
+                zero(counter!(
+                    HTTP_SERVER_REJECTED_REQUESTS_TOTAL,
+                    "listener" => listener,
+                    "reason" => reason.as_str()
+                ))
+            }),
+            idle_timeouts: zero(counter!(HTTP_SERVER_IDLE_TIMEOUTS_TOTAL, "listener" => listener)),
+        };
+        metrics.open.set(0.0);
+        metrics.max.set(0.0);
+        metrics
+    }
+
+    /// Sets the listener's bound, exported as [`HTTP_SERVER_CONNECTION_MAX`].
+    pub fn set_max(&self, max: usize) {
+        self.max.set(max as f64);
+    }
+
+    /// Counts one more open connection; [`ListenerMetrics::connection_closed`] undoes it.
+    pub fn connection_opened(&self) {
+        self.open.increment(1.0);
+    }
+
+    /// Counts one open connection less.
+    pub fn connection_closed(&self) {
+        self.open.decrement(1.0);
+    }
+
+    /// Counts a connection refused at the bound.
+    pub fn connection_rejected(&self) {
+        self.rejected_connections.increment(1);
+    }
+
+    /// Counts a request rejected before routing.
+    pub fn request_rejected(&self, reason: RejectReason) {
+        let index = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("every reason is listed");
+        self.rejected_requests[index].increment(1);
+    }
+
+    /// Counts a connection closed by the idle timeout.
+    pub fn idle_timeout(&self) {
+        self.idle_timeouts.increment(1);
+    }
+}
+
 /// Where the service records its metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -364,6 +533,8 @@ struct Inner {
     redis_timeouts: Counter,
     fault_errors: Gauge,
     fault_latency: Gauge,
+    /// The connection series of each listener, in the order of [`ListenerName::ALL`].
+    listeners: [ListenerMetrics; ListenerName::ALL.len()],
     /// The `http_server_active_requests` gauge of each [`METHOD_LABELS`] entry, created on first use (so /metrics
     /// only shows methods that were seen, plus GET and POST).
     active: [OnceLock<Gauge>; METHOD_LABELS.len()],
@@ -418,6 +589,8 @@ impl Metrics {
                     gauge!(APP_FAULT_INJECTION_ACTIVE, "kind" => FAULT_KINDS[1]),
                 )
             });
+        // Every listener's series exist from the start, counters at 0.
+        let listeners = metrics::with_local_recorder(&recorder, || ListenerName::ALL.map(ListenerMetrics::new));
         fault_errors.set(0.0);
         fault_latency.set(0.0);
         Metrics {
@@ -432,6 +605,7 @@ impl Metrics {
                 redis_timeouts,
                 fault_errors,
                 fault_latency,
+                listeners,
                 active: Default::default(),
                 durations: RwLock::default(),
             }),
@@ -532,6 +706,15 @@ impl Metrics {
         });
     }
 
+    /// The connection series of a listener.
+    pub fn listener(&self, name: ListenerName) -> ListenerMetrics {
+        let index = ListenerName::ALL
+            .iter()
+            .position(|l| *l == name)
+            .expect("every listener is listed");
+        self.inner.listeners[index].clone()
+    }
+
     /// Sets the fault injection gauges.
     pub fn set_fault_active(&self, errors: bool, latency: bool) {
         self.inner.fault_errors.set(if errors { 1.0 } else { 0.0 });
@@ -625,6 +808,11 @@ mod tests {
             r#"app_fault_injection_active{kind="errors"} 0"#,
             r#"app_fault_injection_active{kind="latency"} 0"#,
             r#"app_build_info{version="1.2.3",revision="abc"} 1"#,
+            r#"http_server_open_connections{listener="api"} 0"#,
+            r#"http_server_rejected_connections_total{listener="api"} 0"#,
+            r#"http_server_rejected_requests_total{listener="api",reason="header_too_large"} 0"#,
+            r#"http_server_rejected_requests_total{listener="admin",reason="header_timeout"} 0"#,
+            r#"http_server_idle_timeouts_total{listener="admin"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
@@ -682,6 +870,31 @@ mod tests {
         assert!(!metrics.render().contains(line));
         drop(metrics.track_active_request("DELETE"));
         assert!(metrics.render().contains(&format!("{line} 0")));
+    }
+
+    #[test]
+    fn a_listeners_series_count_its_connections_and_rejections() {
+        let metrics = Metrics::new(true, "1", "r");
+        let api = metrics.listener(ListenerName::Api);
+        api.set_max(8);
+        api.connection_opened();
+        api.connection_opened();
+        api.connection_closed();
+        api.connection_rejected();
+        api.request_rejected(RejectReason::UriTooLong);
+        api.idle_timeout();
+        let text = metrics.render();
+        for line in [
+            r#"http_server_connection_max{listener="api"} 8"#,
+            r#"http_server_open_connections{listener="api"} 1"#,
+            r#"http_server_rejected_connections_total{listener="api"} 1"#,
+            r#"http_server_rejected_requests_total{listener="api",reason="uri_too_long"} 1"#,
+            r#"http_server_rejected_requests_total{listener="api",reason="malformed"} 0"#,
+            r#"http_server_idle_timeouts_total{listener="api"} 1"#,
+            r#"http_server_open_connections{listener="admin"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod admin;
 mod binary;
 mod cache;
+mod connections;
 mod helpers;
 mod input;
 mod lifecycle;

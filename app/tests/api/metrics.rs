@@ -29,6 +29,11 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
     ("db_client_connection_count", "untyped", &["pool_name", "state"]),
     ("db_client_connection_max", "gauge", &["pool_name"]),
     ("db_client_connection_timeouts_total", "counter", &["pool_name"]),
+    ("http_server_open_connections", "gauge", &["listener"]),
+    ("http_server_connection_max", "gauge", &["listener"]),
+    ("http_server_rejected_connections_total", "counter", &["listener"]),
+    ("http_server_rejected_requests_total", "counter", &["listener", "reason"]),
+    ("http_server_idle_timeouts_total", "counter", &["listener"]),
     ("app_build_info", "gauge", &["version", "revision"]),
     ("app_fault_injection_active", "gauge", &["kind"]),
     ("process_cpu_seconds_total", "counter", &[]),
@@ -211,6 +216,41 @@ async fn known_series_exist_before_any_traffic() {
         metrics.value("http_server_active_requests", &[("http_request_method", "GET")]),
         Some(0.0)
     );
+    for (listener, max) in [
+        ("api", app.config.max_connections),
+        ("admin", app::connection::ADMIN_MAX_CONNECTIONS),
+    ] {
+        let l = [("listener", listener)];
+        assert_eq!(
+            metrics.value("http_server_connection_max", &l),
+            Some(max as f64),
+            "{listener}"
+        );
+        assert_eq!(
+            metrics.value("http_server_rejected_connections_total", &l),
+            Some(0.0)
+        );
+        assert_eq!(
+            metrics.value("http_server_idle_timeouts_total", &l),
+            Some(0.0)
+        );
+        assert!(metrics.value("http_server_open_connections", &l).is_some());
+        for reason in [
+            "header_too_large",
+            "uri_too_long",
+            "malformed",
+            "header_timeout",
+        ] {
+            assert_eq!(
+                metrics.value(
+                    "http_server_rejected_requests_total",
+                    &[("listener", listener), ("reason", reason)]
+                ),
+                Some(0.0),
+                "{listener} {reason}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -253,6 +253,20 @@ pub fn scenarios() -> Vec<Scenario> {
             after: &["postgres-down"],
         },
         Scenario {
+            name: "app-connections",
+            what: "hold 88% of the app's API connection limit (read from Prometheus) open with keep-alive \
+                   connections, each sending GET /healthcheck every 30 s; then fill the rest (proof: connections past \
+                   the limit get 503 and are counted, /metrics still answers)",
+            fault: Fault::AppConnections,
+            expects: vec![expect("AppConnectionsNearLimit", "warning", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            // Not beside the drills that take the app's metrics away (its alert would lose its data) or restart
+            // it (its connections would go), nor beside a proof that counts failed requests: at the bound, every
+            // new connection is refused, whoever opens it. The Postgres drills do not use the API.
+            after: &["app-metrics-absent", "postgres-down"],
+        },
+        Scenario {
             name: "redis-down",
             what: "stop Redis under read load (proof: no read of an existing key fails)",
             fault: Fault::RedisDown,
@@ -263,7 +277,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 by: "RedisDown",
             }],
             clear_on: ClearOn::Delivered,
-            after: &["app-metrics-absent", "postgres-down", "redis-maxmemory", "redis-clients"],
+            after: &["app-metrics-absent", "postgres-down", "redis-maxmemory", "redis-clients", "app-connections"],
         },
         Scenario {
             name: "app-down",

@@ -41,6 +41,8 @@ pub enum Fault {
     SloBurn,
     PoolExhaustion,
     CacheMisses,
+    /// Hold most of the app's API connection limit open (with its proof at the bound).
+    AppConnections,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -272,6 +274,24 @@ impl Fault {
             }
             Fault::SloBurn => slo_burn(h).await,
             Fault::PoolExhaustion => pool_exhaustion(h).await,
+            Fault::AppConnections => {
+                let held = super::connections::hold(&ctx).await?;
+                ctx.say(&format!(
+                    "app-connections: holding {} keep-alive connections (limit {}), each sending GET /healthcheck \
+                     every 30 s",
+                    held.count, held.limit
+                ));
+                h.ready();
+                h.until(Phase::Clear).await;
+                // The bound is proven once the ticket has arrived: at the limit every other client's new
+                // connection is refused too, so the moment is kept short and comes after the alert's proof.
+                let proof = held.prove_the_bound(&ctx).await;
+                let reopened = held.release().await;
+                ctx.say(&format!(
+                    "app-connections: released; {reopened} held connection(s) had to be reopened meanwhile"
+                ));
+                Ok(vec![proof])
+            }
             Fault::CacheMisses => {
                 let (stop, load) = background_load(LoadArgs {
                     rate: 60.0,

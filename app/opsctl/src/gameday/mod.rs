@@ -5,6 +5,7 @@
 //! inventory (markdown and JSON) and exits non-zero when anything failed.
 
 mod catalog;
+mod connections;
 mod faults;
 mod proofs;
 mod report;
