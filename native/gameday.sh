@@ -14,6 +14,6 @@ cd "$REPO_ROOT"
 exec "$BIN_DIR/opsctl" gameday \
   --app "http://127.0.0.1:$APP_PORT" --admin "http://127.0.0.1:$APP_ADMIN_PORT" \
   --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT" \
-  --inbox "http://127.0.0.1:$INBOX_PORT" --database-url "$APP_DATABASE_URL" --redis-addr "127.0.0.1:$REDIS_PORT" \
+  --inbox "http://127.0.0.1:$INBOX_PORT" --database-url "postgres://postgres@127.0.0.1:$PG_PORT/app" --redis-addr "127.0.0.1:$REDIS_PORT" \
   --ctl "$REPO_ROOT/native/ctl.sh" --prometheus-dir "$STATE_DIR/prometheus" --out-dir "$STATE_DIR/gameday" \
   ${GAMEDAY_ARGS:-}

@@ -111,6 +111,15 @@ check "no file of the stack is open to others" '^none$' \
 check "the secrets are 0600" '^none$' none find "$SECRETS_DIR" -type f -not -perm 600 -printf '%m %p\n'
 check "the state directory is the stack's only" '^710 root postgres$' stat -c '%a %U %G' "$STATE_DIR"
 
+echo "== command lines (every local user reads them with ps)"
+# The programs (their first word only: the rest would print the secret) whose command line holds FILE's secret.
+programs_holding() { grep -F -f <(tr -d '\n' <"$1"; echo) <(as_attacker ps -eo args) | awk '{print $1}'; }
+# Each secret as a fixed-string pattern from a descriptor, so that the check itself never puts one on its argv.
+for f in "$SECRETS_DIR"/*.password "$SECRETS_DIR"/*.token; do
+  check "no command line holds $(basename "$f")" '^none$' \
+    none programs_holding "$f"
+done
+
 echo
 if [ $failures -gt 0 ]; then
   echo "local-user test: $failures of $checks checks FAILED"
