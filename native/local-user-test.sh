@@ -31,10 +31,14 @@ as_attacker() { runuser -u "$ATTACKER" -- "$@"; }
 # The HTTP status of a request (curl never fails here: 000 means no answer).
 status() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
 secret() { cat "$SECRETS_DIR/$1"; }
+# The same with the web credentials (curl_web reads them from a descriptor).
+web_status() { curl_web -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
+# psql and redis-cli as a role or user of the stack, the password in the environment, never on a command line.
+psql_as() { PGPASSWORD=$(secret "$3") psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U "$1" -d "$2" -c "$4"; }
+redis_as() { local user=$1 file=$2; shift 2; REDISCLI_AUTH=$(secret "$file") redis-cli -p "$REDIS_PORT" --user "$user" "$@"; }
 # Prints "none" when COMMAND prints nothing, else what it printed.
 none() { local out; out=$("$@" 2>&1 | head -n 5); echo "${out:-none}"; }
 
-web_auth=(-u "admin:$(secret web.password)")
 prom=http://127.0.0.1:$PROMETHEUS_PORT
 am=http://127.0.0.1:$ALERTMANAGER_PORT
 inbox=http://127.0.0.1:$INBOX_PORT
@@ -53,38 +57,37 @@ check "nobody cannot log in as postgres over TCP without the password" 'password
 check "nobody cannot log in as app with the old default password" 'password authentication failed' \
   as_attacker env PGPASSWORD=app psql -w -h 127.0.0.1 -p "$PG_PORT" -U app -d app -c 'SELECT 1'
 check "the postgres superuser logs in over TCP with its password" '^1$' \
-  env PGPASSWORD="$(secret postgres.password)" psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
-check "the app's role is no superuser and cannot create roles" '^f\|f$' \
-  env PGPASSWORD="$(secret pg-app.password)" psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U app -d app \
-  -c "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user"
-check "the exporter's role cannot read the app's data" 'permission denied' \
-  env PGPASSWORD="$(secret pg-exporter.password)" psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres_exporter -d app \
-  -c "SELECT count(*) FROM app.kv"
+  psql_as postgres postgres postgres.password 'SELECT 1'
+check "the app's role is no superuser and cannot create roles or schemas" '^f\|f\|f$' \
+  psql_as app app pg-app.password \
+  "SELECT rolsuper, rolcreaterole, has_database_privilege('app', 'CREATE') FROM pg_roles WHERE rolname = current_user"
+check "the app's table is in the app's schema" '^1$' \
+  psql_as app app pg-app.password "SELECT count(*) FROM pg_tables WHERE schemaname = 'app' AND tablename = 'kv_store'"
+check "the exporter's role cannot read the app's data" 'permission denied for (schema app|table kv_store)' \
+  psql_as postgres_exporter app pg-exporter.password "SELECT count(*) FROM app.kv_store"
 
 echo "== Redis (finding 2: cache poisoning)"
+# An entry as the app writes them (app:kv:<epoch>:<key>, "<version>:<json>"), with a version no write can reach.
+epoch=$(psql_as app app pg-app.password "SELECT epoch FROM kv_cache_epoch" 2>/dev/null || echo 1)
 check "nobody cannot write a cache entry without credentials" 'NOAUTH|NOPERM|WRONGPASS' \
-  as_attacker redis-cli -p "$REDIS_PORT" SET app:kv:poisoned '999999999:"poisoned"'
+  as_attacker redis-cli -p "$REDIS_PORT" SET "app:kv:$epoch:poisoned" '999999999999:"poisoned"'
 check "nobody cannot log in as default with an empty password" 'WRONGPASS|NOAUTH|disabled' \
   as_attacker redis-cli -p "$REDIS_PORT" --user default --pass '' --no-auth-warning PING
-check "the app's user cannot run CONFIG" 'NOPERM' \
-  redis-cli -p "$REDIS_PORT" --user app --pass "$(secret redis-app.password)" --no-auth-warning CONFIG GET maxmemory
-check "the app's user cannot write outside its prefix" 'NOPERM' \
-  redis-cli -p "$REDIS_PORT" --user app --pass "$(secret redis-app.password)" --no-auth-warning SET other:key x
-check "the exporter's user cannot write" 'NOPERM' \
-  redis-cli -p "$REDIS_PORT" --user exporter --pass "$(secret redis-exporter.password)" --no-auth-warning SET app:kv:x y
-check "the admin user answers" 'PONG' \
-  redis-cli -p "$REDIS_PORT" --user admin --pass "$(secret redis-admin.password)" --no-auth-warning PING
+check "the app's user cannot run CONFIG" 'NOPERM' redis_as app redis-app.password CONFIG GET maxmemory
+check "the app's user cannot write outside its prefix" 'NOPERM' redis_as app redis-app.password SET other:key x
+check "the exporter's user cannot write" 'NOPERM' redis_as exporter redis-exporter.password SET app:kv:x y
+check "the admin user answers" '^PONG' redis_as admin redis-admin.password PING
 
 echo "== Prometheus and Alertmanager (finding 6: open control planes)"
 check "nobody cannot reload Prometheus" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' -X POST "$prom/-/reload"
 check "nobody cannot stop Prometheus" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' -X POST "$prom/-/quit"
 check "nobody cannot query Prometheus" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' "$prom/api/v1/query?query=up"
-check "Prometheus answers with the credentials" '^200' status "${web_auth[@]}" "$prom/api/v1/query?query=up"
+check "Prometheus answers with the credentials" '^200' web_status "$prom/api/v1/query?query=up"
 check "nobody cannot send an alert to Alertmanager" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
   -H 'Content-Type: application/json' -d "$forged_alert" "$am/api/v2/alerts"
 check "nobody cannot create a silence" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
   -H 'Content-Type: application/json' -d "$forged_silence" "$am/api/v2/silences"
-check "Alertmanager answers with the credentials" '^200' status "${web_auth[@]}" "$am/api/v2/status"
+check "Alertmanager answers with the credentials" '^200' web_status "$am/api/v2/status"
 
 echo "== the on-call inbox (finding 6)"
 check "nobody cannot post a forged heartbeat" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
@@ -113,7 +116,9 @@ check "the state directory is the stack's only" '^710 root postgres$' stat -c '%
 
 echo "== command lines (every local user reads them with ps)"
 # The programs (their first word only: the rest would print the secret) whose command line holds FILE's secret.
-programs_holding() { grep -F -f <(tr -d '\n' <"$1"; echo) <(as_attacker ps -eo args) | awk '{print $1}'; }
+programs_holding() { grep -F -f <(tr -d '\n' <"$1"; echo) <(ps -eo args) | awk '{print $1}'; }
+# A listing that shows none of the stack would prove nothing (no procps, or /proc mounted with hidepid).
+check "the process listing shows the stack" 'prometheus' ps -eo args
 # Each secret as a fixed-string pattern from a descriptor, so that the check itself never puts one on its argv.
 for f in "$SECRETS_DIR"/*.password "$SECRETS_DIR"/*.token; do
   check "no command line holds $(basename "$f")" '^none$' \

@@ -24,6 +24,8 @@ wait_for() {
 }
 
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+# redis-cli exits 0 on an error reply (NOAUTH, LOADING): ready means PONG.
+redis_ready() { [ "$(redis_admin ping 2>/dev/null)" = PONG ]; }
 web_ok() { curl_web -fsS -o /dev/null --max-time 2 "$1"; }
 
 prepare_state() {
@@ -74,8 +76,12 @@ init_postgres() {
   log "initialising Postgres in $STATE_DIR/postgres/data"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$STATE_DIR/postgres/data" -U postgres \
     --auth-local=peer --auth-host=scram-sha-256 --no-sync >"$STATE_DIR/logs/initdb.log" 2>&1
-  # No trust anywhere: the postgres OS user is the superuser on the socket (peer), every other login needs its
-  # password (scram-sha-256), on the socket and on TCP. The socket's directory is the postgres user's alone.
+}
+
+# No trust anywhere: the postgres OS user is the superuser on the socket (peer), every other login needs its
+# password (scram-sha-256), on the socket and on TCP. The socket's directory is the postgres user's alone. Written
+# at every start, so that a data directory from an older, trusting version of the stack is closed too.
+write_pg_hba() {
   cat > "$STATE_DIR/postgres/data/pg_hba.conf" <<'HBA'
 # TYPE  DATABASE  USER      ADDRESS        METHOD
 local   all       postgres                 peer
@@ -96,10 +102,13 @@ provision_postgres() {
     -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
   # The passwords reach psql on stdin, never on a command line.
   "${psql[@]}" -d postgres >/dev/null <<SQL
+SELECT pg_reload_conf();
 ALTER ROLE postgres PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/postgres.password")';
 SELECT 'CREATE ROLE app LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') \gexec
 ALTER ROLE app NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")';
 SELECT 'CREATE DATABASE app' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app') \gexec
+-- An older version of the stack made the app's role the database's owner.
+ALTER DATABASE app OWNER TO postgres;
 REVOKE ALL ON DATABASE app FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE app TO app;
 SELECT 'CREATE ROLE postgres_exporter LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres_exporter') \gexec
@@ -111,6 +120,12 @@ SQL
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION app;
 ALTER ROLE app IN DATABASE app SET search_path = app;
+-- An older version of the stack kept the app's table in public: it moves, data and all.
+DO \$\$ BEGIN
+  IF to_regclass('public.kv_store') IS NOT NULL AND to_regclass('app.kv_store') IS NULL THEN
+    ALTER TABLE public.kv_store SET SCHEMA app;
+  END IF;
+END \$\$;
 SQL
 }
 
@@ -137,7 +152,7 @@ port_of() {
 wait_ready() {
   case $1 in
     postgres) wait_for postgres 30 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && provision_postgres ;;
-    redis) wait_for redis 15 redis_admin ping ;;
+    redis) wait_for redis 15 redis_ready ;;
     app) wait_for app 30 http_ok "http://127.0.0.1:$APP_PORT/healthcheck" ;;
     inbox) wait_for inbox 30 http_ok "http://127.0.0.1:$INBOX_PORT/healthcheck" ;;
     prometheus) wait_for prometheus 60 web_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
@@ -151,12 +166,18 @@ state_of() { supervisorctl_ status "$1" 2>/dev/null | awk '{print $2}'; }
 for p in $programs; do port_of "$p" >/dev/null; done
 ensure_binaries
 prepare_state
-case " $programs " in *" postgres "*) init_postgres ;; esac
+case " $programs " in *" postgres "*) init_postgres; write_pg_hba ;; esac
 
 if ! supervisorctl_ pid >/dev/null 2>&1; then
   log "starting supervisord (state in $STATE_DIR)"
-  # Every program inherits this: as many descriptors as the machine allows this user (see supervisord.conf).
-  ulimit -n "$(ulimit -Hn)"
+  # Every program inherits this: as many descriptors as the machine allows, up to 65536 (see supervisord.conf).
+  fd_limit=$(ulimit -Hn)
+  if [ "$fd_limit" = unlimited ] || [ "$fd_limit" -gt 65536 ]; then fd_limit=65536; fi
+  if [ "$fd_limit" -lt 4096 ]; then
+    log "the open-file limit is $fd_limit; the stack needs 4096 (raise the hard limit: ulimit -Hn, limits.conf)"
+    exit 1
+  fi
+  ulimit -n "$fd_limit"
   supervisord -c "$REPO_ROOT/native/supervisord.conf"
   wait_for supervisord 10 supervisorctl_ pid
 fi

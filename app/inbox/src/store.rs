@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -203,7 +204,8 @@ impl Store {
             inner.last_heartbeat_unix_ms = replay.last_heartbeat_unix_ms;
             inner.rings = replay.rings;
             inner.counters.stored = kept;
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            // The notifications are the on-call's alone, whatever the umask of whoever starts the inbox.
+            let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
             let bytes = file.metadata()?.len();
             inner.data_file = Some(DataFile {
                 path: path.to_path_buf(),
@@ -438,7 +440,7 @@ fn rewrite(path: &Path, rings: &BTreeMap<Receiver, Ring>) -> io::Result<()> {
     notifications.sort_unstable_by_key(|n| n.id);
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut out = io::BufWriter::new(OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?);
     for n in notifications {
         serde_json::to_writer(&mut out, n)?;
         out.write_all(b"\n")?;

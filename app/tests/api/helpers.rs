@@ -29,15 +29,23 @@ pub struct TestApp {
 /// The admin token of every test application (see [`admin_token_file`]).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
-/// A file holding [`ADMIN_TOKEN`] (with a trailing newline, as `echo` writes it). One path for every test process,
-/// each writing it whole and renaming it into place, so that none ever reads it half written and runs leave one file.
+/// A file holding [`ADMIN_TOKEN`] (with a trailing newline, as `echo` writes it), one per test process. Created
+/// new (never through a link another user placed in the shared temporary directory) under a name with the process
+/// id and the time in it, mode 0600.
 pub fn admin_token_file() -> PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join("app-test-admin-token");
-        let staged = path.with_extension(std::process::id().to_string());
-        std::fs::write(&staged, format!("{ADMIN_TOKEN}\n")).expect("the temporary directory is writable");
-        std::fs::rename(&staged, &path).expect("the token file is put in place");
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let path = std::env::temp_dir().join(format!("app-test-admin-token-{}-{nanos:x}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("a new file in the temporary directory");
+        writeln!(file, "{ADMIN_TOKEN}").expect("the token file is written");
         path
     })
     .clone()
