@@ -77,6 +77,14 @@ pub struct Config {
     /// Longest a connection may wait for a request: after it opened, or after the previous response
     /// (`APP_IDLE_TIMEOUT_SECONDS`, default 60). Then it is closed without an answer (nothing was asked).
     pub idle_timeout: Duration,
+    /// Longest a client may take to send a request's whole body, counted from the end of its head
+    /// (`APP_BODY_READ_TIMEOUT_MS`, default 10000). A client that takes longer gets 408 (if no answer has started)
+    /// and is disconnected.
+    pub body_read_timeout: Duration,
+    /// Longest the server's output to a client may stay undelivered once a write to it blocks (the client does not
+    /// read): from the first blocked write until everything pending is handed to the kernel
+    /// (`APP_WRITE_TIMEOUT_MS`, default 10000). Then the connection is closed.
+    pub write_timeout: Duration,
     /// Largest header section of a request, in bytes of `name: value` lines (`APP_MAX_HEADER_BYTES`, default
     /// 16384); larger ones get a JSON 431.
     pub max_header_bytes: usize,
@@ -111,6 +119,8 @@ impl Default for Config {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
         }
@@ -334,6 +344,13 @@ impl Config {
                 1,
                 3600,
             )?),
+            body_read_timeout: millis(vars.number(
+                "APP_BODY_READ_TIMEOUT_MS",
+                ms(d.body_read_timeout),
+                1,
+                600_000,
+            )?),
+            write_timeout: millis(vars.number("APP_WRITE_TIMEOUT_MS", ms(d.write_timeout), 1, 600_000)?),
             // hyper's own limit on a request head sits above these two (see `connection`), and its URI limit
             // (64 KiB) above the largest value allowed here, so a request over them still gets our JSON answer.
             max_header_bytes: vars.number(
@@ -672,6 +689,8 @@ mod tests {
             ("APP_MAX_CONNECTIONS", "10"),
             ("APP_HEADER_READ_TIMEOUT_MS", "250"),
             ("APP_IDLE_TIMEOUT_SECONDS", "5"),
+            ("APP_BODY_READ_TIMEOUT_MS", "750"),
+            ("APP_WRITE_TIMEOUT_MS", "1500"),
             ("APP_MAX_HEADER_BYTES", "2048"),
             ("APP_MAX_URI_BYTES", "512"),
         ])
@@ -679,11 +698,15 @@ mod tests {
         assert_eq!(config.max_connections, 10);
         assert_eq!(config.header_read_timeout, Duration::from_millis(250));
         assert_eq!(config.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.body_read_timeout, Duration::from_millis(750));
+        assert_eq!(config.write_timeout, Duration::from_millis(1500));
         assert_eq!((config.max_header_bytes, config.max_uri_bytes), (2048, 512));
         for (var, value) in [
             ("APP_MAX_CONNECTIONS", "0"),
             ("APP_HEADER_READ_TIMEOUT_MS", "0"),
             ("APP_IDLE_TIMEOUT_SECONDS", "0"),
+            ("APP_BODY_READ_TIMEOUT_MS", "0"),
+            ("APP_WRITE_TIMEOUT_MS", "600001"),
             // Too small for an ordinary client's headers; and over hyper's own URI limit, which must stay above ours.
             ("APP_MAX_HEADER_BYTES", "100"),
             ("APP_MAX_URI_BYTES", "100000"),

@@ -1,6 +1,6 @@
 //! Serving connections: each listener's accept loop with its bound on open connections, and the life of one
-//! HTTP/1.1 connection under hyper, with an idle and a header-read timeout, our own limits on a request's head, and
-//! a count of every request rejected before it reached the router.
+//! HTTP/1.1 connection under hyper, with idle, header-read, body-read and write timeouts, our own limits on a
+//! request's head, and a count of every request rejected before it reached the router or cut off on its way.
 //!
 //! Why not `axum::serve`: it has no timeout, no bound and no view of hyper's errors. Idle or trickling clients held
 //! file descriptors until the process ran out, and then neither listener accepted anything (Prometheus lost the
@@ -14,7 +14,24 @@
 //!   `idle_timeout` the connection is closed without an answer (nothing was asked) and counted;
 //! - *head*, from that byte until hyper has parsed the head: after `header_read_timeout` the client gets a JSON 408
 //!   and is disconnected, counted as `header_timeout`;
-//! - *busy* while a request is served: no limit here (handlers have their own timeouts, shutdown has its own).
+//! - *busy* while a request is served. The handler's own work is not timed here: it is bounded by its own
+//!   timeouts (`APP_DB_QUERY_TIMEOUT_MS`, `APP_REDIS_TIMEOUT_MS`, …), and cutting it off from outside would fail
+//!   requests that are only slow. What the client controls is timed:
+//!   - *body*, from the end of the head until the body has been read to its end (or dropped unread): after
+//!     `body_read_timeout` the client gets a JSON 408 if no answer has started, and is disconnected, counted as
+//!     `body_timeout`. A total, not a limit between two bytes, so a trickle of one byte a second is cut off too;
+//!     bodies are small (`APP_MAX_BODY_BYTES`), so 10 s asks for a few KB/s at most.
+//! - *write*, in any phase, from a write that the socket would not take (the client is not reading and the
+//!   buffers between us are full) until everything pending has been handed to the kernel: after `write_timeout`
+//!   the connection is reset, counted as `write_timeout`. A reset rather than a close, so that the kernel does not
+//!   keep the undelivered data, and keep retrying it, for a client that has shown it does not read. Timed from the
+//!   first blocked write, not between writes, so a client that reads a few bytes now and then does not hold the
+//!   connection either; a response the socket buffers take whole never blocks, and the connection then waits for
+//!   its next request under the idle timeout.
+//!
+//! So a connection is busy for at most the body timeout, plus the handler's own bounded work, plus the write
+//! timeout; a client can no longer keep one, and with enough of them the bound, forever. Graceful shutdown is not
+//! changed: it waits for requests being served, which these timeouts now also bound.
 //!
 //! Until a new connection's first bytes arrive it is not handed to hyper at all: hyper allocates its read buffer
 //! (8 KiB and up) on its first read, and a connection that never sends anything should cost less than that.
@@ -98,6 +115,10 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Longest a connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// Longest a request body may take, from the end of its head.
+    pub body_read_timeout: Duration,
+    /// Longest pending output may stay undelivered once a write blocks.
+    pub write_timeout: Duration,
     /// Largest header section (`name: value` lines) answered by the router.
     pub max_header_bytes: usize,
     /// Longest request target answered by the router.
@@ -112,6 +133,8 @@ impl ServeSettings {
             max_connections: config.max_connections,
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
+            body_read_timeout: config.body_read_timeout,
+            write_timeout: config.write_timeout,
             max_header_bytes: config.max_header_bytes,
             max_uri_bytes: config.max_uri_bytes,
         }
@@ -595,15 +618,14 @@ async fn serve_http(
     };
     let watched = Watched {
         conn: Some(http.serve_connection(io, service)),
-        clock,
+        clock: clock.clone(),
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         close: Box::pin(async move {
             let _ = close.wait_for(|closing| *closing).await;
         }),
         // Without keep-alive hyper closes after the one request; a graceful shutdown now would close it unread.
         closing: !keep_alive,
-        header_read_timeout: shared.settings.header_read_timeout,
-        idle_timeout: shared.settings.idle_timeout,
+        timeouts: Timeouts::of(&shared.settings),
     };
     match watched.await {
         Outcome::Finished(Ok(())) => {}
@@ -624,6 +646,37 @@ async fn serve_http(
             )
             .await;
         }
+        Outcome::BodyTimeout(conn) => {
+            shared.count_unlogged_rejection(RejectReason::BodyTimeout);
+            // Read before the connection goes: dropping it drops the request's body, which updates the clock.
+            let (clean, client_id) = clock.request_answer();
+            let stream = conn.into_parts().io.into_inner().inner;
+            if !clean {
+                // Part of an answer may be written, or still pending: nothing more can be said on this connection.
+                return;
+            }
+            // No answer handed to hyper, nothing of a previous one pending: the socket is ours to answer on.
+            let mut headers = axum::http::HeaderMap::new();
+            if let Some(id) = client_id {
+                headers.insert(REQUEST_ID_HEADER, id);
+            }
+            let id = request_id_for(&headers);
+            let message = format!(
+                "request body not received within {} ms",
+                shared.settings.body_read_timeout.as_millis()
+            );
+            answer_and_close(
+                stream,
+                &raw_answer("408 Request Timeout", &message, Some(&id), ""),
+            )
+            .await;
+        }
+        Outcome::WriteTimeout(conn) => {
+            shared.count_unlogged_rejection(RejectReason::WriteTimeout);
+            let stream = conn.into_parts().io.into_inner().inner;
+            // A reset: a plain close would leave the undelivered data with the kernel, retried for minutes.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
     }
 }
 
@@ -637,6 +690,30 @@ enum Outcome {
     IdleTimeout,
     /// A head did not arrive within the header read timeout; the connection is handed back to answer it.
     HeaderTimeout(Box<Connection>),
+    /// A request body did not arrive within the body read timeout; the connection is handed back to answer it.
+    BodyTimeout(Box<Connection>),
+    /// Output stayed undelivered for the write timeout; the connection is handed back to reset it.
+    WriteTimeout(Box<Connection>),
+}
+
+/// The timeouts of a connection, from its listener's settings.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+    body_read: Duration,
+    write: Duration,
+}
+
+impl Timeouts {
+    fn of(settings: &ServeSettings) -> Self {
+        Timeouts {
+            header_read: settings.header_read_timeout,
+            idle: settings.idle_timeout,
+            body_read: settings.body_read_timeout,
+            write: settings.write_timeout,
+        }
+    }
 }
 
 /// A hyper connection with our timeouts and the listener's shutdown signal.
@@ -646,8 +723,7 @@ struct Watched {
     timer: Pin<Box<Sleep>>,
     close: Pin<Box<dyn Future<Output = ()> + Send>>,
     closing: bool,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Future for Watched {
@@ -671,11 +747,9 @@ impl Future for Watched {
             }
         }
         // hyper waits, for the client or for a request being served. The clock changes only while hyper is polled
-        // (reads, requests starting and finishing all happen inside), so the deadline is current here.
-        let Some((deadline, phase)) = this
-            .clock
-            .deadline(this.header_read_timeout, this.idle_timeout)
-        else {
+        // (reads, writes, requests starting and finishing, bodies read, all happen inside), so the deadline is
+        // current here.
+        let Some((deadline, phase)) = this.clock.deadline(&this.timeouts) else {
             return Poll::Pending;
         };
         if this.timer.deadline() != deadline {
@@ -686,6 +760,8 @@ impl Future for Watched {
         Poll::Ready(match phase {
             Phase::Idle => Outcome::IdleTimeout,
             Phase::Head => Outcome::HeaderTimeout(Box::new(conn)),
+            Phase::Body => Outcome::BodyTimeout(Box::new(conn)),
+            Phase::Write => Outcome::WriteTimeout(Box::new(conn)),
         })
     }
 }
@@ -697,14 +773,19 @@ enum Phase {
     Idle,
     /// The rest of a request head.
     Head,
+    /// The rest of a request body, while the request is served.
+    Body,
+    /// The client to take what was written to it.
+    Write,
 }
 
-/// Where one connection is in its requests: waiting for the client since when, or serving one (see the module's
-/// documentation). Updated from the connection's own task only, so the lock is never contended.
+/// Where one connection is in its requests: waiting for the client since when, or serving one, and whether its
+/// output is stuck (see the module's documentation). Updated from the connection's own task only, so the lock is
+/// never contended.
 #[derive(Debug)]
 struct Clock(Mutex<ClockState>);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct ClockState {
     /// Requests being served (hyper serves one at a time; a count keeps the bookkeeping simple).
     in_flight: u32,
@@ -712,6 +793,16 @@ struct ClockState {
     since: Instant,
     /// Whether bytes of the next head have arrived.
     head: bool,
+    /// Requests started so far: tells a late end of one request's body from the current one's.
+    requests: u64,
+    /// While the current request's body is unread: since when (the end of its head).
+    body_since: Option<Instant>,
+    /// Whether the current request's answer has been handed to hyper.
+    responding: bool,
+    /// The `x-request-id` the client sent with the current request, for an answer given here.
+    client_id: Option<HeaderValue>,
+    /// Since when a write has been waiting for the client, until all pending output is with the kernel.
+    write_blocked: Option<Instant>,
 }
 
 impl Clock {
@@ -721,11 +812,16 @@ impl Clock {
             in_flight: 0,
             since: now,
             head: true,
+            requests: 0,
+            body_since: None,
+            responding: false,
+            client_id: None,
+            write_blocked: None,
         }))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
-        // A plain struct of numbers: a panic elsewhere cannot leave it inconsistent.
+        // Plain fields: a panic elsewhere cannot leave them inconsistent.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -738,9 +834,37 @@ impl Clock {
         }
     }
 
-    /// hyper handed over a parsed head.
-    fn request_started(&self) {
-        self.state().in_flight += 1;
+    /// hyper handed over a parsed head at `now`, with a body to read or not; returns the request's number, for
+    /// [`Clock::body_finished`].
+    fn request_started(&self, now: Instant, has_body: bool, client_id: Option<HeaderValue>) -> u64 {
+        let mut state = self.state();
+        state.in_flight += 1;
+        state.requests += 1;
+        state.body_since = has_body.then_some(now);
+        state.responding = false;
+        state.client_id = client_id;
+        state.requests
+    }
+
+    /// Request `request`'s body was read to its end, or dropped.
+    fn body_finished(&self, request: u64) {
+        let mut state = self.state();
+        if state.requests == request {
+            state.body_since = None;
+        }
+    }
+
+    /// The current request's answer is with hyper, which may start writing it.
+    fn response_started(&self) {
+        self.state().responding = true;
+    }
+
+    /// Whether an answer may be written on the socket (no answer to the current request has started, no output
+    /// is pending), and the request id its client sent.
+    fn request_answer(&self) -> (bool, Option<HeaderValue>) {
+        let mut state = self.state();
+        let clean = !state.responding && state.write_blocked.is_none();
+        (clean, state.client_id.take())
     }
 
     /// The response is written (its body dropped by hyper): the connection waits for the next request.
@@ -750,20 +874,37 @@ impl Clock {
         if state.in_flight == 0 {
             state.head = false;
             state.since = now;
+            state.body_since = None;
+            state.client_id = None;
         }
     }
 
-    /// When the current wait times out, and which wait it is; `None` while a request is served.
-    fn deadline(
-        &self,
-        header_read_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> Option<(Instant, Phase)> {
+    /// The socket would not take a write: the client is not reading, and the buffers between us are full.
+    fn write_blocked(&self, now: Instant) {
+        self.state().write_blocked.get_or_insert(now);
+    }
+
+    /// Everything pending has been handed to the kernel.
+    fn write_done(&self) {
+        self.state().write_blocked = None;
+    }
+
+    /// When the connection times out, and which wait does; `None` while a request is served with nothing of the
+    /// client's to wait for.
+    fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, Phase)> {
         let state = self.state();
-        match (state.in_flight, state.head) {
-            (0, true) => Some((state.since + header_read_timeout, Phase::Head)),
-            (0, false) => Some((state.since + idle_timeout, Phase::Idle)),
+        let waiting = match (state.in_flight, state.head, state.body_since) {
+            (0, true, _) => Some((state.since + timeouts.header_read, Phase::Head)),
+            (0, false, _) => Some((state.since + timeouts.idle, Phase::Idle)),
+            (_, _, Some(since)) => Some((since + timeouts.body_read, Phase::Body)),
             _ => None,
+        };
+        let writing = state
+            .write_blocked
+            .map(|since| (since + timeouts.write, Phase::Write));
+        match (waiting, writing) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -789,13 +930,29 @@ impl AsyncRead for ClockedStream {
     }
 }
 
+impl ClockedStream {
+    /// Tells the clock how a write of `offered` bytes went. hyper offers all it holds (or as many slices as a
+    /// vectored write takes) and calls `poll_flush` only once its buffer is empty, so a write that took everything,
+    /// or a flush that completed, means nothing is pending; a write that would block means the client is not
+    /// reading.
+    fn track_write(&self, result: &Poll<io::Result<usize>>, offered: usize) {
+        match result {
+            Poll::Pending => self.clock.write_blocked(Instant::now()),
+            Poll::Ready(Ok(n)) if *n == offered => self.clock.write_done(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl AsyncWrite for ClockedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track_write(&result, buf.len());
+        result
     }
 
     fn poll_write_vectored(
@@ -803,7 +960,9 @@ impl AsyncWrite for ClockedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track_write(&result, bufs.iter().map(|b| b.len()).sum());
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -812,7 +971,9 @@ impl AsyncWrite for ClockedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        self.clock.write_done();
+        Poll::Ready(result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -820,8 +981,8 @@ impl AsyncWrite for ClockedStream {
     }
 }
 
-/// The router behind one connection: checks each head against our limits, and keeps the clock busy from the
-/// parsed head until hyper has written the response.
+/// The router behind one connection: checks each head against our limits, keeps the clock busy from the parsed
+/// head until hyper has written the response, and times the request's body.
 struct ConnectionService {
     shared: Arc<Listening>,
     clock: Arc<Clock>,
@@ -833,13 +994,27 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Future = ResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
-        let busy = Busy::new(self.clock.clone());
+        // Known from the head: no content-length, or 0, and not chunked.
+        let has_body = !request.body().is_end_stream();
+        let client_id = has_body
+            .then(|| request.headers().get(REQUEST_ID_HEADER).cloned())
+            .flatten();
+        let (busy, number) = Busy::new(self.clock.clone(), has_body, client_id);
         if let Some(rejection) = self.shared.check_head(&request) {
+            // Its body goes unread (dropped with the request): nothing to wait for from the client.
+            self.clock.body_finished(number);
             let response = self
                 .shared
                 .reject(&request, rejection, std::time::Instant::now());
             return ResponseFuture::Answered(Some(ClockedBody::wrap(response, busy)));
         }
+        let clock = self.clock.clone();
+        let request = request.map(|inner| TimedBody {
+            inner,
+            clock,
+            number,
+            finished: !has_body,
+        });
         let mut router = self.shared.router.clone();
         ResponseFuture::Routed {
             future: router.call(request),
@@ -881,9 +1056,10 @@ impl Future for ResponseFuture {
 struct Busy(Arc<Clock>);
 
 impl Busy {
-    fn new(clock: Arc<Clock>) -> Self {
-        clock.request_started();
-        Busy(clock)
+    /// Also returns the request's number, for its [`TimedBody`].
+    fn new(clock: Arc<Clock>, has_body: bool, client_id: Option<HeaderValue>) -> (Self, u64) {
+        let number = clock.request_started(Instant::now(), has_body, client_id);
+        (Busy(clock), number)
     }
 }
 
@@ -901,7 +1077,58 @@ pub struct ClockedBody {
 
 impl ClockedBody {
     fn wrap(response: Response<Body>, busy: Busy) -> Response<ClockedBody> {
+        busy.0.response_started();
         response.map(|inner| ClockedBody { inner, _busy: busy })
+    }
+}
+
+/// A request body that tells the clock when it has been read to its end, or dropped unread.
+pub struct TimedBody {
+    inner: Incoming,
+    clock: Arc<Clock>,
+    number: u64,
+    finished: bool,
+}
+
+impl TimedBody {
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.clock.body_finished(self.number);
+        }
+    }
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        // The end, an error (the client went away), or the last frame of a body of known length: nothing more to
+        // wait for from the client.
+        if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
+            this.finish();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -1062,25 +1289,83 @@ mod tests {
         assert_eq!(uri_len(&"http://h:1/p".parse().unwrap()), 12);
     }
 
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            header_read: Duration::from_secs(1),
+            idle: Duration::from_secs(60),
+            body_read: Duration::from_secs(10),
+            write: Duration::from_secs(5),
+        }
+    }
+
     #[test]
     fn the_clock_times_the_idle_wait_from_the_last_response_and_the_head_from_its_first_byte() {
-        let (head, idle) = (Duration::from_secs(1), Duration::from_secs(60));
+        let t = timeouts();
         let t0 = Instant::now();
         let clock = Clock::head_started(t0);
-        assert_eq!(clock.deadline(head, idle), Some((t0 + head, Phase::Head)));
-        clock.request_started();
-        assert_eq!(clock.deadline(head, idle), None, "busy: no limit");
-        // Bytes of a request body while busy change nothing.
+        assert_eq!(clock.deadline(&t), Some((t0 + t.header_read, Phase::Head)));
+        clock.request_started(t0, false, None);
+        assert_eq!(clock.deadline(&t), None, "busy without a body: the handler is not timed");
+        // Bytes read while busy change nothing.
         clock.bytes_read(t0 + Duration::from_secs(5));
         let t1 = t0 + Duration::from_secs(7);
         clock.request_finished(t1);
-        assert_eq!(clock.deadline(head, idle), Some((t1 + idle, Phase::Idle)));
+        assert_eq!(clock.deadline(&t), Some((t1 + t.idle, Phase::Idle)));
         let t2 = t1 + Duration::from_secs(30);
         clock.bytes_read(t2);
-        assert_eq!(clock.deadline(head, idle), Some((t2 + head, Phase::Head)));
+        assert_eq!(clock.deadline(&t), Some((t2 + t.header_read, Phase::Head)));
         // Further bytes of the same head do not restart its clock: a trickle is cut off all the same.
         clock.bytes_read(t2 + Duration::from_millis(900));
-        assert_eq!(clock.deadline(head, idle), Some((t2 + head, Phase::Head)));
+        assert_eq!(clock.deadline(&t), Some((t2 + t.header_read, Phase::Head)));
+    }
+
+    #[test]
+    fn the_clock_times_a_body_from_the_end_of_its_head_until_it_is_read() {
+        let t = timeouts();
+        let t0 = Instant::now();
+        let clock = Clock::head_started(t0);
+        let first = clock.request_started(t0, true, None);
+        assert_eq!(clock.deadline(&t), Some((t0 + t.body_read, Phase::Body)));
+        // Body bytes arriving do not restart it: a total, not a gap between bytes.
+        clock.bytes_read(t0 + Duration::from_secs(3));
+        assert_eq!(clock.deadline(&t), Some((t0 + t.body_read, Phase::Body)));
+        assert!(clock.request_answer().0, "nothing answered yet");
+        clock.body_finished(first);
+        assert_eq!(clock.deadline(&t), None, "the handler works untimed");
+        clock.response_started();
+        assert!(!clock.request_answer().0, "an answer has started");
+        let t1 = t0 + Duration::from_secs(4);
+        clock.request_finished(t1);
+        let second = clock.request_started(t1, true, None);
+        // A late end of the first request's body does not stop the second one's clock.
+        clock.body_finished(first);
+        assert_eq!(clock.deadline(&t), Some((t1 + t.body_read, Phase::Body)));
+        clock.body_finished(second);
+        assert_eq!(clock.deadline(&t), None);
+    }
+
+    #[test]
+    fn the_clock_times_blocked_output_from_the_first_blocked_write_in_any_phase() {
+        let t = timeouts();
+        let t0 = Instant::now();
+        let clock = Clock::head_started(t0);
+        clock.request_started(t0, false, None);
+        clock.write_blocked(t0);
+        assert_eq!(clock.deadline(&t), Some((t0 + t.write, Phase::Write)));
+        // Blocking again later does not move the deadline: a client that reads a little now and then is still cut.
+        clock.write_blocked(t0 + Duration::from_secs(2));
+        assert_eq!(clock.deadline(&t), Some((t0 + t.write, Phase::Write)));
+        assert!(!clock.request_answer().0, "output pending");
+        clock.write_done();
+        assert_eq!(clock.deadline(&t), None);
+        // While waiting for a request, the earlier deadline wins.
+        let t1 = t0 + Duration::from_secs(3);
+        clock.request_finished(t1);
+        clock.write_blocked(t1);
+        assert_eq!(clock.deadline(&t), Some((t1 + t.write, Phase::Write)));
+        let t2 = t1 + Duration::from_millis(100);
+        clock.bytes_read(t2);
+        assert_eq!(clock.deadline(&t), Some((t2 + t.header_read, Phase::Head)));
     }
 
     #[test]

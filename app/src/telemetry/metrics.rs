@@ -228,8 +228,9 @@ pub const CONTRACT: &[MetricSpec] = &[
     spec(
         HTTP_SERVER_REJECTED_REQUESTS_TOTAL,
         MetricType::Counter,
-        "Requests rejected before routing, by reason: header_too_large (431), uri_too_long (414), malformed \
-         (400), header_timeout (408).",
+        "Requests rejected before routing, or cut off by a connection timeout, by reason: header_too_large (431), \
+         uri_too_long (414), malformed (400), header_timeout (408), body_timeout (408, or closed once an answer \
+         has started), write_timeout (connection reset: the client did not read its answer).",
         &["listener", "reason"],
     ),
     spec(
@@ -421,15 +422,24 @@ pub enum RejectReason {
     Malformed,
     /// 408: the head did not arrive within `APP_HEADER_READ_TIMEOUT_MS` of its first byte.
     HeaderTimeout,
+    /// 408: the body did not arrive within `APP_BODY_READ_TIMEOUT_MS` of the end of the head (the connection is
+    /// closed without an answer if one had started). The handler never ran, or was waiting for the body.
+    BodyTimeout,
+    /// The connection was reset: output waited for the client longer than `APP_WRITE_TIMEOUT_MS`. The request
+    /// was routed, and is counted with its status by the request metrics too; this says its answer did not get
+    /// through.
+    WriteTimeout,
 }
 
 impl RejectReason {
     /// Every reason, in the order of their counters.
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::HeaderTooLarge,
         RejectReason::UriTooLong,
         RejectReason::Malformed,
         RejectReason::HeaderTimeout,
+        RejectReason::BodyTimeout,
+        RejectReason::WriteTimeout,
     ];
 
     /// The label value.
@@ -439,6 +449,8 @@ impl RejectReason {
             RejectReason::UriTooLong => "uri_too_long",
             RejectReason::Malformed => "malformed",
             RejectReason::HeaderTimeout => "header_timeout",
+            RejectReason::BodyTimeout => "body_timeout",
+            RejectReason::WriteTimeout => "write_timeout",
         }
     }
 }

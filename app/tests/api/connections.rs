@@ -1,12 +1,13 @@
-//! Connection handling on the real listeners: the header-read and idle timeouts, the bound on open connections
-//! (and the admin listener beside it), and the requests rejected before routing, each answered and counted.
+//! Connection handling on the real listeners: the header-read, body-read, write and idle timeouts, the bound on open
+//! connections (and the admin listener beside it), and the requests rejected before routing, each answered and
+//! counted.
 //! Raw TCP where a client library would hide what the server does (how it closes, what it answers).
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::helpers::{spawn_with, test_config, TestApp};
 
@@ -373,5 +374,148 @@ async fn shutdown_closes_idle_and_silent_connections_at_once() {
             Some(&b""[..]),
             "the {what} connection was not closed"
         );
+    }
+}
+
+/// The head of a `POST /set` announcing a body of `length` bytes.
+fn set_head(length: usize) -> String {
+    format!("POST /set HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n")
+}
+
+/// Sends a `POST /set` head at once, then its body one byte per `every`, as a slow-body client does; stops when the
+/// server closes. Returns the read half.
+async fn trickle_body(app: &TestApp, every: Duration) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let body = br#"{"key":"trickle","value":"a slow client"}"#;
+    let (reader, mut writer) = connect(app).await.into_split();
+    writer.write_all(set_head(body.len()).as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for byte in body {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    (reader, trickle)
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_request_body_gets_a_json_408_after_the_body_read_timeout_and_is_counted() {
+    let mut config = test_config();
+    config.body_read_timeout = Duration::from_millis(1000);
+    config.idle_timeout = Duration::from_secs(30);
+    let app = spawn_with(config).await;
+    let started = Instant::now();
+    let (mut reader, trickle) = trickle_body(&app, Duration::from_secs(2)).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), reader.read_to_end(&mut answer)).await;
+    trickle.abort();
+    assert!(
+        read.is_ok(),
+        "the connection was still open {:?} after the head (body read timeout 1 s)",
+        started.elapsed()
+    );
+    let (head, body) = split_answer(&answer);
+    assert!(head.starts_with("http/1.1 408"), "{head}");
+    assert!(head.contains("x-request-id: "), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let body: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["status"], "error");
+    assert!(body["message"].as_str().unwrap().contains("1000 ms"), "{body}");
+    let count = wait_for_count(
+        &app,
+        "http_server_rejected_requests_total",
+        &[("listener", "api"), ("reason", "body_timeout")],
+        1.0,
+    )
+    .await;
+    assert_eq!(count, 1.0);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_responses_is_disconnected_after_the_write_timeout() {
+    let mut config = test_config();
+    config.write_timeout = Duration::from_millis(1000);
+    config.idle_timeout = Duration::from_secs(30);
+    let app = spawn_with(config).await;
+    // A small receive window, so that the socket buffers between us fill after a few responses.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr(&app.api).parse().unwrap()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // Pipelined requests for a response of about 12 KiB each, never read: megabytes the client will not take.
+    let requests = b"GET /openapi.json HTTP/1.1\r\nHost: test\r\n\r\n".repeat(1000);
+    let pipeline = tokio::spawn(async move {
+        let _ = writer.write_all(&requests).await;
+        // Keeps the sending side open: the server must not see the client go away.
+        std::future::pending::<()>().await;
+    });
+    let api = [("listener", "api")];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.metrics().await.value("http_server_open_connections", &api),
+        Some(1.0),
+        "the connection is open, its responses stuck"
+    );
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while app.metrics().await.value("http_server_open_connections", &api) != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the connection was still open 6 s after its responses stalled (write timeout 1 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = wait_for_count(
+        &app,
+        "http_server_rejected_requests_total",
+        &[("listener", "api"), ("reason", "write_timeout")],
+        1.0,
+    )
+    .await;
+    assert_eq!(count, 1.0);
+    // The client sees the end too: what reached it, then a close or a reset.
+    let mut sink = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut sink)).await;
+    pipeline.abort();
+    assert!(end.is_ok(), "the client's side was still open");
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_trickling_bodies_do_not_keep_new_clients_out() {
+    let mut config = test_config();
+    config.max_connections = 4;
+    config.body_read_timeout = Duration::from_millis(1000);
+    config.idle_timeout = Duration::from_secs(30);
+    let app = spawn_with(config).await;
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(trickle_body(&app, Duration::from_millis(500)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = connect(&app).await;
+    extra.write_all(HEALTHCHECK).await.unwrap();
+    let answer = read_until_closed(&mut extra, Duration::from_secs(2)).await;
+    assert!(
+        answer.as_deref().is_some_and(|a| a.starts_with(b"HTTP/1.1 503")),
+        "the slow clients fill the bound: {answer:?}"
+    );
+    // Cut off after the body read timeout, they make room, though they are still sending.
+    let started = Instant::now();
+    loop {
+        let mut stream = connect(&app).await;
+        stream.write_all(HEALTHCHECK).await.unwrap();
+        let mut first = [0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut first)).await;
+        if matches!(read, Ok(Ok(_))) && first.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "new clients were still refused 6 s on (body read timeout 1 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, trickle) in slow {
+        trickle.abort();
     }
 }

@@ -240,6 +240,8 @@ async fn known_series_exist_before_any_traffic() {
             "uri_too_long",
             "malformed",
             "header_timeout",
+            "body_timeout",
+            "write_timeout",
         ] {
             assert_eq!(
                 metrics.value(
