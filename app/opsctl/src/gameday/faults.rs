@@ -871,6 +871,13 @@ impl Dilution {
 /// between bursts too (with exactly ten writers, a busy machine let the used count dip under 90% at a scrape, which
 /// restarted the saturation alert's `for`). Any other query that needs a connection times out acquiring one. The
 /// bursts are shorter than the app's statement timeout, so the writers that hold a connection succeed (slowly).
+/// How long each lock burst of the pool-exhaustion drill holds the rows: under the app's `lock_timeout` (half its
+/// 2 s query timeout), so that a writer waiting on its row is served at the burst's end rather than refused, and
+/// goes straight back to wait on the next burst. Longer bursts make every waiting writer give up at the same
+/// moment, all connections return to the pool at once, and a scrape in that gap restarts the alert's `for`
+/// (measured: AppDbPoolSaturated fired 234 s into the fault with 1.5 s bursts; bound 160 s).
+const POOL_EXHAUSTION_BURST: Duration = Duration::from_millis(700);
+
 /// Hot keys of the pool-exhaustion drill: six more than the app's 10 Postgres connections, so that a queue of
 /// writers takes each connection the moment one gives up on its lock.
 const POOL_EXHAUSTION_KEYS: usize = 16;
@@ -931,7 +938,7 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
             ready = true;
         }
         tokio::select! {
-            _ = sleep(Duration::from_millis(1500)) => {}
+            _ = sleep(POOL_EXHAUSTION_BURST) => {}
             _ = h.until(Phase::Clear) => {}
         }
         locker
