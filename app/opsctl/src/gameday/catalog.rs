@@ -318,7 +318,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pool-exhaustion",
-            what: "lock 16 keys' rows in Postgres in 0.7 s bursts while a client writes each: the app's 10 \
+            what: "lock 40 keys' rows in Postgres in 0.7 s bursts while a client writes each: the app's 10 \
                    Postgres connections wait on the locks, other queries time out acquiring one",
             fault: Fault::PoolExhaustion,
             expects: vec![
