@@ -3,7 +3,7 @@
 //! Closing a listening socket resets the connections still queued in its backlog: the clients have connected, may
 //! have sent their request, and get a reset that says nothing about whether it was processed. Under steady traffic
 //! a plain graceful shutdown does that to a few connections at every restart (measured: 120 resets over 20
-//! SIGTERMs at about 1,000 new connections/s; see README, "Game day").
+//! SIGTERMs at about 1,000 new connections/s; see docs/gameday.md).
 //!
 //! So on shutdown the listener first stops new handshakes: a socket filter on the listening socket drops new SYNs,
 //! whose clients retransmit a second later, by when the restarted app or nobody is listening (a clean refusal).
