@@ -33,4 +33,4 @@ gameday: ## prove every alert on the running stack: fault, page or ticket, resol
 	@native/gameday.sh
 
 bench: ## release-build and benchmark the app against a bare axum ceiling; prints the table (see README, Benchmarks)
-	@app/ceiling/bench.sh
+	@app/bench/bench.sh

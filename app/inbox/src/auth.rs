@@ -72,10 +72,7 @@ fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
     let mut diff = u8::from(expected.len() != presented.len());
     for (i, e) in expected.iter().enumerate() {
         // Wrap around the presented bytes so the loop always runs over the whole expected token.
-        let p = presented
-            .get(i % presented.len().max(1))
-            .copied()
-            .unwrap_or(0);
+        let p = presented.get(i % presented.len().max(1)).copied().unwrap_or(0);
         diff |= e ^ p;
     }
     std::hint::black_box(diff) == 0
@@ -94,11 +91,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, in the order metrics list them.
-    pub const ALL: [Rejection; 3] = [
-        Rejection::MissingToken,
-        Rejection::WrongToken,
-        Rejection::TooLarge,
-    ];
+    pub const ALL: [Rejection; 3] = [Rejection::MissingToken, Rejection::WrongToken, Rejection::TooLarge];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -197,10 +190,7 @@ impl RateLimit {
 
     /// `Some(held back since the last one let through)` when this event may be logged.
     fn allow(&self, now: Instant) -> Option<u64> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (last, held) = &mut *state;
         if last.is_some_and(|at| now.saturating_duration_since(at) < self.interval) {
             *held += 1;
@@ -231,27 +221,15 @@ mod tests {
     #[test]
     fn only_the_bearer_token_itself_passes() {
         let guard = guard();
-        assert_eq!(
-            guard.check(&with_authorization(&format!("Bearer {TOKEN}"))),
-            Ok(())
-        );
-        assert_eq!(
-            guard.check(&with_authorization(&format!("BEARER  {TOKEN} "))),
-            Ok(())
-        );
+        assert_eq!(guard.check(&with_authorization(&format!("Bearer {TOKEN}"))), Ok(()));
+        assert_eq!(guard.check(&with_authorization(&format!("BEARER  {TOKEN} "))), Ok(()));
         assert_eq!(guard.check(&HeaderMap::new()), Err(Rejection::MissingToken));
-        assert_eq!(
-            guard.check(&with_authorization(TOKEN)),
-            Err(Rejection::MissingToken)
-        );
+        assert_eq!(guard.check(&with_authorization(TOKEN)), Err(Rejection::MissingToken));
         assert_eq!(
             guard.check(&with_authorization(&format!("Basic {TOKEN}"))),
             Err(Rejection::MissingToken)
         );
-        assert_eq!(
-            guard.check(&with_authorization("Bearer")),
-            Err(Rejection::WrongToken)
-        );
+        assert_eq!(guard.check(&with_authorization("Bearer")), Err(Rejection::WrongToken));
         for wrong in [&TOKEN[1..], &format!("{TOKEN}0"), &TOKEN.to_uppercase(), ""] {
             assert_eq!(
                 guard.check(&with_authorization(&format!("Bearer {wrong}"))),
@@ -264,18 +242,13 @@ mod tests {
     #[test]
     fn the_default_token_matches_nothing() {
         let guard = WebhookGuard::new(WebhookToken::default());
-        assert_eq!(
-            guard.check(&with_authorization("Bearer")),
-            Err(Rejection::WrongToken)
-        );
+        assert_eq!(guard.check(&with_authorization("Bearer")), Err(Rejection::WrongToken));
         assert!(!WebhookToken::default().matches(b""));
     }
 
     #[test]
     fn tokens_must_look_like_secrets_and_never_print() {
-        assert!(WebhookToken::new("short")
-            .unwrap_err()
-            .contains("at least 16"));
+        assert!(WebhookToken::new("short").unwrap_err().contains("at least 16"));
         assert!(WebhookToken::new("with a space in it, long").is_err());
         assert!(WebhookToken::new("").is_err());
         let token = WebhookToken::new(TOKEN).unwrap();
@@ -288,9 +261,7 @@ mod tests {
         std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
         assert!(WebhookToken::read(&path).unwrap().matches(TOKEN.as_bytes()));
         std::fs::remove_file(&path).unwrap();
-        assert!(WebhookToken::read(&path)
-            .unwrap_err()
-            .contains("cannot read"));
+        assert!(WebhookToken::read(&path).unwrap_err().contains("cannot read"));
     }
 
     #[test]

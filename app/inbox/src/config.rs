@@ -99,7 +99,10 @@ impl Config {
         config.webhook_token = WebhookToken::read(Path::new(&token_file)).map_err(|why| ConfigError {
             var: "INBOX_WEBHOOK_TOKEN_FILE",
             value: token_file.clone(),
-            expected: format!("a readable file holding one token of at least {} visible ASCII characters ({why})", WebhookToken::MIN_LEN),
+            expected: format!(
+                "a readable file holding one token of at least {} visible ASCII characters ({why})",
+                WebhookToken::MIN_LEN
+            ),
         })?;
         if let Some(v) = get("INBOX_LISTEN_ADDR") {
             config.listen_addr = v.trim().parse().map_err(|_| ConfigError {
@@ -113,29 +116,19 @@ impl Config {
         }
         config.data_file = get("INBOX_DATA_FILE").map(PathBuf::from);
         if let Some(v) = get("INBOX_HEARTBEAT_MAX_AGE_SECONDS") {
-            let secs: u64 = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or(ConfigError {
-                    var: "INBOX_HEARTBEAT_MAX_AGE_SECONDS",
-                    value: v,
-                    expected: "a whole number of seconds greater than 0".into(),
-                })?;
+            let secs: u64 = v.trim().parse().ok().filter(|s| *s > 0).ok_or(ConfigError {
+                var: "INBOX_HEARTBEAT_MAX_AGE_SECONDS",
+                value: v,
+                expected: "a whole number of seconds greater than 0".into(),
+            })?;
             config.heartbeat_max_age = Duration::from_secs(secs);
         }
         if let Some(v) = get("INBOX_MAX_NOTIFICATIONS") {
-            config.max_notifications =
-                v.trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(ConfigError {
-                        var: "INBOX_MAX_NOTIFICATIONS",
-                        value: v,
-                        expected: "a whole number greater than 0".into(),
-                    })?;
+            config.max_notifications = v.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError {
+                var: "INBOX_MAX_NOTIFICATIONS",
+                value: v,
+                expected: "a whole number greater than 0".into(),
+            })?;
         }
         if let Some(v) = get("INBOX_LOG_FORMAT") {
             config.log_json = match v.trim().to_ascii_lowercase().as_str() {
@@ -178,10 +171,7 @@ mod tests {
     }
 
     fn lookup(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -214,24 +204,16 @@ mod tests {
         let unset = lookup(&[]).unwrap_err();
         assert_eq!(unset.var, "INBOX_WEBHOOK_TOKEN_FILE");
         assert!(
-            unset
-                .to_string()
-                .starts_with("INBOX_WEBHOOK_TOKEN_FILE is not set"),
+            unset.to_string().starts_with("INBOX_WEBHOOK_TOKEN_FILE is not set"),
             "{unset}"
         );
         assert_eq!(
-            lookup(&[("INBOX_WEBHOOK_TOKEN_FILE", " ")])
-                .unwrap_err()
-                .var,
+            lookup(&[("INBOX_WEBHOOK_TOKEN_FILE", " ")]).unwrap_err().var,
             "INBOX_WEBHOOK_TOKEN_FILE"
         );
-        let missing =
-            lookup(&[("INBOX_WEBHOOK_TOKEN_FILE", "/no/such/dir/webhook.token")]).unwrap_err();
+        let missing = lookup(&[("INBOX_WEBHOOK_TOKEN_FILE", "/no/such/dir/webhook.token")]).unwrap_err();
         assert!(
-            missing
-                .to_string()
-                .contains("\"/no/such/dir/webhook.token\"")
-                && missing.expected.contains("cannot read"),
+            missing.to_string().contains("\"/no/such/dir/webhook.token\"") && missing.expected.contains("cannot read"),
             "{missing}"
         );
         for text in ["\n", "short\n", "two words but long enough\n"] {
@@ -286,25 +268,17 @@ mod tests {
     fn a_bad_value_names_the_variable() {
         let err = config_from(&[("INBOX_HEARTBEAT_MAX_AGE_SECONDS", "3m")]).unwrap_err();
         assert_eq!(err.var, "INBOX_HEARTBEAT_MAX_AGE_SECONDS");
-        assert!(err
-            .to_string()
-            .contains("INBOX_HEARTBEAT_MAX_AGE_SECONDS=\"3m\""));
+        assert!(err.to_string().contains("INBOX_HEARTBEAT_MAX_AGE_SECONDS=\"3m\""));
         assert_eq!(
-            config_from(&[("INBOX_LISTEN_ADDR", "localhost")])
-                .unwrap_err()
-                .var,
+            config_from(&[("INBOX_LISTEN_ADDR", "localhost")]).unwrap_err().var,
             "INBOX_LISTEN_ADDR"
         );
         assert_eq!(
-            config_from(&[("INBOX_MAX_NOTIFICATIONS", "0")])
-                .unwrap_err()
-                .var,
+            config_from(&[("INBOX_MAX_NOTIFICATIONS", "0")]).unwrap_err().var,
             "INBOX_MAX_NOTIFICATIONS"
         );
         assert_eq!(
-            config_from(&[("INBOX_LOG_FORMAT", "yaml")])
-                .unwrap_err()
-                .var,
+            config_from(&[("INBOX_LOG_FORMAT", "yaml")]).unwrap_err().var,
             "INBOX_LOG_FORMAT"
         );
     }
@@ -320,25 +294,16 @@ mod tests {
         let source = include_str!("config.rs");
         let mut read: Vec<&str> = source
             .split('"')
-            .filter(|s| {
-                s.len() > 6
-                    && s.starts_with("INBOX_")
-                    && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-            })
+            .filter(|s| s.len() > 6 && s.starts_with("INBOX_") && s.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
             .collect();
         read.sort_unstable();
         read.dedup();
         let mut names: Vec<&str> = listed.iter().map(|(k, _)| *k).collect();
         names.sort_unstable();
-        assert_eq!(
-            names, read,
-            ".env.example and the variables read here differ"
-        );
+        assert_eq!(names, read, ".env.example and the variables read here differ");
         // The token file has no default: the example leaves it empty, and the inbox refuses to start so.
         assert_eq!(
-            listed
-                .iter()
-                .find(|(k, _)| *k == "INBOX_WEBHOOK_TOKEN_FILE"),
+            listed.iter().find(|(k, _)| *k == "INBOX_WEBHOOK_TOKEN_FILE"),
             Some(&("INBOX_WEBHOOK_TOKEN_FILE", ""))
         );
         assert_eq!(lookup(&listed).unwrap_err().var, "INBOX_WEBHOOK_TOKEN_FILE");

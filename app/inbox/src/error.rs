@@ -39,11 +39,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
             }
         };
-        let mut response = (
-            status,
-            Json(serde_json::json!({"status": "error", "message": message})),
-        )
-            .into_response();
+        let mut response = (status, Json(serde_json::json!({"status": "error", "message": message}))).into_response();
         if challenge {
             // RFC 6750: a 401 names the scheme the client should use.
             response

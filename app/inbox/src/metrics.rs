@@ -31,10 +31,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn render(counters: &Counters, heartbeat: &Heartbeat, rejected: &[(Rejection, u64)]) -> String {
     let mut out = String::new();
     let by_receiver_status =
-        |out: &mut String,
-         name: &str,
-         help: &str,
-         values: &std::collections::BTreeMap<(Receiver, Status), u64>| {
+        |out: &mut String, name: &str, help: &str, values: &std::collections::BTreeMap<(Receiver, Status), u64>| {
             header(out, name, "counter", help);
             for ((receiver, status), value) in values {
                 let _ = writeln!(
@@ -137,19 +134,13 @@ mod tests {
         for receiver in Receiver::ALL {
             for status in Status::ALL {
                 for name in [NOTIFICATIONS_TOTAL, ALERTS_TOTAL] {
-                    let series = format!(
-                        "{name}{{receiver=\"{receiver}\",status=\"{}\"}} 0\n",
-                        status.as_str()
-                    );
+                    let series = format!("{name}{{receiver=\"{receiver}\",status=\"{}\"}} 0\n", status.as_str());
                     assert!(text.contains(&series), "missing {series}");
                 }
             }
         }
         for reason in Rejection::ALL {
-            let series = format!(
-                "{WEBHOOK_REJECTED_TOTAL}{{reason=\"{}\"}} 0\n",
-                reason.as_str()
-            );
+            let series = format!("{WEBHOOK_REJECTED_TOTAL}{{reason=\"{}\"}} 0\n", reason.as_str());
             assert!(text.contains(&series), "missing {series}");
         }
         assert!(text.contains("inbox_heartbeat_missing 0\n"));

@@ -21,12 +21,9 @@ pub fn render(store: &Store) -> String {
         ".firing{color:#b00;font-weight:bold}.resolved{color:#070}.ok{color:#070}.missing{color:#b00;font-weight:bold}",
         "</style></head><body>\n<h1>On-call inbox</h1>\n"
     ));
-    let age = beat.age_seconds.map(|a| {
-        format!(
-            "{a:.0} s ago ({})",
-            beat.last_received_at.as_deref().unwrap_or("")
-        )
-    });
+    let age = beat
+        .age_seconds
+        .map(|a| format!("{a:.0} s ago ({})", beat.last_received_at.as_deref().unwrap_or("")));
     let _ = writeln!(
         out,
         "<p class=\"{}\">Watchdog heartbeat: {} &mdash; last received {}; limit {:.0} s.</p>",
@@ -39,9 +36,7 @@ pub fn render(store: &Store) -> String {
     for receiver in Receiver::ALL {
         let _ = write!(out, "<a href=\"#{receiver}\">{receiver}</a> &middot; ");
     }
-    out.push_str(
-        "<a href=\"/api/notifications\">JSON</a> &middot; <a href=\"/metrics\">metrics</a></p>\n",
-    );
+    out.push_str("<a href=\"/api/notifications\">JSON</a> &middot; <a href=\"/metrics\">metrics</a></p>\n");
 
     for receiver in Receiver::ALL {
         let rows = store.list(&Filter {
@@ -84,11 +79,7 @@ fn row(out: &mut String, n: &Notification) {
             .cloned()
             .unwrap_or_default()
     };
-    let firing = w
-        .alerts
-        .iter()
-        .filter(|a| a.status == Status::Firing)
-        .count();
+    let firing = w.alerts.iter().filter(|a| a.status == Status::Firing).count();
     let runbook = annotation("runbook_url");
     // Only web links become anchors: an annotation is not trusted to be a harmless URL.
     let runbook = if runbook.starts_with("http://") || runbook.starts_with("https://") {

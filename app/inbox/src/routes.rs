@@ -89,17 +89,10 @@ async fn receive(
 
 /// The body, up to [`MAX_BODY_BYTES`]: a declared length over it is refused before reading, an undeclared one
 /// (chunked) once the limit is crossed.
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    receiver: Receiver,
-) -> Result<Bytes, ApiError> {
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body, receiver: Receiver) -> Result<Bytes, ApiError> {
     let too_large = || {
         state.guard.refused(Rejection::TooLarge, Some(receiver));
-        ApiError::PayloadTooLarge(format!(
-            "the body is over the inbox's limit of {MAX_BODY_BYTES} bytes"
-        ))
+        ApiError::PayloadTooLarge(format!("the body is over the inbox's limit of {MAX_BODY_BYTES} bytes"))
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -108,18 +101,15 @@ async fn read_body(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over {
-                too_large()
-            } else {
-                // The client went away mid-body; nobody reads the answer.
-                ApiError::BadRequest(format!("the body could not be read: {e}"))
-            }
-        })
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        let over = std::error::Error::source(&e).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            // The client went away mid-body; nobody reads the answer.
+            ApiError::BadRequest(format!("the body could not be read: {e}"))
+        }
+    })
 }
 
 /// `GET /api/notifications?receiver=&alertname=&status=&after=&limit=`: newest first.
@@ -147,9 +137,8 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
         param(name)
             .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    ApiError::BadRequest(format!("{name} must be a whole number, got {v:?}"))
-                })
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number, got {v:?}")))
             })
             .transpose()
     };
@@ -157,20 +146,15 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
         receiver: param("receiver")
             .map(|v| {
                 v.parse().map_err(|()| {
-                    ApiError::BadRequest(format!(
-                        "unknown receiver {v:?}; expected pager, ticket or heartbeat"
-                    ))
+                    ApiError::BadRequest(format!("unknown receiver {v:?}; expected pager, ticket or heartbeat"))
                 })
             })
             .transpose()?,
         alertname: param("alertname").map(str::to_string),
         status: param("status")
             .map(|v| {
-                v.parse::<Status>().map_err(|()| {
-                    ApiError::BadRequest(format!(
-                        "unknown status {v:?}; expected firing or resolved"
-                    ))
-                })
+                v.parse::<Status>()
+                    .map_err(|()| ApiError::BadRequest(format!("unknown status {v:?}; expected firing or resolved")))
             })
             .transpose()?,
         after: number("after")?,
@@ -230,21 +214,13 @@ mod tests {
             .unwrap();
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     #[tokio::test]
     async fn an_unknown_receiver_is_a_json_404() {
-        let (status, body) = call(
-            app(),
-            "POST",
-            "/hook/blackhole",
-            r#"{"status":"firing","alerts":[]}"#,
-        )
-        .await;
+        let (status, body) = call(app(), "POST", "/hook/blackhole", r#"{"status":"firing","alerts":[]}"#).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(
             body.contains(r#""status":"error""#) && body.contains("blackhole"),
@@ -269,9 +245,7 @@ mod tests {
         let response = app().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""status":"error""#));
     }
 
@@ -299,10 +273,7 @@ mod tests {
         let mut fits = r#"{"status":"firing","alerts":[],"x":""}"#.to_string();
         fits.insert_str(fits.len() - 2, &"x".repeat(MAX_BODY_BYTES - fits.len()));
         assert_eq!(fits.len(), MAX_BODY_BYTES);
-        assert_eq!(
-            call(app(), "POST", "/hook/pager", &fits).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(call(app(), "POST", "/hook/pager", &fits).await.0, StatusCode::OK);
     }
 
     #[tokio::test]

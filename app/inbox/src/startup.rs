@@ -24,24 +24,16 @@ impl Application {
     pub async fn build(config: &Config) -> io::Result<Self> {
         let store = match &config.data_file {
             Some(path) => Store::open(path, config.max_notifications, config.heartbeat_max_age)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot use the data file {}: {e}", path.display()),
-                    )
-                })?,
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot use the data file {}: {e}", path.display())))?,
             None => Store::in_memory(config.max_notifications, config.heartbeat_max_age),
         };
         if !config.runbooks_dir.is_dir() {
             // Not fatal: the inbox's main job is receiving pages; the runbook links will answer 404.
             tracing::warn!(dir = %config.runbooks_dir.display(), "the runbooks folder does not exist");
         }
-        let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", config.listen_addr),
-            )
-        })?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen_addr)))?;
         let state = Arc::new(AppState {
             store,
             runbooks_dir: config.runbooks_dir.clone(),
@@ -52,16 +44,11 @@ impl Application {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -119,9 +119,7 @@ impl Ring {
     fn push(&mut self, notification: Notification, bytes: usize, capacity: usize) {
         self.items.push_back((notification, bytes));
         self.bytes += bytes;
-        while self.items.len() > capacity
-            || (self.bytes > MAX_BYTES_PER_RECEIVER && self.items.len() > 1)
-        {
+        while self.items.len() > capacity || (self.bytes > MAX_BYTES_PER_RECEIVER && self.items.len() > 1) {
             if let Some((_, dropped)) = self.items.pop_front() {
                 self.bytes -= dropped;
             }
@@ -138,10 +136,7 @@ struct DataFile {
 }
 
 fn empty_rings() -> BTreeMap<Receiver, Ring> {
-    Receiver::ALL
-        .iter()
-        .map(|r| (*r, Ring::default()))
-        .collect()
+    Receiver::ALL.iter().map(|r| (*r, Ring::default())).collect()
 }
 
 /// A notification's line in the data file, without the newline; its length is what the byte budget counts.
@@ -218,9 +213,7 @@ impl Store {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the log half-updated in a way worth refusing service for.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a webhook call received now; returns the stored notification.
@@ -228,20 +221,11 @@ impl Store {
         self.record_at(receiver, webhook, clock::now_unix_ms())
     }
 
-    fn record_at(
-        &self,
-        receiver: Receiver,
-        webhook: WebhookPayload,
-        now_unix_ms: u64,
-    ) -> Notification {
+    fn record_at(&self, receiver: Receiver, webhook: WebhookPayload, now_unix_ms: u64) -> Notification {
         let mut inner = self.lock();
         // Counted before the payload is cut to its bounds: the metrics count every alert received.
         for alert in &webhook.alerts {
-            *inner
-                .counters
-                .alerts
-                .entry((receiver, alert.status))
-                .or_default() += 1;
+            *inner.counters.alerts.entry((receiver, alert.status)).or_default() += 1;
         }
         let webhook = webhook.bounded();
         let notification = Notification {
@@ -298,12 +282,7 @@ impl Store {
             .flat_map(|(_, ring)| ring.items.iter().map(|(n, _)| n))
             .filter(|n| filter.after.is_none_or(|after| n.id > after))
             .filter(|n| filter.status.is_none_or(|s| n.status == s))
-            .filter(|n| {
-                filter
-                    .alertname
-                    .as_deref()
-                    .is_none_or(|a| n.webhook.mentions_alert(a))
-            })
+            .filter(|n| filter.alertname.as_deref().is_none_or(|a| n.webhook.mentions_alert(a)))
             .collect();
         matching.sort_unstable_by_key(|n| std::cmp::Reverse(n.id));
         matching
@@ -415,16 +394,10 @@ impl Replay {
             cut(&mut n.alertname, MAX_FIELD_BYTES);
             replay.max_id = replay.max_id.max(n.id);
             if is_heartbeat(&n) {
-                replay.last_heartbeat_unix_ms = replay
-                    .last_heartbeat_unix_ms
-                    .max(Some(n.received_at_unix_ms));
+                replay.last_heartbeat_unix_ms = replay.last_heartbeat_unix_ms.max(Some(n.received_at_unix_ms));
             }
             let bytes = to_line(&n).len() + 1;
-            replay
-                .rings
-                .entry(n.receiver)
-                .or_default()
-                .push(n, bytes, capacity);
+            replay.rings.entry(n.receiver).or_default().push(n, bytes, capacity);
         }
         Ok(replay)
     }
@@ -433,14 +406,18 @@ impl Replay {
 /// Replaces the data file with the notifications of `rings`, in id order, atomically (write a sibling, then
 /// rename over).
 fn rewrite(path: &Path, rings: &BTreeMap<Receiver, Ring>) -> io::Result<()> {
-    let mut notifications: Vec<&Notification> = rings
-        .values()
-        .flat_map(|r| r.items.iter().map(|(n, _)| n))
-        .collect();
+    let mut notifications: Vec<&Notification> = rings.values().flat_map(|r| r.items.iter().map(|(n, _)| n)).collect();
     notifications.sort_unstable_by_key(|n| n.id);
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
-    let mut out = io::BufWriter::new(OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?);
+    let mut out = io::BufWriter::new(
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?,
+    );
     for n in notifications {
         serde_json::to_writer(&mut out, n)?;
         out.write_all(b"\n")?;
@@ -471,17 +448,10 @@ mod tests {
     fn listing_is_newest_first_and_filters_combine() {
         let store = Store::in_memory(100, Duration::from_secs(180));
         store.record(Receiver::Pager, payload("RedisDown", Status::Firing, 1));
-        store.record(
-            Receiver::Ticket,
-            payload("RedisTooManyClients", Status::Firing, 2),
-        );
+        store.record(Receiver::Ticket, payload("RedisTooManyClients", Status::Firing, 2));
         store.record(Receiver::Pager, payload("RedisDown", Status::Resolved, 1));
 
-        let all: Vec<u64> = store
-            .list(&Filter::default())
-            .iter()
-            .map(|n| n.id)
-            .collect();
+        let all: Vec<u64> = store.list(&Filter::default()).iter().map(|n| n.id).collect();
         assert_eq!(all, vec![3, 2, 1]);
         let firing_pages = store.list(&Filter {
             receiver: Some(Receiver::Pager),
@@ -513,19 +483,10 @@ mod tests {
     #[test]
     fn counters_count_notifications_and_the_alerts_inside_them() {
         let store = Store::in_memory(100, Duration::from_secs(180));
-        store.record(
-            Receiver::Ticket,
-            payload("AppCacheErrors", Status::Firing, 3),
-        );
-        store.record(
-            Receiver::Ticket,
-            payload("AppCacheErrors", Status::Resolved, 3),
-        );
+        store.record(Receiver::Ticket, payload("AppCacheErrors", Status::Firing, 3));
+        store.record(Receiver::Ticket, payload("AppCacheErrors", Status::Resolved, 3));
         let counters = store.counters();
-        assert_eq!(
-            counters.notifications[&(Receiver::Ticket, Status::Firing)],
-            1
-        );
+        assert_eq!(counters.notifications[&(Receiver::Ticket, Status::Firing)], 1);
         assert_eq!(counters.alerts[&(Receiver::Ticket, Status::Firing)], 3);
         assert_eq!(counters.alerts[&(Receiver::Ticket, Status::Resolved)], 3);
         assert_eq!(
@@ -540,16 +501,9 @@ mod tests {
         let store = Store::in_memory(2, Duration::from_secs(180));
         store.record(Receiver::Pager, payload("PostgresDown", Status::Firing, 1));
         for _ in 0..5 {
-            store.record(
-                Receiver::Ticket,
-                payload("AppHighMemory", Status::Firing, 1),
-            );
+            store.record(Receiver::Ticket, payload("AppHighMemory", Status::Firing, 1));
         }
-        let ids: Vec<u64> = store
-            .list(&Filter::default())
-            .iter()
-            .map(|n| n.id)
-            .collect();
+        let ids: Vec<u64> = store.list(&Filter::default()).iter().map(|n| n.id).collect();
         assert_eq!(ids, vec![6, 5, 1], "the ticket flood drops only tickets");
         assert_eq!(store.counters().stored, 3);
         assert_eq!(
@@ -596,11 +550,7 @@ mod tests {
             "no heartbeat ever, grace period over"
         );
 
-        store.record_at(
-            Receiver::Heartbeat,
-            payload("Watchdog", Status::Firing, 1),
-            1_200_000,
-        );
+        store.record_at(Receiver::Heartbeat, payload("Watchdog", Status::Firing, 1), 1_200_000);
         let beat = store.heartbeat_at(1_250_000);
         assert!(beat.healthy);
         assert_eq!(beat.age_seconds, Some(50.0));
@@ -611,17 +561,9 @@ mod tests {
     #[test]
     fn resolved_or_misrouted_watchdogs_are_not_heartbeats() {
         let store = Store::with_start(10, Duration::from_secs(180), 0);
-        store.record_at(
-            Receiver::Heartbeat,
-            payload("Watchdog", Status::Resolved, 1),
-            10,
-        );
+        store.record_at(Receiver::Heartbeat, payload("Watchdog", Status::Resolved, 1), 10);
         store.record_at(Receiver::Pager, payload("Watchdog", Status::Firing, 1), 20);
-        store.record_at(
-            Receiver::Heartbeat,
-            payload("RedisDown", Status::Firing, 1),
-            30,
-        );
+        store.record_at(Receiver::Heartbeat, payload("RedisDown", Status::Firing, 1), 30);
         assert_eq!(store.heartbeat_at(40).last_received_at, None);
         assert_eq!(store.heartbeat_at(40).received_total, 0);
     }
@@ -645,27 +587,16 @@ mod tests {
             .unwrap();
 
         let store = Store::open(&path, 3, Duration::from_secs(180)).unwrap();
-        let ids: Vec<u64> = store
-            .list(&Filter::default())
-            .iter()
-            .map(|n| n.id)
-            .collect();
+        let ids: Vec<u64> = store.list(&Filter::default()).iter().map(|n| n.id).collect();
         assert_eq!(ids, vec![5, 4, 3, 1], "three pages and the heartbeat");
         assert!(
             store.heartbeat().last_received_at.is_some(),
             "the last heartbeat is remembered"
         );
-        assert_eq!(
-            store.heartbeat().received_total,
-            0,
-            "counters are per process"
-        );
+        assert_eq!(store.heartbeat().received_total, 0, "counters are per process");
         assert_eq!(
             store
-                .record(
-                    Receiver::Ticket,
-                    payload("AppHighMemory", Status::Firing, 1)
-                )
+                .record(Receiver::Ticket, payload("AppHighMemory", Status::Firing, 1))
                 .id,
             6
         );
@@ -688,17 +619,10 @@ mod tests {
         }
         store.record(Receiver::Pager, payload("PostgresDown", Status::Firing, 1));
         let size = fs::metadata(&path).unwrap().len();
-        assert!(
-            size <= 2 * 3 * 5000 + DATA_FILE_SLACK_BYTES,
-            "{size} bytes on disk"
-        );
+        assert!(size <= 2 * 3 * 5000 + DATA_FILE_SLACK_BYTES, "{size} bytes on disk");
         drop(store);
         let reopened = Store::open(&path, 2, Duration::from_secs(180)).unwrap();
-        let ids: Vec<u64> = reopened
-            .list(&Filter::default())
-            .iter()
-            .map(|n| n.id)
-            .collect();
+        let ids: Vec<u64> = reopened.list(&Filter::default()).iter().map(|n| n.id).collect();
         assert_eq!(ids, vec![1001, 1000, 999]);
         fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
     }

@@ -44,10 +44,7 @@ impl FromStr for Receiver {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Receiver::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or(())
+        Receiver::ALL.into_iter().find(|r| r.as_str() == s).ok_or(())
     }
 }
 
@@ -78,10 +75,7 @@ impl FromStr for Status {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or(())
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
     }
 }
 
@@ -211,10 +205,9 @@ impl WebhookPayload {
     /// Whether this notification is a live Watchdog heartbeat: a *firing* Watchdog alert. A resolved Watchdog is
     /// the opposite — Alertmanager stopped hearing from Prometheus — so it must not count.
     pub fn carries_heartbeat(&self) -> bool {
-        self.alerts.iter().any(|a| {
-            a.status == Status::Firing
-                && a.labels.get("alertname").map(String::as_str) == Some("Watchdog")
-        })
+        self.alerts
+            .iter()
+            .any(|a| a.status == Status::Firing && a.labels.get("alertname").map(String::as_str) == Some("Watchdog"))
     }
 }
 
@@ -266,9 +259,7 @@ mod tests {
     fn a_payload_without_alerts_or_status_is_rejected() {
         assert!(serde_json::from_str::<WebhookPayload>(r#"{"status":"firing"}"#).is_err());
         assert!(serde_json::from_str::<WebhookPayload>(r#"{"alerts":[]}"#).is_err());
-        assert!(
-            serde_json::from_str::<WebhookPayload>(r#"{"status":"weird","alerts":[]}"#).is_err()
-        );
+        assert!(serde_json::from_str::<WebhookPayload>(r#"{"status":"weird","alerts":[]}"#).is_err());
     }
 
     #[test]

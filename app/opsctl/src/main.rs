@@ -32,10 +32,7 @@ async fn main() -> ExitCode {
                 print!("{}", report.text());
             }
             if report.ok == 0 {
-                eprintln!(
-                    "load: no request succeeded (is the app at {} running?)",
-                    args.url
-                );
+                eprintln!("load: no request succeeded (is the app at {} running?)", args.url);
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS

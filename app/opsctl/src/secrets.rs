@@ -136,8 +136,8 @@ impl Secrets {
 /// One secret file: its content without the trailing newline (`\n` or `\r\n`). Only line endings are trimmed: a
 /// space could be part of a password.
 fn read_secret(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
     let secret = text.trim_end_matches(['\n', '\r']);
     if secret.is_empty() {
         return Err(format!("the secret file {} is empty", path.display()));
@@ -156,8 +156,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("opsctl-secrets-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("opsctl-secrets-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -202,16 +201,10 @@ mod tests {
         );
         assert!(missing.contains("cannot read"), "{missing}");
         let empty = secrets.get(SecretFile::WebhookToken).unwrap_err();
-        assert!(
-            empty.contains("webhook.token") && empty.contains("empty"),
-            "{empty}"
-        );
+        assert!(empty.contains("webhook.token") && empty.contains("empty"), "{empty}");
         let lines = secrets.get(SecretFile::RedisAdminPassword).unwrap_err();
         assert!(lines.contains("more than one line"), "{lines}");
-        assert!(
-            !lines.contains("two"),
-            "the message does not quote the file: {lines}"
-        );
+        assert!(!lines.contains("two"), "the message does not quote the file: {lines}");
         std::fs::remove_dir_all(&dir).unwrap();
         let gone = Secrets::from_dir(Some(&dir)).unwrap_err();
         assert!(gone.contains(&dir.display().to_string()), "{gone}");

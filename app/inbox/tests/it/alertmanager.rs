@@ -29,11 +29,7 @@ fn alertmanager_binary() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A config routing like the stack's (critical → pager, warning → ticket) with timings short enough for a test;
@@ -110,8 +106,7 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
     let _running = Running(child);
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(inbox.client.get(format!("{am_base}/-/ready")).send().await, Ok(r) if r.status().is_success())
-    {
+    while !matches!(inbox.client.get(format!("{am_base}/-/ready")).send().await, Ok(r) if r.status().is_success()) {
         assert!(
             Instant::now() < deadline,
             "alertmanager did not become ready; see {}",
@@ -121,7 +116,8 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
     }
 
     let labels = json!({"alertname": "InboxEndToEnd", "severity": "critical", "service": "app"});
-    let annotations = json!({"summary": "End-to-end test alert.", "runbook_url": "http://localhost:8082/runbooks/InboxEndToEnd.md"});
+    let annotations =
+        json!({"summary": "End-to-end test alert.", "runbook_url": "http://localhost:8082/runbooks/InboxEndToEnd.md"});
     let post = |alert: Value| {
         let client = inbox.client.clone();
         let url = format!("{am_base}/api/v2/alerts");
@@ -135,18 +131,10 @@ async fn a_real_alertmanager_delivers_firing_and_resolved_pages_to_the_inbox() {
         }
     };
     post(json!({"labels": labels, "annotations": annotations})).await;
-    let firing = wait_for_notification(
-        &inbox,
-        "receiver=pager&alertname=InboxEndToEnd&status=firing",
-        deadline,
-    )
-    .await;
+    let firing = wait_for_notification(&inbox, "receiver=pager&alertname=InboxEndToEnd&status=firing", deadline).await;
     assert_eq!(firing["webhook"]["version"], "4");
     assert_eq!(firing["webhook"]["receiver"], "pager");
-    assert_eq!(
-        firing["webhook"]["alerts"][0]["labels"]["severity"],
-        "critical"
-    );
+    assert_eq!(firing["webhook"]["alerts"][0]["labels"]["severity"], "critical");
     assert_eq!(
         firing["webhook"]["alerts"][0]["annotations"]["runbook_url"],
         annotations["runbook_url"]

@@ -5,28 +5,14 @@ use std::time::Duration;
 use inbox::Config;
 use serde_json::json;
 
-use crate::helpers::{
-    alertmanager_payload, remove_dir, temp_dir, watchdog_payload, TestInbox, TEST_TOKEN,
-};
+use crate::helpers::{alertmanager_payload, remove_dir, temp_dir, watchdog_payload, TestInbox, TEST_TOKEN};
 
 #[tokio::test]
 async fn notifications_are_kept_per_receiver_and_listed_newest_first() {
     let inbox = TestInbox::start_default().await;
     let firing = alertmanager_payload("pager", "firing", "AppTargetDown", "critical", &["firing"]);
-    let resolved = alertmanager_payload(
-        "pager",
-        "resolved",
-        "AppTargetDown",
-        "critical",
-        &["resolved"],
-    );
-    let ticket = alertmanager_payload(
-        "ticket",
-        "firing",
-        "AppHighMemory",
-        "warning",
-        &["firing", "firing"],
-    );
+    let resolved = alertmanager_payload("pager", "resolved", "AppTargetDown", "critical", &["resolved"]);
+    let ticket = alertmanager_payload("ticket", "firing", "AppHighMemory", "warning", &["firing", "firing"]);
     assert_eq!(inbox.post_hook("pager", &firing).await.0, 200);
     assert_eq!(inbox.post_hook("ticket", &ticket).await.0, 200);
     let (status, answer) = inbox.post_hook("pager", &resolved).await;
@@ -57,10 +43,7 @@ async fn notifications_are_kept_per_receiver_and_listed_newest_first() {
         .await;
     assert_eq!(one["count"], 1);
     assert_eq!(
-        one["notifications"][0]["webhook"]["alerts"]
-            .as_array()
-            .unwrap()
-            .len(),
+        one["notifications"][0]["webhook"]["alerts"].as_array().unwrap().len(),
         2
     );
     let (_, none) = inbox
@@ -78,13 +61,7 @@ async fn notifications_are_kept_per_receiver_and_listed_newest_first() {
 #[tokio::test]
 async fn unknown_receivers_and_bad_payloads_get_json_errors() {
     let inbox = TestInbox::start_default().await;
-    let body = alertmanager_payload(
-        "blackhole",
-        "firing",
-        "AppFaultInjectionActive",
-        "info",
-        &["firing"],
-    );
+    let body = alertmanager_payload("blackhole", "firing", "AppFaultInjectionActive", "info", &["firing"]);
     let (status, answer) = inbox.post_hook("blackhole", &body).await;
     assert_eq!(status, 404);
     assert_eq!(answer["status"], "error");
@@ -101,10 +78,7 @@ async fn unknown_receivers_and_bad_payloads_get_json_errors() {
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["status"], "error");
     assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains("webhook payload"),
+        answer["message"].as_str().unwrap().contains("webhook payload"),
         "{answer}"
     );
 
@@ -127,20 +101,14 @@ async fn the_heartbeat_reports_the_watchdog_and_goes_missing_when_it_stops() {
     assert_eq!(status, 200, "grace period after start: {beat}");
     assert_eq!(beat["last_received_at"], serde_json::Value::Null);
 
-    assert_eq!(
-        inbox.post_hook("heartbeat", &watchdog_payload()).await.0,
-        200
-    );
+    assert_eq!(inbox.post_hook("heartbeat", &watchdog_payload()).await.0, 200);
     let (status, beat) = inbox.get_json("/api/heartbeat").await;
     assert_eq!(status, 200);
     assert_eq!(beat["healthy"], true);
     assert!(beat["age_seconds"].as_f64().unwrap() < 1.0);
     assert_eq!(beat["received_total"], 1);
     let (_, _, metrics) = inbox.get_text("/metrics").await;
-    assert!(
-        metrics.contains("\ninbox_heartbeat_missing 0\n"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("\ninbox_heartbeat_missing 0\n"), "{metrics}");
     assert!(!metrics.contains("\ninbox_heartbeat_last_received_timestamp_seconds 0\n"));
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -148,10 +116,7 @@ async fn the_heartbeat_reports_the_watchdog_and_goes_missing_when_it_stops() {
     assert_eq!(status, 503, "{beat}");
     assert_eq!(beat["healthy"], false);
     let (_, _, metrics) = inbox.get_text("/metrics").await;
-    assert!(
-        metrics.contains("\ninbox_heartbeat_missing 1\n"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("\ninbox_heartbeat_missing 1\n"), "{metrics}");
     inbox.stop().await;
 }
 
@@ -168,10 +133,7 @@ async fn metrics_count_notifications_and_alerts_and_pass_promtool() {
     inbox.post_hook("ticket", &body).await;
     let (status, content_type, text) = inbox.get_text("/metrics").await;
     assert_eq!(status, 200);
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     for line in [
         "inbox_notifications_total{receiver=\"ticket\",status=\"firing\"} 1",
         "inbox_notifications_total{receiver=\"pager\",status=\"resolved\"} 0",
@@ -180,10 +142,7 @@ async fn metrics_count_notifications_and_alerts_and_pass_promtool() {
         "inbox_heartbeat_last_received_timestamp_seconds 0",
         "inbox_heartbeat_missing 0",
     ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing line {line:?} in\n{text}"
-        );
+        assert!(text.lines().any(|l| l == line), "missing line {line:?} in\n{text}");
     }
     for name in [
         "inbox_notifications_total",
@@ -207,14 +166,8 @@ fn promtool_check_metrics(text: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let mut child =
-        child.expect("promtool is not installed: run native/install.sh (make test does)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    let mut child = child.expect("promtool is not installed: run native/install.sh (make test does)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
@@ -276,13 +229,7 @@ async fn the_page_shows_firing_and_resolved_notifications_by_receiver() {
     inbox
         .post_hook(
             "ticket",
-            &alertmanager_payload(
-                "ticket",
-                "firing",
-                "RedisTooManyClients",
-                "warning",
-                &["firing"],
-            ),
+            &alertmanager_payload("ticket", "firing", "RedisTooManyClients", "warning", &["firing"]),
         )
         .await;
     let (status, content_type, html) = inbox.get_text("/").await;
@@ -293,12 +240,8 @@ async fn the_page_shows_firing_and_resolved_notifications_by_receiver() {
     let heartbeat = html.find("<h2 id=\"heartbeat\">").unwrap();
     assert!(pager < ticket && ticket < heartbeat);
     let pager_section = &html[pager..ticket];
-    let resolved = pager_section
-        .find(">resolved<")
-        .expect("the resolved page is shown");
-    let firing = pager_section
-        .find(">firing<")
-        .expect("the firing page is shown");
+    let resolved = pager_section.find(">resolved<").expect("the resolved page is shown");
+    let firing = pager_section.find(">firing<").expect("the firing page is shown");
     assert!(resolved < firing, "newest first");
     assert!(pager_section.contains("href=\"http://localhost:8082/runbooks/RedisDown.md\""));
     assert!(html[ticket..heartbeat].contains("RedisTooManyClients"));

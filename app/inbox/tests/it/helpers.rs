@@ -128,13 +128,7 @@ pub fn remove_dir(dir: &Path) {
 }
 
 /// A webhook body shaped exactly like Alertmanager 0.25 sends it for a group of alerts of one name.
-pub fn alertmanager_payload(
-    receiver: &str,
-    status: &str,
-    alertname: &str,
-    severity: &str,
-    alerts: &[&str],
-) -> Value {
+pub fn alertmanager_payload(receiver: &str, status: &str, alertname: &str, severity: &str, alerts: &[&str]) -> Value {
     let alerts: Vec<Value> = alerts
         .iter()
         .enumerate()
@@ -212,14 +206,11 @@ fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<Str
     std::thread::spawn(move || {
         let mut reader = std::io::BufReader::new(pipe);
         let mut line = Vec::new();
-        while matches!(std::io::BufRead::read_until(&mut reader, b'\n', &mut line), Ok(n) if n > 0)
-        {
+        while matches!(std::io::BufRead::read_until(&mut reader, b'\n', &mut line), Ok(n) if n > 0) {
             if line.last() == Some(&b'\n') {
                 line.pop();
             }
-            sink.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&line).into_owned());
+            sink.lock().unwrap().push(String::from_utf8_lossy(&line).into_owned());
             line.clear();
         }
     });
@@ -246,12 +237,7 @@ impl InboxProcess {
         let stderr = collect_lines(child.stderr.take().unwrap());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let addr = loop {
-            if let Some(addr) = stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| listening_addr(l))
-            {
+            if let Some(addr) = stdout.lock().unwrap().iter().find_map(|l| listening_addr(l)) {
                 break addr;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -292,11 +278,7 @@ impl InboxProcess {
     pub async fn wait_for_log(&self, needle: &str, count: usize) -> Vec<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let found: Vec<String> = self
-                .log()
-                .into_iter()
-                .filter(|l| l.contains(needle))
-                .collect();
+            let found: Vec<String> = self.log().into_iter().filter(|l| l.contains(needle)).collect();
             if found.len() >= count {
                 return found;
             }
@@ -311,12 +293,7 @@ impl InboxProcess {
 
     /// POSTs `body` to `/hook/<receiver>` with this `Authorization` header (none for `None`); returns the status
     /// and the JSON answer (`Null` when the answer is not JSON).
-    pub async fn post_hook(
-        &self,
-        receiver: &str,
-        authorization: Option<&str>,
-        body: &[u8],
-    ) -> (u16, Value) {
+    pub async fn post_hook(&self, receiver: &str, authorization: Option<&str>, body: &[u8]) -> (u16, Value) {
         let mut request = self
             .client
             .post(self.url(&format!("/hook/{receiver}")))
@@ -328,10 +305,7 @@ impl InboxProcess {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let bytes = response.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// GETs a JSON document; returns the status and the body.

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{
-    alertmanager_payload, remove_dir, run_inbox_to_exit, temp_dir, watchdog_payload, InboxProcess,
-};
+use crate::helpers::{alertmanager_payload, remove_dir, run_inbox_to_exit, temp_dir, watchdog_payload, InboxProcess};
 
 const TOKEN: &str = "it-webhook-token-4f1c9a7e2b";
 
@@ -57,10 +55,7 @@ async fn the_inbox_does_not_start_without_a_readable_token_file() {
             Some(2),
             "{vars:?}: expected exit code 2 (bad config); stderr: {stderr}"
         );
-        assert!(
-            stderr.contains("INBOX_WEBHOOK_TOKEN_FILE"),
-            "{vars:?}: {stderr}"
-        );
+        assert!(stderr.contains("INBOX_WEBHOOK_TOKEN_FILE"), "{vars:?}: {stderr}");
     }
     remove_dir(&dir);
 }
@@ -82,22 +77,14 @@ async fn posts_without_the_right_token_are_refused_and_change_nothing() {
         (None, "missing_token"),
         (Some(format!("Basic {TOKEN}")), "missing_token"),
         (Some(TOKEN.to_string()), "missing_token"),
-        (
-            Some("Bearer not-the-token-at-all".to_string()),
-            "wrong_token",
-        ),
+        (Some("Bearer not-the-token-at-all".to_string()), "wrong_token"),
         (Some(format!("Bearer {TOKEN}x")), "wrong_token"),
-        (
-            Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
-            "wrong_token",
-        ),
+        (Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])), "wrong_token"),
         (Some("Bearer ".to_string()), "wrong_token"),
     ];
     for (receiver, payload) in [("pager", &page), ("heartbeat", &beat)] {
         for (authorization, _) in &wrong {
-            let (status, answer) = inbox
-                .post_hook(receiver, authorization.as_deref(), payload)
-                .await;
+            let (status, answer) = inbox.post_hook(receiver, authorization.as_deref(), payload).await;
             assert_eq!(status, 401, "{receiver} with {authorization:?}: {answer}");
             assert_eq!(answer["status"], "error", "{answer}");
         }
@@ -116,11 +103,7 @@ async fn posts_without_the_right_token_are_refused_and_change_nothing() {
     for reason in ["missing_token", "wrong_token"] {
         let expected = 2 * wrong.iter().filter(|(_, r)| *r == reason).count();
         let name = format!("inbox_webhook_rejected_total{{reason=\"{reason}\"}}");
-        assert_eq!(
-            series(&metrics, &name),
-            Some(expected as f64),
-            "{name} in\n{metrics}"
-        );
+        assert_eq!(series(&metrics, &name), Some(expected as f64), "{name} in\n{metrics}");
     }
     assert_eq!(series(&metrics, "inbox_notifications_stored"), Some(0.0));
 
@@ -149,9 +132,7 @@ async fn the_right_token_is_stored_feeds_the_heartbeat_and_counts_no_refusal() {
     let file = token_file(&dir);
     let inbox = InboxProcess::start(&[("INBOX_WEBHOOK_TOKEN_FILE", file.to_str().unwrap())]).await;
     let page = alertmanager_payload("pager", "firing", "AppTargetDown", "critical", &["firing"]);
-    let (status, answer) = inbox
-        .post_hook("pager", Some(&bearer()), &body(&page))
-        .await;
+    let (status, answer) = inbox.post_hook("pager", Some(&bearer()), &body(&page)).await;
     assert_eq!(status, 200, "{answer}");
     // The scheme is case-insensitive (RFC 9110); Alertmanager sends `Bearer`.
     let (status, answer) = inbox
@@ -183,22 +164,16 @@ async fn an_oversized_body_is_refused_with_a_json_413_and_not_stored() {
     let dir = temp_dir("too-large");
     let file = token_file(&dir);
     let inbox = InboxProcess::start(&[("INBOX_WEBHOOK_TOKEN_FILE", file.to_str().unwrap())]).await;
-    let mut page =
-        alertmanager_payload("pager", "firing", "AppTargetDown", "critical", &["firing"]);
+    let mut page = alertmanager_payload("pager", "firing", "AppTargetDown", "critical", &["firing"]);
     page["alerts"][0]["annotations"]["description"] = Value::String("x".repeat(300 * 1024));
-    let (status, answer) = inbox
-        .post_hook("pager", Some(&bearer()), &body(&page))
-        .await;
+    let (status, answer) = inbox.post_hook("pager", Some(&bearer()), &body(&page)).await;
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["status"], "error", "{answer}");
     let (_, all) = inbox.get_json("/api/notifications").await;
     assert_eq!(all["count"], 0, "{}", all["count"]);
     let (_, metrics) = inbox.get_text("/metrics").await;
     assert_eq!(
-        series(
-            &metrics,
-            "inbox_webhook_rejected_total{reason=\"too_large\"}"
-        ),
+        series(&metrics, "inbox_webhook_rejected_total{reason=\"too_large\"}"),
         Some(1.0),
         "{metrics}"
     );
@@ -211,24 +186,17 @@ async fn stored_fields_are_cut_to_a_bounded_length() {
     let dir = temp_dir("fields");
     let file = token_file(&dir);
     let inbox = InboxProcess::start(&[("INBOX_WEBHOOK_TOKEN_FILE", file.to_str().unwrap())]).await;
-    let mut page =
-        alertmanager_payload("pager", "firing", "AppTargetDown", "critical", &["firing"]);
+    let mut page = alertmanager_payload("pager", "firing", "AppTargetDown", "critical", &["firing"]);
     // Under the body limit, but far more than any real annotation.
     page["alerts"][0]["annotations"]["description"] = Value::String("é".repeat(100 * 1024));
-    let (status, answer) = inbox
-        .post_hook("pager", Some(&bearer()), &body(&page))
-        .await;
+    let (status, answer) = inbox.post_hook("pager", Some(&bearer()), &body(&page)).await;
     assert_eq!(status, 200, "{answer}");
     let (_, all) = inbox.get_json("/api/notifications").await;
     let stored = all["notifications"][0]["webhook"]["alerts"][0]["annotations"]["description"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        stored.len() <= 4096,
-        "a stored field holds {} bytes",
-        stored.len()
-    );
+    assert!(stored.len() <= 4096, "a stored field holds {} bytes", stored.len());
     assert!(
         stored.starts_with("éé"),
         "the beginning is kept, cut at a character boundary"
@@ -252,13 +220,7 @@ async fn a_flood_of_tickets_leaves_the_pages_visible() {
     .await;
     for alertname in ["PostgresDown", "RedisDown"] {
         let page = alertmanager_payload("pager", "firing", alertname, "critical", &["firing"]);
-        assert_eq!(
-            inbox
-                .post_hook("pager", Some(&bearer()), &body(&page))
-                .await
-                .0,
-            200
-        );
+        assert_eq!(inbox.post_hook("pager", Some(&bearer()), &body(&page)).await.0, 200);
     }
     let ticket = body(&alertmanager_payload(
         "ticket",
@@ -268,10 +230,7 @@ async fn a_flood_of_tickets_leaves_the_pages_visible() {
         &["firing"],
     ));
     for _ in 0..50 {
-        assert_eq!(
-            inbox.post_hook("ticket", Some(&bearer()), &ticket).await.0,
-            200
-        );
+        assert_eq!(inbox.post_hook("ticket", Some(&bearer()), &ticket).await.0, 200);
     }
 
     let (_, pages) = inbox.get_json("/api/notifications?receiver=pager").await;
@@ -281,18 +240,13 @@ async fn a_flood_of_tickets_leaves_the_pages_visible() {
         pages["count"]
     );
     let (_, tickets) = inbox.get_json("/api/notifications?receiver=ticket").await;
-    assert_eq!(
-        tickets["count"], 5,
-        "the flooded receiver keeps its newest 5"
-    );
+    assert_eq!(tickets["count"], 5, "the flooded receiver keeps its newest 5");
     let (_, all) = inbox.get_json("/api/notifications").await;
     assert_eq!(all["count"], 7);
     let (_, html) = inbox.get_text("/").await;
     let pager = html.find("<h2 id=\"pager\">").unwrap();
     let ticket = html.find("<h2 id=\"ticket\">").unwrap();
-    assert!(
-        html[pager..ticket].contains("PostgresDown") && html[pager..ticket].contains("RedisDown")
-    );
+    assert!(html[pager..ticket].contains("PostgresDown") && html[pager..ticket].contains("RedisDown"));
     drop(inbox);
     remove_dir(&dir);
 }
@@ -311,9 +265,7 @@ async fn what_a_webhook_carries_reaches_the_log_escaped_and_bounded() {
         .await;
         for alertname in [forged, long.as_str()] {
             let page = alertmanager_payload("pager", "firing", alertname, "critical", &["firing"]);
-            let (status, answer) = inbox
-                .post_hook("pager", Some(&bearer()), &body(&page))
-                .await;
+            let (status, answer) = inbox.post_hook("pager", Some(&bearer()), &body(&page)).await;
             assert_eq!(status, 200, "{answer}");
         }
         let received = inbox.wait_for_log("notification received", 2).await;
@@ -327,11 +279,7 @@ async fn what_a_webhook_carries_reaches_the_log_escaped_and_bounded() {
                 !line.contains("forged line") || line.contains("notification received"),
                 "{format}: a forged line: {line:?}"
             );
-            assert!(
-                line.len() < 2048,
-                "{format}: a log line of {} bytes",
-                line.len()
-            );
+            assert!(line.len() < 2048, "{format}: a log line of {} bytes", line.len());
         }
         assert!(
             received[0].contains("forged line"),

@@ -118,24 +118,12 @@ impl Alertmanager {
 
     /// Its status, including the loaded configuration.
     pub async fn status(&self) -> Result<AlertmanagerStatus, ClientError> {
-        get_json(
-            &self.client,
-            &self.auth,
-            &join(&self.base, "/api/v2/status"),
-            &[],
-        )
-        .await
+        get_json(&self.client, &self.auth, &join(&self.base, "/api/v2/status"), &[]).await
     }
 
     /// The alerts it currently holds (active, silenced and inhibited).
     pub async fn alerts(&self) -> Result<Vec<AlertmanagerAlert>, ClientError> {
-        get_json(
-            &self.client,
-            &self.auth,
-            &join(&self.base, "/api/v2/alerts"),
-            &[],
-        )
-        .await
+        get_json(&self.client, &self.auth, &join(&self.base, "/api/v2/alerts"), &[]).await
     }
 }
 

@@ -93,11 +93,7 @@ impl Inbox {
 
     /// POSTs `body` to `/hook/<receiver>` with the webhook token; returns the status and the beginning of the
     /// answer, whatever the status.
-    pub async fn post_webhook(
-        &self,
-        receiver: &str,
-        body: &str,
-    ) -> Result<(StatusCode, String), ClientError> {
+    pub async fn post_webhook(&self, receiver: &str, body: &str) -> Result<(StatusCode, String), ClientError> {
         let url = join(&self.base, &format!("/hook/{receiver}"));
         let request = self
             .client
@@ -134,22 +130,15 @@ impl Inbox {
 
     /// Notifications, newest first; `query` is the filter as URL query pairs (`receiver`, `alertname`,
     /// `status`, `after`, `limit`).
-    pub async fn notifications(
-        &self,
-        query: &[(&str, &str)],
-    ) -> Result<Vec<Notification>, ClientError> {
+    pub async fn notifications(&self, query: &[(&str, &str)]) -> Result<Vec<Notification>, ClientError> {
         let mut url =
-            reqwest::Url::parse(&join(&self.base, "/api/notifications")).map_err(|e| {
-                ClientError::Decode {
-                    url: self.base.clone(),
-                    message: e.to_string(),
-                }
+            reqwest::Url::parse(&join(&self.base, "/api/notifications")).map_err(|e| ClientError::Decode {
+                url: self.base.clone(),
+                message: e.to_string(),
             })?;
         url.query_pairs_mut().extend_pairs(query);
-        Ok(
-            get_json::<Notifications>(&self.client, &Auth::None, url.as_str(), &[])
-                .await?
-                .notifications,
-        )
+        Ok(get_json::<Notifications>(&self.client, &Auth::None, url.as_str(), &[])
+            .await?
+            .notifications)
     }
 }

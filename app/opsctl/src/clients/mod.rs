@@ -8,9 +8,7 @@ mod prometheus;
 
 pub use alertmanager::{Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus};
 pub use inbox::{Heartbeat, Inbox, Notification, Webhook, WebhookAlert};
-pub use prometheus::{
-    AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Sample, Target,
-};
+pub use prometheus::{AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Sample, Target};
 
 use std::fmt;
 use std::time::Duration;
@@ -129,22 +127,19 @@ pub async fn get_json<T: DeserializeOwned>(
     url: &str,
     accept: &[StatusCode],
 ) -> Result<T, ClientError> {
-    let response =
-        auth.apply(client.get(url))
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.to_string(),
-                source,
-            })?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
+    let response = auth
+        .apply(client.get(url))
+        .send()
         .await
         .map_err(|source| ClientError::Transport {
             url: url.to_string(),
             source,
         })?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|source| ClientError::Transport {
+        url: url.to_string(),
+        source,
+    })?;
     if !(status.is_success() || accept.contains(&status)) {
         return Err(ClientError::Status {
             url: url.to_string(),
@@ -186,22 +181,15 @@ mod tests {
     }
 
     /// A server that answers every GET with `body` and keeps the `Authorization` header of each request.
-    async fn recording_server(
-        body: &'static str,
-    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    async fn recording_server(body: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use axum::http::HeaderMap;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |headers: HeaderMap| {
             let record = record.clone();
             async move {
-                let authorization = headers
-                    .get("authorization")
-                    .map(|v| v.to_str().unwrap().to_string());
-                record
-                    .lock()
-                    .unwrap()
-                    .push(authorization.unwrap_or_default());
+                let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+                record.lock().unwrap().push(authorization.unwrap_or_default());
                 ([("content-type", "application/json")], body)
             }
         });
@@ -216,10 +204,7 @@ mod tests {
         let (base, seen) = recording_server(r#"{"status":"success","data":{"alerts":[]}}"#).await;
         let client = http_client(Duration::from_secs(5), 1);
         let password = Some(Secret::new("s3cret"));
-        Prometheus::new(client.clone(), &base)
-            .alerts()
-            .await
-            .unwrap();
+        Prometheus::new(client.clone(), &base).alerts().await.unwrap();
         Prometheus::new(client.clone(), &base)
             .with_auth(Auth::basic("admin", password.clone()))
             .alerts()
@@ -232,10 +217,7 @@ mod tests {
             .await;
         // "admin:s3cret" in base64.
         let basic = "Basic YWRtaW46czNjcmV0".to_string();
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![String::new(), basic.clone(), basic]
-        );
+        assert_eq!(*seen.lock().unwrap(), vec![String::new(), basic.clone(), basic]);
     }
 
     #[test]

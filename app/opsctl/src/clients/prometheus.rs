@@ -49,10 +49,7 @@ pub struct Target {
 impl Target {
     /// The `job` label (falling back to the scrape pool).
     pub fn job(&self) -> &str {
-        self.labels
-            .get("job")
-            .map(String::as_str)
-            .unwrap_or(&self.scrape_pool)
+        self.labels.get("job").map(String::as_str).unwrap_or(&self.scrape_pool)
     }
 }
 
@@ -243,11 +240,9 @@ impl Prometheus {
 
     /// Evaluates an instant query; only vector answers are accepted (wrap scalars in `vector()`).
     pub async fn query(&self, expr: &str) -> Result<Vec<Sample>, ClientError> {
-        let mut url = reqwest::Url::parse(&join(&self.base, "/api/v1/query")).map_err(|e| {
-            ClientError::Decode {
-                url: self.base.clone(),
-                message: e.to_string(),
-            }
+        let mut url = reqwest::Url::parse(&join(&self.base, "/api/v1/query")).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            message: e.to_string(),
         })?;
         url.query_pairs_mut().append_pair("query", expr);
         let path = &url.as_str()[self.base.len()..];
@@ -272,15 +267,15 @@ impl Prometheus {
     /// Asks Prometheus to reload its configuration and rule files (needs `--web.enable-lifecycle`).
     pub async fn reload(&self) -> Result<(), ClientError> {
         let url = join(&self.base, "/-/reload");
-        let response = self
-            .auth
-            .apply(self.client.post(&url))
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let response =
+            self.auth
+                .apply(self.client.post(&url))
+                .send()
+                .await
+                .map_err(|source| ClientError::Transport {
+                    url: url.clone(),
+                    source,
+                })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

@@ -277,7 +277,13 @@ pub fn scenarios() -> Vec<Scenario> {
                 by: "RedisDown",
             }],
             clear_on: ClearOn::Delivered,
-            after: &["app-metrics-absent", "postgres-down", "redis-maxmemory", "redis-clients", "app-connections"],
+            after: &[
+                "app-metrics-absent",
+                "postgres-down",
+                "redis-maxmemory",
+                "redis-clients",
+                "app-connections",
+            ],
         },
         Scenario {
             name: "app-down",
@@ -388,7 +394,11 @@ mod tests {
                 }
             }
         }
-        assert!(found.len() > 20, "the scan found too few alerts in {}: {found:?}", dir.display());
+        assert!(
+            found.len() > 20,
+            "the scan found too few alerts in {}: {found:?}",
+            dir.display()
+        );
         found
     }
 
@@ -405,10 +415,19 @@ mod tests {
             .map(|n| (n.alert.to_string(), n.severity.to_string()))
             .collect();
         let shipped = shipped_alerts();
-        let missing: Vec<_> = shipped.iter().filter(|a| !covered.contains(*a) && !listed.contains(*a)).collect();
-        assert!(missing.is_empty(), "alerts with neither a scenario nor a reason: {missing:?}");
+        let missing: Vec<_> = shipped
+            .iter()
+            .filter(|a| !covered.contains(*a) && !listed.contains(*a))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "alerts with neither a scenario nor a reason: {missing:?}"
+        );
         let unknown: Vec<_> = covered.union(&listed).filter(|a| !shipped.contains(*a)).collect();
-        assert!(unknown.is_empty(), "the catalog names alerts alerts/ does not ship: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "the catalog names alerts alerts/ does not ship: {unknown:?}"
+        );
         let both: Vec<_> = covered.intersection(&listed).collect();
         assert!(both.is_empty(), "both covered and listed as not live: {both:?}");
     }
@@ -418,11 +437,20 @@ mod tests {
         let mut seen = BTreeSet::new();
         for s in scenarios() {
             for dep in s.after {
-                assert!(seen.contains(dep), "{} waits for {dep}, which is not an earlier scenario", s.name);
+                assert!(
+                    seen.contains(dep),
+                    "{} waits for {dep}, which is not an earlier scenario",
+                    s.name
+                );
             }
             assert!(seen.insert(s.name), "{} twice", s.name);
             for i in &s.inhibited {
-                assert!(s.expects.iter().any(|e| e.alert == i.by), "{}: {} is not expected", s.name, i.by);
+                assert!(
+                    s.expects.iter().any(|e| e.alert == i.by),
+                    "{}: {} is not expected",
+                    s.name,
+                    i.by
+                );
             }
         }
     }

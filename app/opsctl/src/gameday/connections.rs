@@ -47,11 +47,7 @@ fn authority(url: &str) -> Result<String, String> {
 }
 
 async fn one_number(ctx: &Ctx, expr: &str) -> Result<f64, String> {
-    let samples = ctx
-        .prometheus
-        .query(expr)
-        .await
-        .map_err(|e| format!("{expr}: {e}"))?;
+    let samples = ctx.prometheus.query(expr).await.map_err(|e| format!("{expr}: {e}"))?;
     samples
         .first()
         .map(|s| s.number())
@@ -61,17 +57,10 @@ async fn one_number(ctx: &Ctx, expr: &str) -> Result<f64, String> {
 
 /// Opens connections until `HOLD_SHARE` of the API's limit is open, counting the ones other clients hold.
 pub async fn hold(ctx: &Ctx) -> Result<Held, String> {
-    let limit = one_number(
-        ctx,
-        r#"max(http_server_connection_max{job="app", listener="api"})"#,
-    )
-    .await? as usize;
-    let open = one_number(
-        ctx,
-        r#"max(http_server_open_connections{job="app", listener="api"})"#,
-    )
-    .await
-    .unwrap_or(0.0) as usize;
+    let limit = one_number(ctx, r#"max(http_server_connection_max{job="app", listener="api"})"#).await? as usize;
+    let open = one_number(ctx, r#"max(http_server_open_connections{job="app", listener="api"})"#)
+        .await
+        .unwrap_or(0.0) as usize;
     let target = (limit as f64 * HOLD_SHARE).ceil() as usize;
     let count = target.saturating_sub(open);
     // Every held connection and each of the proof's is a descriptor of ours too.
@@ -143,9 +132,7 @@ impl Held {
         // Other clients may open or close connections meanwhile: fill until refused rather than by arithmetic.
         for _ in 0..self.limit + 64 {
             let answer = async {
-                let mut stream = TcpStream::connect(&self.addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut stream = TcpStream::connect(&self.addr).await.map_err(|e| e.to_string())?;
                 let (status, body) = exchange(&mut stream, &self.host).await?;
                 Ok::<_, String>((stream, status, body))
             }
@@ -192,10 +179,7 @@ impl Held {
         );
         Proof {
             claim,
-            passed: refused == REFUSALS
-                && scraped
-                && odd.is_empty()
-                && counted.is_ok_and(|d| d >= f64::from(REFUSALS)),
+            passed: refused == REFUSALS && scraped && odd.is_empty() && counted.is_ok_and(|d| d >= f64::from(REFUSALS)),
             figures,
         }
     }
@@ -217,9 +201,7 @@ async fn rejected_connections(ctx: &Ctx) -> Result<f64, String> {
     text.lines()
         .find_map(|l| l.strip_prefix(r#"http_server_rejected_connections_total{listener="api"} "#))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            format!("{url}: no http_server_rejected_connections_total{{listener=\"api\"}}")
-        })
+        .ok_or_else(|| format!("{url}: no http_server_rejected_connections_total{{listener=\"api\"}}"))
 }
 
 /// A new connection that has been served one request: it counts as open from then on.
@@ -267,8 +249,7 @@ async fn keep_alive(
 /// One `GET /healthcheck` on a keep-alive connection: the status and body of the answer (read to its
 /// `content-length`).
 async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), String> {
-    let request =
-        format!("GET /healthcheck HTTP/1.1\r\nHost: {host}\r\nUser-Agent: opsctl-gameday\r\n\r\n");
+    let request = format!("GET /healthcheck HTTP/1.1\r\nHost: {host}\r\nUser-Agent: opsctl-gameday\r\n\r\n");
     tokio::time::timeout(EXCHANGE_TIMEOUT, async {
         stream
             .write_all(request.as_bytes())
@@ -293,10 +274,7 @@ async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), S
                     })
                     .unwrap_or(0);
                 while buf.len() < end + 4 + length {
-                    let n = stream
-                        .read(&mut chunk)
-                        .await
-                        .map_err(|e| format!("read: {e}"))?;
+                    let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
                     if n == 0 {
                         return Err("closed mid-answer".to_string());
                     }
@@ -307,10 +285,7 @@ async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), S
                     String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string(),
                 ));
             }
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
+            let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
             if n == 0 {
                 return Err("closed before an answer".to_string());
             }
@@ -362,14 +337,8 @@ mod tests {
 
     #[test]
     fn the_authority_of_the_app_url_is_its_host_and_port() {
-        assert_eq!(
-            authority("http://127.0.0.1:8080").unwrap(),
-            "127.0.0.1:8080"
-        );
-        assert_eq!(
-            authority("http://127.0.0.1:8080/").unwrap(),
-            "127.0.0.1:8080"
-        );
+        assert_eq!(authority("http://127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(authority("http://127.0.0.1:8080/").unwrap(), "127.0.0.1:8080");
         assert!(authority("https://example.com").is_err());
     }
 
@@ -382,21 +351,12 @@ mod tests {
             let mut buf = [0u8; 1024];
             for body in ["OK", "again"] {
                 let _ = s.read(&mut buf).await.unwrap();
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 s.write_all(answer.as_bytes()).await.unwrap();
             }
         });
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        assert_eq!(
-            exchange(&mut stream, "h").await.unwrap(),
-            (200, "OK".to_string())
-        );
-        assert_eq!(
-            exchange(&mut stream, "h").await.unwrap(),
-            (200, "again".to_string())
-        );
+        assert_eq!(exchange(&mut stream, "h").await.unwrap(), (200, "OK".to_string()));
+        assert_eq!(exchange(&mut stream, "h").await.unwrap(), (200, "again".to_string()));
     }
 }

@@ -157,11 +157,7 @@ impl Fault {
                 Ok(vec![])
             }
             Fault::EmptyTargets(job) => {
-                let path = ctx
-                    .args
-                    .prometheus_dir
-                    .join("targets")
-                    .join(format!("{job}.yml"));
+                let path = ctx.args.prometheus_dir.join("targets").join(format!("{job}.yml"));
                 let original = tokio::fs::read_to_string(&path)
                     .await
                     .map_err(|e| format!("read {}: {e}", path.display()))?;
@@ -329,9 +325,7 @@ impl Active {
     /// Ends whatever the fault still does after clearing; returns its proofs.
     pub async fn finish(self) -> Result<Vec<Proof>, String> {
         let _ = self.phase.send(Phase::Finish);
-        self.task
-            .await
-            .map_err(|e| format!("the fault task panicked: {e}"))?
+        self.task.await.map_err(|e| format!("the fault task panicked: {e}"))?
     }
 }
 
@@ -581,16 +575,12 @@ async fn deadlock_once(db: &tokio_postgres::Config) -> Result<(), String> {
         .await
         .map_err(err)?;
     let a_waits = tokio::spawn(async move {
-        let r = a
-            .batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 3")
-            .await;
+        let r = a.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 3").await;
         let _ = a.batch_execute("ROLLBACK").await;
         r
     });
     sleep(Duration::from_millis(200)).await;
-    let rb = b
-        .batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2")
-        .await;
+    let rb = b.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2").await;
     let _ = b.batch_execute("ROLLBACK").await;
     let ra = a_waits.await.map_err(|e| e.to_string())?;
     let deadlocked = [&ra, &rb]
@@ -702,9 +692,7 @@ async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> R
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "{expr} stayed at or below {threshold} for {limit:?}"
-            ));
+            return Err(format!("{expr} stayed at or below {threshold} for {limit:?}"));
         }
         sleep(Duration::from_secs(2)).await;
     }
@@ -726,13 +714,11 @@ struct SloWindow {
 
 async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
     let sum = |series: &str, matchers: &str| {
-        let expr = format!("sum(increase(http_server_request_duration_seconds_{series}{{{SLO_REQUESTS}{matchers}}}[{window}]))");
+        let expr = format!(
+            "sum(increase(http_server_request_duration_seconds_{series}{{{SLO_REQUESTS}{matchers}}}[{window}]))"
+        );
         async move {
-            let samples = ctx
-                .prometheus
-                .query(&expr)
-                .await
-                .map_err(|e| format!("{expr}: {e}"))?;
+            let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
             Ok::<f64, String>(
                 samples
                     .first()
@@ -780,11 +766,7 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
         ..ctx.load_args()
     });
     let limit = Duration::from_secs(300);
-    set_fault(
-        &ctx,
-        Some(json!({"latency_ms": 400, "duration_seconds": 1800})),
-    )
-    .await?;
+    set_fault(&ctx, Some(json!({"latency_ms": 400, "duration_seconds": 1800}))).await?;
     let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", slow_target, limit).await?;
     set_fault(
         &ctx,
@@ -792,13 +774,7 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     )
     .await?;
     let error_target = AVAILABILITY_BUDGET * FAST_BURN * 1.3;
-    let errors = wait_above(
-        &ctx,
-        "app:availability_errors:ratio_rate1h",
-        error_target,
-        limit,
-    )
-    .await?;
+    let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", error_target, limit).await?;
     let _ = stop_extra.send(true);
     let _ = extra.await;
     set_fault(
@@ -977,10 +953,7 @@ mod tests {
 
     fn gameday_args(argv: &[&str]) -> super::super::GamedayArgs {
         let argv = ["opsctl", "gameday"].iter().chain(argv).copied();
-        match <crate::Cli as clap::Parser>::try_parse_from(argv)
-            .unwrap()
-            .command
-        {
+        match <crate::Cli as clap::Parser>::try_parse_from(argv).unwrap().command {
             crate::Command::Gameday(args) => args,
             other => panic!("parsed as {other:?}"),
         }
@@ -996,13 +969,8 @@ mod tests {
             axum::routing::post(move |headers: HeaderMap| {
                 let record = record.clone();
                 async move {
-                    let authorization = headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    record
-                        .lock()
-                        .unwrap()
-                        .push(authorization.unwrap_or_default());
+                    let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+                    record.lock().unwrap().push(authorization.unwrap_or_default());
                     "{}"
                 }
             }),
@@ -1013,20 +981,12 @@ mod tests {
 
         let dir = temp_dir("admin-token");
         for file in crate::secrets::SecretFile::ALL {
-            std::fs::write(
-                dir.join(file.file_name()),
-                format!("{}-value\n", file.file_name()),
-            )
-            .unwrap();
+            std::fs::write(dir.join(file.file_name()), format!("{}-value\n", file.file_name())).unwrap();
         }
         let ctx = Ctx::new(gameday_args(&["--admin", &base]), &Secrets::load(&dir)).unwrap();
-        set_fault(&ctx, Some(json!({"error_ratio": 0.5})))
-            .await
-            .unwrap();
+        set_fault(&ctx, Some(json!({"error_ratio": 0.5}))).await.unwrap();
         let plain = Ctx::new(gameday_args(&["--admin", &base]), &Secrets::none()).unwrap();
-        set_fault(&plain, Some(json!({"error_ratio": 0.5})))
-            .await
-            .unwrap();
+        set_fault(&plain, Some(json!({"error_ratio": 0.5}))).await.unwrap();
         assert_eq!(
             *seen.lock().unwrap(),
             vec!["Bearer app-admin.token-value".to_string(), String::new()]
@@ -1034,17 +994,14 @@ mod tests {
 
         // A file the game day needs that is missing stops it before anything runs, naming the file.
         std::fs::remove_file(dir.join("redis-admin.password")).unwrap();
-        let err = Ctx::new(gameday_args(&[]), &Secrets::load(&dir))
-            .err()
-            .unwrap();
+        let err = Ctx::new(gameday_args(&[]), &Secrets::load(&dir)).err().unwrap();
         assert!(err.contains("redis-admin.password"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn acl_lines_split_into_rules_with_selectors_whole() {
-        let line =
-            "user app on #0a1b ~app:* resetchannels -@all +get +client|setname (~x:* +set) +hello";
+        let line = "user app on #0a1b ~app:* resetchannels -@all +get +client|setname (~x:* +set) +hello";
         assert_eq!(
             acl_tokens(line),
             vec![
@@ -1138,27 +1095,16 @@ mod tests {
         let before_list = list().await;
         let before = acl_command_rules(redis, "app").await.unwrap();
         assert!(before.contains(&"+get".to_string()), "{before:?}");
-        assert_eq!(
-            redis_command(&app, &["GET", "app:k"]).await,
-            Ok(String::new())
-        );
+        assert_eq!(redis_command(&app, &["GET", "app:k"]).await, Ok(String::new()));
 
-        redis_command(redis, &["ACL", "SETUSER", "app", "-get"])
-            .await
-            .unwrap();
+        redis_command(redis, &["ACL", "SETUSER", "app", "-get"]).await.unwrap();
         let denied = redis_command(&app, &["GET", "app:k"]).await.unwrap_err();
         assert!(denied.contains("NOPERM"), "{denied}");
-        assert_eq!(
-            redis_command(&app, &["SET", "app:k", "v"]).await,
-            Ok("OK".to_string())
-        );
+        assert_eq!(redis_command(&app, &["SET", "app:k", "v"]).await, Ok("OK".to_string()));
 
         restore_command_rules(redis, "app", &before).await.unwrap();
         assert_eq!(list().await, before_list, "every user's rules as before");
-        assert_eq!(
-            redis_command(&app, &["GET", "app:k"]).await,
-            Ok("v".to_string())
-        );
+        assert_eq!(redis_command(&app, &["GET", "app:k"]).await, Ok("v".to_string()));
 
         // Without the admin password, nothing runs: the default user is off.
         let anonymous = Redis {

@@ -146,8 +146,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
 
     let _ = stop_background.send(true);
     let background = background.await.map_err(|e| e.to_string())?;
-    proofs
-        .push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
+    proofs.push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
     for p in &proofs {
         ctx.say(&format!(
             "proof: {} — {}",
@@ -156,9 +155,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
         ));
     }
 
-    let passed = quiet.passed
-        && proofs.iter().all(|p| p.passed)
-        && results.iter().all(ScenarioResult::passed);
+    let passed = quiet.passed && proofs.iter().all(|p| p.passed) && results.iter().all(ScenarioResult::passed);
     let outcome = Outcome {
         timing,
         settled,
@@ -169,13 +166,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
         scenarios: results,
         not_live: NOT_LIVE
             .iter()
-            .map(|n| {
-                (
-                    n.alert.to_string(),
-                    n.severity.to_string(),
-                    n.reason.to_string(),
-                )
-            })
+            .map(|n| (n.alert.to_string(), n.severity.to_string(), n.reason.to_string()))
             .collect(),
         background_load: serde_json::to_value(&background).unwrap_or_default(),
         passed,
@@ -199,11 +190,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
 /// Scrape and evaluation intervals from Prometheus's configuration, group wait and interval from the root route of
 /// Alertmanager's.
 async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
-    let prom = ctx
-        .prometheus
-        .config_yaml()
-        .await
-        .map_err(|e| e.to_string())?;
+    let prom = ctx.prometheus.config_yaml().await.map_err(|e| e.to_string())?;
     let am = ctx
         .alertmanager
         .status()
@@ -239,11 +226,7 @@ async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
 async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
     let groups = ctx.prometheus.rules().await.map_err(|e| e.to_string())?;
     let mut rules = BTreeMap::new();
-    for rule in groups
-        .iter()
-        .flat_map(|g| &g.rules)
-        .filter(|r| r.is_alert())
-    {
+    for rule in groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_alert()) {
         let severity = rule.labels.get("severity").cloned().unwrap_or_default();
         rules.insert((rule.name.clone(), severity), rule.duration as u64);
     }
@@ -257,19 +240,13 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
         .map(|n| (n.alert.to_string(), n.severity.to_string()))
         .collect();
     for s in scenarios() {
-        covered.extend(
-            s.expects
-                .iter()
-                .map(|e| (e.alert.to_string(), e.severity.to_string())),
-        );
+        covered.extend(s.expects.iter().map(|e| (e.alert.to_string(), e.severity.to_string())));
     }
     let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "alerts with neither a scenario nor a reason: {missing:?}"
-        ))
+        Err(format!("alerts with neither a scenario nor a reason: {missing:?}"))
     }
 }
 
@@ -311,16 +288,9 @@ pub struct Settled {
     pub diagnosis: Option<String>,
 }
 
-type WarmUp = (
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<crate::load::stats::Report>,
-);
+type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
 
-async fn settle_loop(
-    ctx: &Ctx,
-    warm_up: &mut Option<WarmUp>,
-    settled: &mut Settled,
-) -> Result<(), String> {
+async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), String> {
     let deadline = now_ms() + 600_000;
     for round in 0u32.. {
         let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
@@ -363,9 +333,9 @@ async fn settle_loop(
             ctx.say(&found);
             settled.diagnosis.get_or_insert(found);
         }
-        let only_slo = busy.iter().all(|b| {
-            b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{")
-        });
+        let only_slo = busy
+            .iter()
+            .all(|b| b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{"));
         if round >= 8 && only_slo && warm_up.is_none() {
             ctx.say(
                 "settling: only the SLO burn alerts remain; healthy reads at 100/s fill the young stack's SLO windows",
@@ -387,8 +357,7 @@ async fn diagnosis(ctx: &Ctx) -> String {
     let queries = [
         (
             "SLIs (error and slow ratios by window)",
-            r#"{__name__=~"app:(availability_errors|latency_slow):ratio_rate(5m|1h|2h|1d)"}"#
-                .to_string(),
+            r#"{__name__=~"app:(availability_errors|latency_slow):ratio_rate(5m|1h|2h|1d)"}"#.to_string(),
         ),
         (
             "5xx responses in the last hour",
@@ -404,9 +373,7 @@ async fn diagnosis(ctx: &Ctx) -> String {
         ),
         (
             "requests in the last hour",
-            format!(
-                r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) > 0"#
-            ),
+            format!(r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) > 0"#),
         ),
     ];
     let mut out = String::from("diagnosis:");
@@ -459,10 +426,7 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
         .notifications(&[("after", &after), ("limit", "1000")])
         .await
         .unwrap_or_default();
-    let heartbeats = received
-        .iter()
-        .filter(|n| n.receiver == "heartbeat")
-        .count();
+    let heartbeats = received.iter().filter(|n| n.receiver == "heartbeat").count();
     let others: Vec<String> = received
         .iter()
         .filter(|n| n.receiver != "heartbeat")
@@ -470,12 +434,7 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
         .collect();
     // The Watchdog route repeats every minute, on the next group_interval tick: one every 60-75 s. At least one per
     // 90 s, and the inbox's own dead-man's switch healthy at the end.
-    let heartbeat = ctx
-        .inbox
-        .heartbeat()
-        .await
-        .map(|h| h.healthy)
-        .unwrap_or(false);
+    let heartbeat = ctx.inbox.heartbeat().await.map(|h| h.healthy).unwrap_or(false);
     Proof {
         claim,
         passed: others.is_empty() && heartbeats as u64 * 90 >= length.as_secs() && heartbeat,

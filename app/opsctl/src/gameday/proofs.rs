@@ -42,8 +42,7 @@ impl Readers {
                 let (ctx, rx) = (ctx.clone(), rx.clone());
                 let period = Duration::from_secs_f64(4.0 / rate);
                 tokio::spawn(async move {
-                    let (mut ok, mut failed, mut slowest, mut samples) =
-                        (0, 0, Duration::ZERO, Vec::new());
+                    let (mut ok, mut failed, mut slowest, mut samples) = (0, 0, Duration::ZERO, Vec::new());
                     while !*rx.borrow() {
                         let key = format!("{KEY_PREFIX}-{}", fastrand::u64(0..KEYS));
                         let url = format!("{}/get/{key}", ctx.args.app.trim_end_matches('/'));
@@ -261,10 +260,7 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
                             .post(format!("{base}/set"))
                             .json(&json!({"key": key, "value": n}))
                     } else {
-                        client.get(format!(
-                            "{base}/get/{KEY_PREFIX}-{}",
-                            fastrand::u64(0..KEYS)
-                        ))
+                        client.get(format!("{base}/get/{KEY_PREFIX}-{}", fastrand::u64(0..KEYS)))
                     };
                     match request.send().await {
                         Ok(r) if r.status().is_success() => {
@@ -318,12 +314,7 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
                 .get(format!("{base}/get/{key}"))
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "read back {key}: {}",
-                        crate::clients::describe_transport(&e)
-                    )
-                })?
+                .map_err(|e| format!("read back {key}: {}", crate::clients::describe_transport(&e)))?
                 .json::<serde_json::Value>()
                 .await
                 .map_err(|e| format!("read back {key}: {e}"))?;
@@ -343,9 +334,17 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
             "{} requests answered 2xx, {failed} failed{}, {} reset unanswered; acknowledged writes lost: {}; {} \
              connection attempts refused while the supervisor restarted the app (retried: they carried no request)",
             all.ok,
-            if all.failures.is_empty() { String::new() } else { format!(" ({})", all.failures.join("; ")) },
+            if all.failures.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", all.failures.join("; "))
+            },
             all.reset,
-            if lost.is_empty() { "none".to_string() } else { lost.join("; ") },
+            if lost.is_empty() {
+                "none".to_string()
+            } else {
+                lost.join("; ")
+            },
             all.refused,
         ),
     })
@@ -353,7 +352,7 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
 
 /// Whether a request failed on a TCP reset before any answer: what a connection still queued in a listener's
 /// backlog gets when the listener closes (the app drains its backlog on shutdown so that none is; see
-/// app/src/listener.rs). Counted apart from other failures because it tells that cause.
+/// app/service/src/listener.rs). Counted apart from other failures because it tells that cause.
 fn reset_before_answer(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
@@ -397,8 +396,7 @@ async fn prometheus_http_series(ctx: &Ctx) -> Result<f64, String> {
 /// 10,000 requests to random unknown paths: every one is 404, and the number of HTTP series stays the same, in
 /// the app and in Prometheus (all unknown paths share the route label `unmatched`).
 pub async fn random_paths(ctx: Arc<Ctx>, scrape: Duration) -> Proof {
-    let claim =
-        "a scan of 10,000 random paths leaves the number of HTTP series unchanged".to_string();
+    let claim = "a scan of 10,000 random paths leaves the number of HTTP series unchanged".to_string();
     let base = ctx.args.app.trim_end_matches('/').to_string();
     let fail = |figures: String| Proof {
         claim: claim.clone(),
@@ -407,16 +405,9 @@ pub async fn random_paths(ctx: Arc<Ctx>, scrape: Duration) -> Proof {
     };
     // One unknown path per method first, so the `unmatched` 404 series exist before counting.
     let _ = ctx.http.get(format!("{base}/gameday-warm-up")).send().await;
-    let _ = ctx
-        .http
-        .post(format!("{base}/gameday-warm-up"))
-        .send()
-        .await;
+    let _ = ctx.http.post(format!("{base}/gameday-warm-up")).send().await;
     sleep(scrape * 2 + Duration::from_secs(1)).await;
-    let (app_before, prom_before) = match (
-        app_http_series(&ctx).await,
-        prometheus_http_series(&ctx).await,
-    ) {
+    let (app_before, prom_before) = match (app_http_series(&ctx).await, prometheus_http_series(&ctx).await) {
         (Ok(a), Ok(p)) => (a, p),
         (a, p) => return fail(format!("could not count series: {a:?} {p:?}")),
     };
@@ -446,10 +437,7 @@ pub async fn random_paths(ctx: Arc<Ctx>, scrape: Duration) -> Proof {
     let not_404: u64 = tasks.join_all().await.into_iter().sum();
     let took = started.elapsed();
     sleep(scrape * 2 + Duration::from_secs(1)).await;
-    let (app_after, prom_after) = match (
-        app_http_series(&ctx).await,
-        prometheus_http_series(&ctx).await,
-    ) {
+    let (app_after, prom_after) = match (app_http_series(&ctx).await, prometheus_http_series(&ctx).await) {
         (Ok(a), Ok(p)) => (a, p),
         (a, p) => return fail(format!("could not count series: {a:?} {p:?}")),
     };
@@ -467,10 +455,7 @@ pub async fn random_paths(ctx: Arc<Ctx>, scrape: Duration) -> Proof {
 /// Runs the dashboards' live check (every panel query against Prometheus, data required).
 pub async fn dashboards(ctx: &Ctx) -> Proof {
     let claim = "after load, every dashboard panel query returns data from Prometheus".to_string();
-    let command = ctx
-        .args
-        .dashboards_check
-        .replace("{prometheus}", &ctx.args.prometheus);
+    let command = ctx.args.dashboards_check.replace("{prometheus}", &ctx.args.prometheus);
     let output = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&command)
@@ -478,8 +463,7 @@ pub async fn dashboards(ctx: &Ctx) -> Proof {
         .await;
     match output {
         Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr);
+            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
             let last = text
                 .lines()
                 .rev()

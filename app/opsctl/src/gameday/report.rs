@@ -6,8 +6,7 @@ use std::path::Path;
 use super::Outcome;
 
 fn secs(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.0} s"))
-        .unwrap_or_else(|| "—".to_string())
+    v.map(|v| format!("{v:.0} s")).unwrap_or_else(|| "—".to_string())
 }
 
 fn verdict(passed: bool) -> &'static str {
@@ -102,10 +101,7 @@ pub fn markdown(o: &Outcome) -> String {
     }
     md.push_str("\nProofs:\n\n| claim | figures | result |\n|---|---|---|\n");
     let scenario_proofs = o.scenarios.iter().flat_map(|s| &s.proofs);
-    for p in std::iter::once(&o.quiet)
-        .chain(scenario_proofs)
-        .chain(&o.proofs)
-    {
+    for p in std::iter::once(&o.quiet).chain(scenario_proofs).chain(&o.proofs) {
         let _ = writeln!(
             md,
             "| {} | {} | {} |",
@@ -137,12 +133,7 @@ fn settled(o: &Outcome) -> String {
 /// the figures that failed it.
 pub fn summary(o: &Outcome) -> Vec<String> {
     let mut lines = vec![format!("summary: {}", settled(o))];
-    if let Some(d) = o
-        .settled
-        .diagnosis
-        .as_deref()
-        .filter(|_| o.settled.seconds > 120.0)
-    {
+    if let Some(d) = o.settled.diagnosis.as_deref().filter(|_| o.settled.seconds > 120.0) {
         lines.push(format!("summary: while settling, {}", d.replace('\n', " ")));
     }
     let start = o.started_unix_ms;
@@ -187,16 +178,10 @@ pub fn summary(o: &Outcome) -> Vec<String> {
             ));
         }
         for i in s.inhibitions.iter().filter(|i| !i.passed) {
-            failures.push(format!(
-                "{}: {} was delivered while {} fired",
-                s.name, i.alert, i.by
-            ));
+            failures.push(format!("{}: {} was delivered while {} fired", s.name, i.alert, i.by));
         }
         for p in s.proofs.iter().filter(|p| !p.passed) {
-            failures.push(format!(
-                "{}: proof failed: {}: {}",
-                s.name, p.claim, p.figures
-            ));
+            failures.push(format!("{}: proof failed: {}: {}", s.name, p.claim, p.figures));
         }
     }
     for p in o.proofs.iter().filter(|p| !p.passed) {

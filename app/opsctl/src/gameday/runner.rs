@@ -107,12 +107,7 @@ struct Watch {
     notified_ms: Option<u64>,
 }
 
-fn matches(
-    labels: &BTreeMap<String, String>,
-    alert: &str,
-    severity: Option<&str>,
-    extra: &[(&str, &str)],
-) -> bool {
+fn matches(labels: &BTreeMap<String, String>, alert: &str, severity: Option<&str>, extra: &[(&str, &str)]) -> bool {
     labels.get("alertname").map(String::as_str) == Some(alert)
         && severity.is_none_or(|s| labels.get("severity").map(String::as_str) == Some(s))
         && extra
@@ -203,20 +198,10 @@ pub async fn run(
                 fire_bound_seconds: e.detect
                     + for_seconds
                     + base
-                    + if notifies {
-                        timing.group_wait_seconds
-                    } else {
-                        0
-                    },
+                    + if notifies { timing.group_wait_seconds } else { 0 },
                 fired_seconds: None,
                 notified_seconds: None,
-                resolve_bound_seconds: e.clear
-                    + base
-                    + if notifies {
-                        timing.group_interval_seconds
-                    } else {
-                        0
-                    },
+                resolve_bound_seconds: e.clear + base + if notifies { timing.group_interval_seconds } else { 0 },
                 resolved_seconds: None,
                 passed: false,
                 notes: vec![],
@@ -262,9 +247,7 @@ pub async fn run(
             break;
         }
         if now_ms() > quiet_deadline {
-            result.error = Some(format!(
-                "{busy:?} still active from an earlier fault after 7 minutes"
-            ));
+            result.error = Some(format!("{busy:?} still active from an earlier fault after 7 minutes"));
             return result;
         }
         if dilution.is_none() && scenario.fault.dilutes_standing_slo_pages() {
@@ -336,30 +319,25 @@ pub async fn run(
         for w in watches.iter_mut() {
             let e = &w.expect;
             if w.row.fired_seconds.is_none()
-                && active_in(&alerts, e.alert, Some(e.severity), e.labels).as_deref()
-                    == Some("firing")
+                && active_in(&alerts, e.alert, Some(e.severity), e.labels).as_deref() == Some("firing")
             {
                 w.row.fired_seconds = Some(secs(t0, now_ms()));
                 ctx.say(&format!("{}: {} fires", scenario.name, e.alert));
             }
             if w.notified_ms.is_none() && w.row.receiver.is_some() {
                 for n in notifications(&ctx, e.alert, since).await {
-                    let alert_matches = n.webhook.alerts.iter().any(|a| {
-                        a.status == "firing"
-                            && matches(&a.labels, e.alert, Some(e.severity), e.labels)
-                    });
+                    let alert_matches = n
+                        .webhook
+                        .alerts
+                        .iter()
+                        .any(|a| a.status == "firing" && matches(&a.labels, e.alert, Some(e.severity), e.labels));
                     if alert_matches {
                         if Some(n.receiver.as_str()) != w.row.receiver.as_deref() {
-                            w.row
-                                .notes
-                                .push(format!("notified to {} instead", n.receiver));
+                            w.row.notes.push(format!("notified to {} instead", n.receiver));
                         }
                         w.notified_ms = Some(n.received_at_unix_ms);
                         w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
-                        ctx.say(&format!(
-                            "{}: {} reached {}",
-                            scenario.name, e.alert, n.receiver
-                        ));
+                        ctx.say(&format!("{}: {} reached {}", scenario.name, e.alert, n.receiver));
                         break;
                     }
                 }
@@ -417,10 +395,7 @@ pub async fn run(
                         w.notified_ms = Some(n.received_at_unix_ms);
                         w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
                     }
-                    if a.status == "resolved"
-                        && w.row.resolved_seconds.is_none()
-                        && n.received_at_unix_ms >= t_clear
-                    {
+                    if a.status == "resolved" && w.row.resolved_seconds.is_none() && n.received_at_unix_ms >= t_clear {
                         w.row.resolved_seconds = Some(secs(t_clear, n.received_at_unix_ms));
                         ctx.say(&format!("{}: {} resolved", scenario.name, e.alert));
                     }
@@ -447,10 +422,8 @@ pub async fn run(
         let fired_in_time = match (scenario.clear_on, r.receiver.is_some()) {
             // The notification can only arrive once delivery works again: the bound applies to Prometheus.
             (ClearOn::Firing, true) => {
-                within(
-                    r.fired_seconds,
-                    r.fire_bound_seconds - timing.group_wait_seconds,
-                ) && r.notified_seconds.is_some()
+                within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds)
+                    && r.notified_seconds.is_some()
             }
             (ClearOn::Delivered, true) => within(r.notified_seconds, r.fire_bound_seconds),
             (_, false) => within(r.fired_seconds, r.fire_bound_seconds),
@@ -463,8 +436,7 @@ pub async fn run(
             r.notes.push("slower than its bound".to_string());
         }
         if r.receiver.is_none() && notified_any(&ctx, &w.expect, since).await {
-            r.notes
-                .push("notified, but info alerts must not be".to_string());
+            r.notes.push("notified, but info alerts must not be".to_string());
         }
         let resolved_in_time = within(r.resolved_seconds, r.resolve_bound_seconds);
         if r.fired_seconds.is_some() && r.resolved_seconds.is_none() {
@@ -474,19 +446,13 @@ pub async fn run(
         }
         r.passed = fired_in_time
             && resolved_in_time
-            && !r
-                .notes
-                .iter()
-                .any(|n| n.contains("instead") || n.contains("must not"));
+            && !r.notes.iter().any(|n| n.contains("instead") || n.contains("must not"));
     }
     result.rows = watches.into_iter().map(|w| w.row).collect();
     result.inhibitions = inhibitions.into_iter().map(|(_, row)| row).collect();
     result.seconds = secs(started, now_ms());
     let verdict = if result.passed() { "passed" } else { "FAILED" };
-    ctx.say(&format!(
-        "{}: {verdict} in {:.0} s",
-        scenario.name, result.seconds
-    ));
+    ctx.say(&format!("{}: {verdict} in {:.0} s", scenario.name, result.seconds));
     result
 }
 
@@ -521,9 +487,10 @@ async fn check_inhibitions(
         if active_in(alerts, i.alert, None, i.labels).as_deref() == Some("firing") {
             row.fired = true;
         }
-        if held.iter().any(|a| {
-            matches(&a.labels, i.alert, None, i.labels) && !a.status.inhibited_by.is_empty()
-        }) {
+        if held
+            .iter()
+            .any(|a| matches(&a.labels, i.alert, None, i.labels) && !a.status.inhibited_by.is_empty())
+        {
             row.seen_inhibited = true;
         }
         let source = watches.iter().find(|w| w.expect.alert == i.by);
@@ -546,9 +513,7 @@ async fn check_inhibitions(
             // Before the source ended, a delivery is a failed inhibition (also when the target won the race to
             // Alertmanager against its source). After it, the target's own window may still hold the fault.
             match row.source_ended_ms {
-                Some(ended) if n.received_at_unix_ms >= ended.saturating_sub(2_000) => {
-                    row.delivered_after = true
-                }
+                Some(ended) if n.received_at_unix_ms >= ended.saturating_sub(2_000) => row.delivered_after = true,
                 _ => row.delivered_while_inhibited = true,
             }
         }

@@ -50,10 +50,7 @@ impl Ctx {
         let http = http_client(Duration::from_secs(10), 32);
         let web = Auth::basic(WEB_USER, secrets.get(SecretFile::WebPassword)?);
         let admin_auth = Auth::bearer(secrets.get(SecretFile::AppAdminToken)?);
-        let pg = postgres_config(
-            &args.database_url,
-            secrets.get(SecretFile::PostgresPassword)?,
-        )?;
+        let pg = postgres_config(&args.database_url, secrets.get(SecretFile::PostgresPassword)?)?;
         let redis = Redis {
             addr: args.redis_addr.clone(),
             auth: secrets
@@ -149,10 +146,7 @@ impl Ctx {
 /// The drills' Postgres: host, port and database from `--database-url`; with the secrets, the superuser
 /// `postgres` and `postgres.password` instead of the URL's user (the drills lock rows, open connections and read
 /// settings the app's role may not), else the URL as it is.
-pub fn postgres_config(
-    url: &str,
-    password: Option<Secret>,
-) -> Result<tokio_postgres::Config, String> {
+pub fn postgres_config(url: &str, password: Option<Secret>) -> Result<tokio_postgres::Config, String> {
     // The URL may hold a password: the message names the option, not the value.
     let mut config: tokio_postgres::Config = url
         .parse()
@@ -224,34 +218,24 @@ async fn send(stream: &mut BufReader<TcpStream>, args: &[&str]) -> Result<(), St
 
 async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<String, String> {
     let mut line = String::new();
-    stream
-        .read_line(&mut line)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.read_line(&mut line).await.map_err(|e| e.to_string())?;
     let line = line.trim_end_matches(['\r', '\n']);
     let (kind, rest) = line.split_at(line.len().min(1));
     match kind {
         "+" | ":" => Ok(rest.to_string()),
         "-" => Err(rest.to_string()),
         "$" => {
-            let len: i64 = rest
-                .parse()
-                .map_err(|_| format!("bad bulk length {rest:?}"))?;
+            let len: i64 = rest.parse().map_err(|_| format!("bad bulk length {rest:?}"))?;
             if len < 0 {
                 return Ok(String::new());
             }
             let mut buf = vec![0; len as usize + 2];
-            stream
-                .read_exact(&mut buf)
-                .await
-                .map_err(|e| e.to_string())?;
+            stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
             buf.truncate(len as usize);
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
         "*" => {
-            let n: i64 = rest
-                .parse()
-                .map_err(|_| format!("bad array length {rest:?}"))?;
+            let n: i64 = rest.parse().map_err(|_| format!("bad array length {rest:?}"))?;
             let mut items = Vec::new();
             for _ in 0..n.max(0) {
                 items.push(Box::pin(read_reply(stream)).await?);
@@ -263,11 +247,7 @@ async fn read_reply(stream: &mut BufReader<TcpStream>) -> Result<String, String>
 }
 
 /// One numeric field of a section of Redis's INFO.
-pub async fn redis_info_field<T: std::str::FromStr>(
-    redis: &Redis,
-    section: &str,
-    field: &str,
-) -> Result<T, String> {
+pub async fn redis_info_field<T: std::str::FromStr>(redis: &Redis, section: &str, field: &str) -> Result<T, String> {
     let info = redis_command(redis, &["INFO", section]).await?;
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -277,8 +257,7 @@ pub async fn redis_info_field<T: std::str::FromStr>(
 
 /// Where Prometheus's native configuration lives (targets/ and drills/).
 pub fn default_prometheus_dir() -> PathBuf {
-    PathBuf::from(std::env::var("STATE_DIR").unwrap_or_else(|_| "/var/tmp/sre-stack".to_string()))
-        .join("prometheus")
+    PathBuf::from(std::env::var("STATE_DIR").unwrap_or_else(|_| "/var/tmp/sre-stack".to_string())).join("prometheus")
 }
 
 #[cfg(test)]
@@ -302,9 +281,7 @@ mod tests {
     }
 
     /// A one-connection RESP server: answers each command from `replies`, in order, and returns what it received.
-    async fn fake_redis(
-        replies: &'static [&'static str],
-    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    async fn fake_redis(replies: &'static [&'static str]) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let task = tokio::spawn(async move {
@@ -349,18 +326,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_login_is_reported_without_the_password() {
-        let (addr, _server) =
-            fake_redis(&["-WRONGPASS invalid username-password pair or user is disabled.\r\n"])
-                .await;
+        let (addr, _server) = fake_redis(&["-WRONGPASS invalid username-password pair or user is disabled.\r\n"]).await;
         let redis = Redis {
             addr,
             auth: Some(("admin".into(), Secret::new("redis-pass"))),
         };
         let err = redis_command(&redis, &["PING"]).await.unwrap_err();
-        assert!(
-            err.contains("AUTH as admin") && err.contains("WRONGPASS"),
-            "{err}"
-        );
+        assert!(err.contains("AUTH as admin") && err.contains("WRONGPASS"), "{err}");
         assert!(!err.contains("redis-pass"), "{err}");
     }
 }

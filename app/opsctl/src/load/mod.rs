@@ -94,12 +94,7 @@ fn ratio(text: &str) -> Result<f64, String> {
 
 /// Keys go into URL paths: keep them to characters that need no escaping.
 fn key_prefix(text: &str) -> Result<String, String> {
-    if !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    if !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         Ok(text.to_string())
     } else {
         Err("use 1 to 64 letters, digits, '-', '_' or '.'".to_string())
@@ -135,10 +130,7 @@ pub async fn run(args: &LoadArgs, stop: impl Future<Output = ()>) -> Report {
     let (seeded_keys, seed_errors) = if args.no_seed {
         (0, 0)
     } else {
-        say(format!(
-            "load: writing {} keys to {} …",
-            args.keys, api.base
-        ));
+        say(format!("load: writing {} keys to {} …", args.keys, api.base));
         let started = Instant::now();
         let (ok, failed) = seed(&api, args, concurrency).await;
         say(format!(
@@ -166,8 +158,7 @@ pub async fn run(args: &LoadArgs, stop: impl Future<Output = ()>) -> Report {
     let mut next = start;
     let mut sent = 0u64;
     let mut max_lag = Duration::ZERO;
-    let mut progress =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut progress = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_progress = start;
     let mut print_progress = |stats: &mut Stats, sent: u64, in_flight: usize| {
@@ -292,18 +283,11 @@ fn plan(rng: &mut fastrand::Rng, args: &LoadArgs, seq: u64) -> Planned {
 }
 
 /// Sends one request, reads the whole answer, and reports the sample.
-async fn send(
-    api: Arc<Api>,
-    planned: Planned,
-    permit: OwnedSemaphorePermit,
-    results: mpsc::UnboundedSender<Sample>,
-) {
+async fn send(api: Arc<Api>, planned: Planned, permit: OwnedSemaphorePermit, results: mpsc::UnboundedSender<Sample>) {
     let started = Instant::now();
     let request = match planned.op {
         Op::Hello => api.client.get(join(&api.base, "/helloworld")),
-        Op::Read | Op::ReadMissing => api
-            .client
-            .get(join(&api.base, &format!("/get/{}", planned.key))),
+        Op::Read | Op::ReadMissing => api.client.get(join(&api.base, &format!("/get/{}", planned.key))),
         Op::Write => api.client.post(join(&api.base, "/set")).json(&json!({
             "key": planned.key,
             "value": {"seq": planned.seq, "by": "opsctl load"},
@@ -388,15 +372,7 @@ mod tests {
 
     #[test]
     fn the_mix_follows_the_ratios() {
-        let args = parse(&[
-            "--read-ratio",
-            "0.75",
-            "--missing-ratio",
-            "0.5",
-            "--keys",
-            "10",
-        ])
-        .unwrap();
+        let args = parse(&["--read-ratio", "0.75", "--missing-ratio", "0.5", "--keys", "10"]).unwrap();
         let mut rng = fastrand::Rng::with_seed(7);
         let (mut reads, mut missing, mut writes) = (0, 0, 0);
         for seq in 0..10_000 {

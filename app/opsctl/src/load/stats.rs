@@ -135,13 +135,7 @@ impl Stats {
     }
 
     /// One progress line for the last window, then starts a new window.
-    pub fn progress_line(
-        &mut self,
-        elapsed: Duration,
-        window: Duration,
-        sent: u64,
-        in_flight: u64,
-    ) -> String {
+    pub fn progress_line(&mut self, elapsed: Duration, window: Duration, sent: u64, in_flight: u64) -> String {
         let rate = self.window_done as f64 / window.as_secs_f64().max(1e-9);
         let p99 = if self.window.is_empty() {
             "-".to_string()
@@ -228,10 +222,7 @@ impl Latency {
     }
 
     fn line(&self) -> String {
-        let f = |v: Option<f64>| {
-            v.map(|s| ms((s * 1e6) as u64))
-                .unwrap_or_else(|| "-".to_string())
-        };
+        let f = |v: Option<f64>| v.map(|s| ms((s * 1e6) as u64)).unwrap_or_else(|| "-".to_string());
         format!(
             "p50 {:>9}  p90 {:>9}  p99 {:>9}  max {:>9}  (n={})",
             f(self.p50),
@@ -282,11 +273,7 @@ impl Report {
             "load: {} requests completed in {:.1}s: {:.1} req/s achieved (target {:.1} req/s, concurrency {})",
             self.completed, self.duration_seconds, self.achieved_rate, self.target_rate, self.concurrency
         );
-        let _ = writeln!(
-            out,
-            "  seeded keys: {} ({} failed)",
-            self.seeded_keys, self.seed_errors
-        );
+        let _ = writeln!(out, "  seeded keys: {} ({} failed)", self.seeded_keys, self.seed_errors);
         let _ = writeln!(
             out,
             "  ok: {} (reads {}, reads of missing keys {}, writes {})",
@@ -367,10 +354,7 @@ mod tests {
         assert!((0.049..=0.051).contains(&p50), "{p50}");
         assert!((report.latency.max.unwrap() - 5.0).abs() < 0.01);
         let text = report.text();
-        assert!(
-            text.contains("errors: 2 (HTTP 503: 1, timeout: 1)"),
-            "{text}"
-        );
+        assert!(text.contains("errors: 2 (HTTP 503: 1, timeout: 1)"), "{text}");
         assert!(text.contains("51.5 req/s achieved"), "{text}");
     }
 
@@ -381,9 +365,6 @@ mod tests {
         let first = stats.progress_line(Duration::from_secs(1), Duration::from_secs(1), 1, 0);
         assert!(first.contains("errors     1 (+1)"), "{first}");
         let second = stats.progress_line(Duration::from_secs(2), Duration::from_secs(1), 1, 0);
-        assert!(
-            second.contains("(+0)") && second.contains("p99        -"),
-            "{second}"
-        );
+        assert!(second.contains("(+0)") && second.contains("p99        -"), "{second}");
     }
 }

@@ -61,19 +61,12 @@ impl Answer {
         if body["status"] == "error" && body["message"].is_string() {
             Ok(())
         } else {
-            Err(format!(
-                "expected {{\"status\":\"error\",\"message\":…}}, got {body}"
-            ))
+            Err(format!("expected {{\"status\":\"error\",\"message\":…}}, got {body}"))
         }
     }
 }
 
-async fn call(
-    smoke: &Smoke<'_>,
-    method: Method,
-    path: &str,
-    json_body: Option<&str>,
-) -> Check<Answer> {
+async fn call(smoke: &Smoke<'_>, method: Method, path: &str, json_body: Option<&str>) -> Check<Answer> {
     let url = join(&smoke.args.app, path);
     let mut request = smoke.client.request(method.clone(), &url);
     if let Some(body) = json_body {
@@ -162,12 +155,10 @@ pub async fn check_routes(smoke: &Smoke<'_>) -> Result<(), Failure> {
     smoke
         .once("app POST /set then GET /get/{key}", async {
             let body = json!({"key": key, "value": value}).to_string();
-            call(smoke, Method::POST, "/set", Some(&body))
-                .await?
-                .expect_json(
-                    StatusCode::OK,
-                    &json!({"status": "success", "message": "Key-value pair is set successfully"}),
-                )?;
+            call(smoke, Method::POST, "/set", Some(&body)).await?.expect_json(
+                StatusCode::OK,
+                &json!({"status": "success", "message": "Key-value pair is set successfully"}),
+            )?;
             get(smoke, &format!("/get/{key}"))
                 .await?
                 .expect_json(StatusCode::OK, &json!({"key": key, "value": value}))
@@ -225,17 +216,14 @@ pub async fn check_routes(smoke: &Smoke<'_>) -> Result<(), Failure> {
         })
         .await?;
     smoke
-        .once(
-            "app errors are JSON (bad body 400, unknown route 404)",
-            async {
-                call(smoke, Method::POST, "/set", Some("{\"key\": "))
-                    .await?
-                    .expect_json_error(StatusCode::BAD_REQUEST)?;
-                get(smoke, &format!("/{}", fresh_key("no-such-route")))
-                    .await?
-                    .expect_json_error(StatusCode::NOT_FOUND)
-            },
-        )
+        .once("app errors are JSON (bad body 400, unknown route 404)", async {
+            call(smoke, Method::POST, "/set", Some("{\"key\": "))
+                .await?
+                .expect_json_error(StatusCode::BAD_REQUEST)?;
+            get(smoke, &format!("/{}", fresh_key("no-such-route")))
+                .await?
+                .expect_json_error(StatusCode::NOT_FOUND)
+        })
         .await?;
     smoke
         .once("app GET /openapi.json", async {
@@ -243,10 +231,7 @@ pub async fn check_routes(smoke: &Smoke<'_>) -> Result<(), Failure> {
             answer.expect(StatusCode::OK)?;
             let doc = answer.json()?;
             if !doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")) {
-                return Err(format!(
-                    "not an OpenAPI 3 document: openapi = {}",
-                    doc["openapi"]
-                ));
+                return Err(format!("not an OpenAPI 3 document: openapi = {}", doc["openapi"]));
             }
             let undocumented: Vec<&str> = DOCUMENTED_ROUTES
                 .iter()
@@ -256,10 +241,7 @@ pub async fn check_routes(smoke: &Smoke<'_>) -> Result<(), Failure> {
             if undocumented.is_empty() {
                 Ok(())
             } else {
-                Err(format!(
-                    "routes missing from paths: {}",
-                    undocumented.join(", ")
-                ))
+                Err(format!("routes missing from paths: {}", undocumented.join(", ")))
             }
         })
         .await?;

@@ -131,11 +131,7 @@ pub struct Smoke<'a> {
 
 impl Smoke<'_> {
     /// Runs one check once.
-    async fn once<T>(
-        &self,
-        link: impl Into<String>,
-        check: impl Future<Output = Check<T>>,
-    ) -> Result<T, Failure> {
+    async fn once<T>(&self, link: impl Into<String>, check: impl Future<Output = Check<T>>) -> Result<T, Failure> {
         let link = link.into();
         let value = check.await.map_err(|detail| Failure {
             link: link.clone(),
@@ -155,12 +151,7 @@ impl Smoke<'_> {
     }
 
     /// [`Smoke::wait`] with its own time limit.
-    async fn wait_for<T, F, Fut>(
-        &self,
-        timeout: Duration,
-        link: impl Into<String>,
-        mut check: F,
-    ) -> Result<T, Failure>
+    async fn wait_for<T, F, Fut>(&self, timeout: Duration, link: impl Into<String>, mut check: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Check<T>>,
@@ -174,10 +165,7 @@ impl Smoke<'_> {
                     return Ok(value);
                 }
                 Err(detail) if started.elapsed() >= timeout => {
-                    let detail = format!(
-                        "{detail} (still failing after {})",
-                        format_duration(timeout)
-                    );
+                    let detail = format!("{detail} (still failing after {})", format_duration(timeout));
                     return Err(Failure { link, detail });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,

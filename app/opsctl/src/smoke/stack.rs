@@ -31,17 +31,12 @@ pub async fn check_app_metrics(smoke: &Smoke<'_>) -> Result<(), Failure> {
                 .await
                 .map_err(|e| format!("GET {url}: {}", describe_transport(&e)))?;
             if status != StatusCode::OK {
-                return Err(format!(
-                    "GET {url}: HTTP {status}: {}",
-                    snippet(body.as_bytes())
-                ));
+                return Err(format!("GET {url}: HTTP {status}: {}", snippet(body.as_bytes())));
             }
             if body.lines().any(|l| l.starts_with(APP_HISTOGRAM_BUCKET)) {
                 Ok(())
             } else {
-                Err(format!(
-                    "no {APP_HISTOGRAM_BUCKET} series in the exposition"
-                ))
+                Err(format!("no {APP_HISTOGRAM_BUCKET} series in the exposition"))
             }
         })
         .await
@@ -49,17 +44,10 @@ pub async fn check_app_metrics(smoke: &Smoke<'_>) -> Result<(), Failure> {
 
 /// Every expected job has targets and every active target is up.
 pub async fn check_targets(smoke: &Smoke<'_>) -> Result<(), Failure> {
-    let link = format!(
-        "prometheus targets up (jobs {})",
-        smoke.args.expect_jobs.join(",")
-    );
+    let link = format!("prometheus targets up (jobs {})", smoke.args.expect_jobs.join(","));
     smoke
         .wait(link, || async {
-            let targets = smoke
-                .prometheus
-                .targets()
-                .await
-                .map_err(|e| e.to_string())?;
+            let targets = smoke.prometheus.targets().await.map_err(|e| e.to_string())?;
             let mut by_job: BTreeMap<&str, Vec<_>> = BTreeMap::new();
             for t in &targets {
                 by_job.entry(t.job()).or_default().push(t);
@@ -94,44 +82,33 @@ fn target_down(job: &str, t: &Target) -> String {
     format!(
         "job {job}: target {} is {}{why}",
         t.scrape_url,
-        if t.health.is_empty() {
-            "unknown"
-        } else {
-            &t.health
-        }
+        if t.health.is_empty() { "unknown" } else { &t.health }
     )
 }
 
 /// Rules are loaded, include alerts, and none fails to evaluate. Returns the groups for the runbook check.
 pub async fn check_rules(smoke: &Smoke<'_>) -> Result<Vec<RuleGroup>, Failure> {
     smoke
-        .wait(
-            "prometheus rules loaded and evaluating without errors",
-            || async {
-                let groups = smoke.prometheus.rules().await.map_err(|e| e.to_string())?;
-                let rules = || {
-                    groups
-                        .iter()
-                        .flat_map(|g| g.rules.iter().map(move |r| (g, r)))
-                };
-                if rules().next().is_none() {
-                    return Err("no rules loaded (GET /api/v1/rules has no rule)".to_string());
+        .wait("prometheus rules loaded and evaluating without errors", || async {
+            let groups = smoke.prometheus.rules().await.map_err(|e| e.to_string())?;
+            let rules = || groups.iter().flat_map(|g| g.rules.iter().map(move |r| (g, r)));
+            if rules().next().is_none() {
+                return Err("no rules loaded (GET /api/v1/rules has no rule)".to_string());
+            }
+            if !rules().any(|(_, r)| r.is_alert()) {
+                return Err("no alerting rule loaded".to_string());
+            }
+            for (group, rule) in rules() {
+                let error = rule.last_error.as_deref().unwrap_or("");
+                if !error.is_empty() || rule.health == "err" {
+                    return Err(format!(
+                        "rule {} (group {}, {}) fails to evaluate: {error}",
+                        rule.name, group.name, group.file
+                    ));
                 }
-                if !rules().any(|(_, r)| r.is_alert()) {
-                    return Err("no alerting rule loaded".to_string());
-                }
-                for (group, rule) in rules() {
-                    let error = rule.last_error.as_deref().unwrap_or("");
-                    if !error.is_empty() || rule.health == "err" {
-                        return Err(format!(
-                            "rule {} (group {}, {}) fails to evaluate: {error}",
-                            rule.name, group.name, group.file
-                        ));
-                    }
-                }
-                Ok(groups)
-            },
-        )
+            }
+            Ok(groups)
+        })
         .await
 }
 
@@ -141,11 +118,7 @@ pub async fn check_alertmanager_config(smoke: &Smoke<'_>) -> Result<(), Failure>
         .wait(
             "alertmanager config loaded (receivers pager, ticket, heartbeat)",
             || async {
-                let status = smoke
-                    .alertmanager
-                    .status()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let status = smoke.alertmanager.status().await.map_err(|e| e.to_string())?;
                 if status.config.original.trim().is_empty() {
                     return Err("config.original is empty".to_string());
                 }
@@ -233,9 +206,9 @@ pub async fn check_heartbeat(smoke: &Smoke<'_>) -> Result<(), Failure> {
 async fn diagnose_heartbeat(smoke: &Smoke<'_>) -> (String, String) {
     match smoke.prometheus.alerts().await {
         Ok(alerts)
-            if !alerts.iter().any(|a| {
-                a.labels.get("alertname").is_some_and(|n| n == "Watchdog") && a.state == "firing"
-            }) =>
+            if !alerts
+                .iter()
+                .any(|a| a.labels.get("alertname").is_some_and(|n| n == "Watchdog") && a.state == "firing") =>
         {
             return (
                 "prometheus Watchdog alert".into(),
@@ -274,10 +247,7 @@ async fn diagnose_heartbeat(smoke: &Smoke<'_>) -> (String, String) {
             let why = "Watchdog fires in Prometheus but Alertmanager does not hold it";
             ("prometheus → alertmanager".into(), why.into())
         }
-        Err(e) => (
-            "alertmanager".into(),
-            format!("cannot list Alertmanager's alerts: {e}"),
-        ),
+        Err(e) => ("alertmanager".into(), format!("cannot list Alertmanager's alerts: {e}")),
         Ok(_) => (
             "alertmanager → inbox (heartbeat receiver)".into(),
             concat!(
@@ -292,20 +262,10 @@ async fn diagnose_heartbeat(smoke: &Smoke<'_>) -> (String, String) {
 /// Every alerting rule has a `runbook_url`, and each link answers 200.
 pub async fn check_runbooks(smoke: &Smoke<'_>, groups: &[RuleGroup]) -> Result<(), Failure> {
     let mut urls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new(); // url → alerts linking to it
-    for rule in groups
-        .iter()
-        .flat_map(|g| &g.rules)
-        .filter(|r| r.is_alert())
-    {
-        match rule
-            .annotations
-            .get("runbook_url")
-            .filter(|u| !u.trim().is_empty())
-        {
+    for rule in groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_alert()) {
+        match rule.annotations.get("runbook_url").filter(|u| !u.trim().is_empty()) {
             Some(url) => {
-                urls.entry(url.clone())
-                    .or_default()
-                    .insert(rule.name.clone());
+                urls.entry(url.clone()).or_default().insert(rule.name.clone());
             }
             None => {
                 return Err(Failure {
@@ -319,12 +279,7 @@ pub async fn check_runbooks(smoke: &Smoke<'_>, groups: &[RuleGroup]) -> Result<(
         let alerts: Vec<&str> = alerts.iter().map(String::as_str).collect();
         let url = &fetch_url(url, &smoke.args.inbox);
         let check: Check = async {
-            let response = smoke
-                .client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| describe_transport(&e))?;
+            let response = smoke.client.get(url).send().await.map_err(|e| describe_transport(&e))?;
             let status = response.status();
             let body = response.text().await.map_err(|e| describe_transport(&e))?;
             match status {
@@ -343,10 +298,7 @@ pub async fn check_runbooks(smoke: &Smoke<'_>, groups: &[RuleGroup]) -> Result<(
     }
     let alerts: usize = urls.values().map(BTreeSet::len).sum();
     smoke.pass(
-        &format!(
-            "runbook_url of {alerts} alerts answers 200 ({} runbooks)",
-            urls.len()
-        ),
+        &format!("runbook_url of {alerts} alerts answers 200 ({} runbooks)", urls.len()),
         None,
     );
     Ok(())
@@ -373,17 +325,11 @@ mod tests {
     #[test]
     fn runbook_links_are_fetched_from_the_inbox_under_test() {
         assert_eq!(
-            fetch_url(
-                "http://localhost:8082/runbooks/RedisDown.md",
-                "http://127.0.0.1:28082/"
-            ),
+            fetch_url("http://localhost:8082/runbooks/RedisDown.md", "http://127.0.0.1:28082/"),
             "http://127.0.0.1:28082/runbooks/RedisDown.md"
         );
         assert_eq!(
-            fetch_url(
-                "https://wiki.example.org/ops/RedisDown",
-                "http://127.0.0.1:8082"
-            ),
+            fetch_url("https://wiki.example.org/ops/RedisDown", "http://127.0.0.1:8082"),
             "https://wiki.example.org/ops/RedisDown"
         );
     }

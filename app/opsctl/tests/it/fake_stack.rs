@@ -87,8 +87,7 @@ pub struct FakeStack {
 
 impl FakeStack {
     pub async fn start(knobs: Knobs) -> Self {
-        let runbooks =
-            std::env::temp_dir().join(format!("opsctl-it-{}-{}", std::process::id(), next_id()));
+        let runbooks = std::env::temp_dir().join(format!("opsctl-it-{}-{}", std::process::id(), next_id()));
         std::fs::create_dir_all(&runbooks).unwrap();
         for alert in ALERTS {
             std::fs::write(runbooks.join(format!("{alert}.md")), format!("# {alert}\n")).unwrap();
@@ -358,16 +357,12 @@ async fn set(State(f): S, body: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "malformed JSON");
     };
-    let (Some(key), Some(value)) = (
-        body["key"].as_str(),
-        body.get("value").filter(|v| !v.is_null()),
-    ) else {
+    let (Some(key), Some(value)) = (body["key"].as_str(), body.get("value").filter(|v| !v.is_null())) else {
         return error(StatusCode::BAD_REQUEST, "Invalid key pair");
     };
     f.writes.fetch_add(1, Ordering::Relaxed);
     f.kv.lock().unwrap().insert(key.to_string(), value.clone());
-    Json(json!({"status": "success", "message": "Key-value pair is set successfully"}))
-        .into_response()
+    Json(json!({"status": "success", "message": "Key-value pair is set successfully"})).into_response()
 }
 
 async fn get_json(State(f): S, Path(key): Path<String>) -> Response {
@@ -432,9 +427,7 @@ async fn rules(State(f): S) -> Json<Value> {
         })
         .collect();
     rules.push(json!({"name": "app:requests:rate5m", "type": "recording", "query": "vector(1)", "health": "ok"}));
-    Json(
-        json!({"status": "success", "data": {"groups": [{"name": "all", "file": "rules/all.yml", "rules": rules}]}}),
-    )
+    Json(json!({"status": "success", "data": {"groups": [{"name": "all", "file": "rules/all.yml", "rules": rules}]}}))
 }
 
 async fn am_status(State(f): S) -> Json<Value> {

@@ -9,14 +9,9 @@ use opsctl::load::{self, LoadArgs};
 use crate::fake_stack::{FakeStack, Knobs};
 
 fn load_args(argv: &[&str]) -> LoadArgs {
-    match opsctl::Cli::try_parse_from(
-        ["opsctl", "load"]
-            .iter()
-            .copied()
-            .chain(argv.iter().copied()),
-    )
-    .unwrap()
-    .command
+    match opsctl::Cli::try_parse_from(["opsctl", "load"].iter().copied().chain(argv.iter().copied()))
+        .unwrap()
+        .command
     {
         opsctl::Command::Load(args) => args,
         other => panic!("parsed as {other:?}"),
@@ -52,11 +47,7 @@ async fn load_keeps_the_rate_and_mix_and_reports_latency() {
     assert!((380..=401).contains(&report.sent), "sent {}", report.sent);
     assert_eq!(report.completed, report.sent);
     assert_eq!(report.errors, 0, "{:?}", report.errors_by_cause);
-    assert!(
-        report.achieved_rate > 150.0,
-        "achieved {}",
-        report.achieved_rate
-    );
+    assert!(report.achieved_rate > 150.0, "achieved {}", report.achieved_rate);
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // 80% reads, a quarter of them to missing keys (404, counted as ok).
     let (reads, missing, writes) = stack.traffic();
@@ -66,9 +57,7 @@ async fn load_keeps_the_rate_and_mix_and_reports_latency() {
     let read_share = (report.ok_reads + report.ok_missing_reads) as f64 / report.completed as f64;
     assert!((0.7..0.9).contains(&read_share), "read share {read_share}");
     let p50 = report.latency.p50.unwrap();
-    assert!(
-        p50 > 0.0 && p50 <= report.latency.p99.unwrap() && report.latency.p99 <= report.latency.max
-    );
+    assert!(p50 > 0.0 && p50 <= report.latency.p99.unwrap() && report.latency.p99 <= report.latency.max);
     assert!(report.text().contains("req/s achieved"));
 }
 
@@ -97,11 +86,7 @@ async fn errors_are_counted_by_status() {
     let write_errors = report.errors_by_cause.get("HTTP 503").copied().unwrap_or(0);
     // Nothing was seeded, so reads of "existing" keys answer 404 and count as errors too.
     let read_errors = report.errors_by_cause.get("HTTP 404").copied().unwrap_or(0);
-    assert!(
-        write_errors > 20 && read_errors > 20,
-        "{:?}",
-        report.errors_by_cause
-    );
+    assert!(write_errors > 20 && read_errors > 20, "{:?}", report.errors_by_cause);
     assert_eq!(report.ok, 0);
 }
 
@@ -168,17 +153,10 @@ async fn the_json_report_is_machine_readable() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["achieved_rate"].as_f64().unwrap() > 0.0);
     assert!(report["latency"]["p99"].as_f64().is_some());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("keys written"),
-        "progress goes to stderr: {stderr}"
-    );
+    assert!(stderr.contains("keys written"), "progress goes to stderr: {stderr}");
 }

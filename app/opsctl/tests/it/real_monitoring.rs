@@ -37,11 +37,7 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(binary: &Path, args: &[String], log: &Path) -> Daemon {
@@ -63,8 +59,7 @@ fn host_port(base: &str) -> &str {
 #[tokio::test]
 async fn smoke_passes_against_real_prometheus_and_alertmanager() {
     let install_hint = "is not installed: run native/install.sh (make test does)";
-    let prometheus =
-        find_binary(&["prometheus"]).unwrap_or_else(|| panic!("prometheus {install_hint}"));
+    let prometheus = find_binary(&["prometheus"]).unwrap_or_else(|| panic!("prometheus {install_hint}"));
     let alertmanager = find_binary(&["prometheus-alertmanager", "alertmanager"])
         .unwrap_or_else(|| panic!("prometheus-alertmanager {install_hint}"));
     let stack = FakeStack::start(Knobs::default()).await;
@@ -211,12 +206,8 @@ scrape_configs:
     };
     let result = smoke::run(&args, &Secrets::load(&secrets)).await;
     if let Err(failure) = &result {
-        let logs = ["prometheus.log", "alertmanager.log"].map(|f| {
-            format!(
-                "--- {f}\n{}",
-                std::fs::read_to_string(dir.join(f)).unwrap_or_default()
-            )
-        });
+        let logs = ["prometheus.log", "alertmanager.log"]
+            .map(|f| format!("--- {f}\n{}", std::fs::read_to_string(dir.join(f)).unwrap_or_default()));
         panic!("smoke failed: {failure}\n{}", logs.join("\n"));
     }
     // Secured as the stack is: without the secrets, Prometheus refuses.

@@ -134,26 +134,16 @@ async fn each_broken_link_is_named() {
 async fn a_missing_heartbeat_is_traced_to_the_hop_that_lost_it() {
     // Watchdog fires and Alertmanager holds it, but nothing reached the inbox.
     let stack = FakeStack::start(Knobs::default()).await;
-    let failure = smoke::run(&args_for(&stack, "1s"), &Secrets::none())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        failure.link, "alertmanager → inbox (heartbeat receiver)",
-        "{failure}"
-    );
-    assert!(
-        failure.detail.contains("no Watchdog heartbeat"),
-        "{failure}"
-    );
+    let failure = smoke::run(&args_for(&stack, "1s"), &Secrets::none()).await.unwrap_err();
+    assert_eq!(failure.link, "alertmanager → inbox (heartbeat receiver)", "{failure}");
+    assert!(failure.detail.contains("no Watchdog heartbeat"), "{failure}");
 
     let stack = FakeStack::start(Knobs {
         watchdog_silent: true,
         ..Knobs::default()
     })
     .await;
-    let failure = smoke::run(&args_for(&stack, "1s"), &Secrets::none())
-        .await
-        .unwrap_err();
+    let failure = smoke::run(&args_for(&stack, "1s"), &Secrets::none()).await.unwrap_err();
     assert_eq!(failure.link, "prometheus Watchdog alert", "{failure}");
 }
 
@@ -182,14 +172,7 @@ async fn the_binary_exits_non_zero_and_names_the_link_on_stderr() {
                 "--alertmanager",
                 &base,
             ])
-            .args([
-                "--inbox",
-                &inbox,
-                "--timeout",
-                "1s",
-                "--heartbeat-timeout",
-                "1s",
-            ])
+            .args(["--inbox", &inbox, "--timeout", "1s", "--heartbeat-timeout", "1s"])
             .output()
             .unwrap()
     })
@@ -223,24 +206,13 @@ async fn the_binary_exits_non_zero_and_names_the_link_on_stderr() {
                 "--alertmanager",
                 &base,
             ])
-            .args([
-                "--inbox",
-                &inbox,
-                "--timeout",
-                "2s",
-                "--heartbeat-timeout",
-                "2s",
-            ])
+            .args(["--inbox", &inbox, "--timeout", "2s", "--heartbeat-timeout", "2s"])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("checks passed"));
 }
 
@@ -281,11 +253,7 @@ async fn a_secured_stack_gets_each_credential_from_the_secrets_directory() {
     );
 
     // A webhook token the inbox does not hold is named as the inbox's link, before the heartbeat's.
-    std::fs::write(
-        dir.join("webhook.token"),
-        "not-the-inbox-token-0123456789\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("webhook.token"), "not-the-inbox-token-0123456789\n").unwrap();
     let failure = smoke::run(&args, &Secrets::load(&dir)).await.unwrap_err();
     assert_eq!(
         failure.link, "inbox accepts the webhook token (webhook.token)",
@@ -298,9 +266,7 @@ async fn a_secured_stack_gets_each_credential_from_the_secrets_directory() {
     let failure = smoke::run(&args, &Secrets::load(&dir)).await.unwrap_err();
     assert_eq!(failure.link, "credentials", "{failure}");
     assert!(
-        failure
-            .detail
-            .contains(&dir.join("web.password").display().to_string()),
+        failure.detail.contains(&dir.join("web.password").display().to_string()),
         "{failure}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -335,14 +301,7 @@ async fn the_binary_reads_the_secrets_directory_from_the_flag_or_the_environment
             "--alertmanager",
             &base,
         ]);
-        command.args([
-            "--inbox",
-            &inbox,
-            "--timeout",
-            "2s",
-            "--heartbeat-timeout",
-            "2s",
-        ]);
+        command.args(["--inbox", &inbox, "--timeout", "2s", "--heartbeat-timeout", "2s"]);
         if let Some(dir) = flag {
             command.arg("--secrets-dir").arg(dir);
         }
@@ -363,11 +322,7 @@ async fn the_binary_reads_the_secrets_directory_from_the_flag_or_the_environment
     .unwrap();
     let stderr = |i: usize| String::from_utf8_lossy(&outputs[i].stderr).to_string();
     assert!(outputs[0].status.success(), "by the flag: {}", stderr(0));
-    assert!(
-        outputs[1].status.success(),
-        "by the environment: {}",
-        stderr(1)
-    );
+    assert!(outputs[1].status.success(), "by the environment: {}", stderr(1));
     assert_eq!(outputs[2].status.code(), Some(1), "without: {}", stderr(2));
     assert!(stderr(2).contains("401"), "{}", stderr(2));
     assert_eq!(

@@ -32,7 +32,11 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
     ("http_server_open_connections", "gauge", &["listener"]),
     ("http_server_connection_max", "gauge", &["listener"]),
     ("http_server_rejected_connections_total", "counter", &["listener"]),
-    ("http_server_rejected_requests_total", "counter", &["listener", "reason"]),
+    (
+        "http_server_rejected_requests_total",
+        "counter",
+        &["listener", "reason"],
+    ),
     ("http_server_idle_timeouts_total", "counter", &["listener"]),
     ("app_build_info", "gauge", &["version", "revision"]),
     ("app_fault_injection_active", "gauge", &["kind"]),
@@ -226,14 +230,8 @@ async fn known_series_exist_before_any_traffic() {
             Some(max as f64),
             "{listener}"
         );
-        assert_eq!(
-            metrics.value("http_server_rejected_connections_total", &l),
-            Some(0.0)
-        );
-        assert_eq!(
-            metrics.value("http_server_idle_timeouts_total", &l),
-            Some(0.0)
-        );
+        assert_eq!(metrics.value("http_server_rejected_connections_total", &l), Some(0.0));
+        assert_eq!(metrics.value("http_server_idle_timeouts_total", &l), Some(0.0));
         assert!(metrics.value("http_server_open_connections", &l).is_some());
         for reason in [
             "header_too_large",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark behind `make bench` (run it through app/ceiling/bench.sh, which installs, builds and starts
+"""The benchmark behind `make bench` (run it through app/bench/bench.sh, which installs, builds and starts
 Postgres and Redis first). Standard library only.
 
 It starts four servers on free loopback ports: the app as the native stack runs it (full instrumentation: JSON
@@ -305,7 +305,7 @@ class Bench:
                               check=check, capture_output=True, text=True).stdout
 
     def cache_epoch(self):
-        """The app's cache epoch: its entries are `app:kv:<epoch>:<key>` (app/src/store/cache.rs)."""
+        """The app's cache epoch: its entries are `app:kv:<epoch>:<key>` (app/service/src/store/cache.rs)."""
         return int(self.psql("SELECT epoch FROM kv_cache_epoch").strip())
 
     def seed_misses(self, prefix, per_thread, threads):

@@ -272,9 +272,7 @@ where
     drop(listener);
     let _ = close_tx.send(true);
     // Each connection holds a permit until it ends: once all are back, every connection is closed.
-    let _ = permits
-        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
-        .await;
+    let _ = permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
     Ok(())
 }
 
@@ -298,8 +296,7 @@ impl Listening {
         let mut http = http1::Builder::new();
         // Our clock times the head and the idle wait (see the module's documentation); hyper's limit on a head
         // sits above ours.
-        http.header_read_timeout(None)
-            .max_buf_size(hyper_head_limit(&settings));
+        http.header_read_timeout(None).max_buf_size(hyper_head_limit(&settings));
         let mut http_once = http.clone();
         http_once.keep_alive(false);
         Listening {
@@ -406,19 +403,13 @@ impl Listening {
     }
 
     /// The rejection of a request whose head is over our limits, if it is.
-    fn check_head(
-        &self,
-        request: &Request<Incoming>,
-    ) -> Option<(RejectReason, StatusCode, String)> {
+    fn check_head(&self, request: &Request<Incoming>) -> Option<(RejectReason, StatusCode, String)> {
         let target = uri_len(request.uri());
         if target > self.settings.max_uri_bytes {
             return Some((
                 RejectReason::UriTooLong,
                 StatusCode::URI_TOO_LONG,
-                format!(
-                    "request target is longer than {} bytes",
-                    self.settings.max_uri_bytes
-                ),
+                format!("request target is longer than {} bytes", self.settings.max_uri_bytes),
             ));
         }
         if header_bytes(request) > self.settings.max_header_bytes {
@@ -483,12 +474,7 @@ fn header_bytes<B>(request: &Request<B>) -> usize {
 
 /// A complete HTTP/1.1 answer with a JSON error body, written by hand where no router or hyper answers: at the
 /// bound and after a header timeout.
-fn raw_answer(
-    status_line: &str,
-    message: &str,
-    request_id: Option<&HeaderValue>,
-    extra_headers: &str,
-) -> Vec<u8> {
+fn raw_answer(status_line: &str, message: &str, request_id: Option<&HeaderValue>, extra_headers: &str) -> Vec<u8> {
     let body = serde_json::to_string(&Message {
         status: "error",
         message: message.to_owned(),
@@ -596,12 +582,7 @@ async fn serve_connection(
 }
 
 /// The connection under hyper, once its first bytes have arrived.
-async fn serve_http(
-    stream: TcpStream,
-    shared: Arc<Listening>,
-    mut close: watch::Receiver<bool>,
-    keep_alive: bool,
-) {
+async fn serve_http(stream: TcpStream, shared: Arc<Listening>, mut close: watch::Receiver<bool>, keep_alive: bool) {
     let clock = Arc::new(Clock::head_started(Instant::now()));
     let io = TokioIo::new(ClockedStream {
         inner: stream,
@@ -611,11 +592,7 @@ async fn serve_http(
         shared: shared.clone(),
         clock: clock.clone(),
     };
-    let http = if keep_alive {
-        &shared.http
-    } else {
-        &shared.http_once
-    };
+    let http = if keep_alive { &shared.http } else { &shared.http_once };
     let watched = Watched {
         conn: Some(http.serve_connection(io, service)),
         clock: clock.clone(),
@@ -640,11 +617,7 @@ async fn serve_http(
                 "request head not received within {} ms",
                 shared.settings.header_read_timeout.as_millis()
             );
-            answer_and_close(
-                stream,
-                &raw_answer("408 Request Timeout", &message, Some(&id), ""),
-            )
-            .await;
+            answer_and_close(stream, &raw_answer("408 Request Timeout", &message, Some(&id), "")).await;
         }
         Outcome::BodyTimeout(conn) => {
             shared.count_unlogged_rejection(RejectReason::BodyTimeout);
@@ -665,11 +638,7 @@ async fn serve_http(
                 "request body not received within {} ms",
                 shared.settings.body_read_timeout.as_millis()
             );
-            answer_and_close(
-                stream,
-                &raw_answer("408 Request Timeout", &message, Some(&id), ""),
-            )
-            .await;
+            answer_and_close(stream, &raw_answer("408 Request Timeout", &message, Some(&id), "")).await;
         }
         Outcome::WriteTimeout(conn) => {
             shared.count_unlogged_rejection(RejectReason::WriteTimeout);
@@ -899,9 +868,7 @@ impl Clock {
             (_, _, Some(since)) => Some((since + timeouts.body_read, Phase::Body)),
             _ => None,
         };
-        let writing = state
-            .write_blocked
-            .map(|since| (since + timeouts.write, Phase::Write));
+        let writing = state.write_blocked.map(|since| (since + timeouts.write, Phase::Write));
         match (waiting, writing) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
@@ -916,11 +883,7 @@ struct ClockedStream {
 }
 
 impl AsyncRead for ClockedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
         if buf.filled().len() > before {
@@ -945,11 +908,7 @@ impl ClockedStream {
 }
 
 impl AsyncWrite for ClockedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.track_write(&result, buf.len());
         result
@@ -1003,9 +962,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         if let Some(rejection) = self.shared.check_head(&request) {
             // Its body goes unread (dropped with the request): nothing to wait for from the client.
             self.clock.body_finished(number);
-            let response = self
-                .shared
-                .reject(&request, rejection, std::time::Instant::now());
+            let response = self.shared.reject(&request, rejection, std::time::Instant::now());
             return ResponseFuture::Answered(Some(ClockedBody::wrap(response, busy)));
         }
         let clock = self.clock.clone();
@@ -1039,9 +996,7 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            ResponseFuture::Answered(response) => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
+            ResponseFuture::Answered(response) => Poll::Ready(Ok(response.take().expect("polled after completion"))),
             ResponseFuture::Routed { future, busy } => {
                 let Ok(response) = ready!(Pin::new(future).poll(cx));
                 let busy = busy.take().expect("polled after completion");
@@ -1103,10 +1058,7 @@ impl HttpBody for TimedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         // The end, an error (the client went away), or the last frame of a body of known length: nothing more to
@@ -1136,10 +1088,7 @@ impl HttpBody for ClockedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
@@ -1186,9 +1135,7 @@ impl Throttle {
     }
 
     fn due(state: &mut (Option<Instant>, u64), now: Instant, interval: Duration) -> Option<u64> {
-        let due = state
-            .0
-            .is_none_or(|last| now.duration_since(last) >= interval);
+        let due = state.0.is_none_or(|last| now.duration_since(last) >= interval);
         due.then(|| {
             state.0 = Some(now);
             std::mem::take(&mut state.1)
@@ -1245,17 +1192,9 @@ mod tests {
         assert_eq!(throttle.record(start), Some(1));
         assert_eq!(throttle.record(start + Duration::from_secs(1)), None);
         assert_eq!(throttle.record(start + Duration::from_secs(2)), None);
-        assert_eq!(
-            throttle.flush(start + Duration::from_secs(9)),
-            None,
-            "too early"
-        );
+        assert_eq!(throttle.flush(start + Duration::from_secs(9)), None, "too early");
         assert_eq!(throttle.flush(start + Duration::from_secs(10)), Some(2));
-        assert_eq!(
-            throttle.flush(start + Duration::from_secs(30)),
-            None,
-            "nothing pending"
-        );
+        assert_eq!(throttle.flush(start + Duration::from_secs(30)), None, "nothing pending");
         assert_eq!(throttle.record(start + Duration::from_secs(31)), Some(1));
     }
 
@@ -1305,7 +1244,11 @@ mod tests {
         let clock = Clock::head_started(t0);
         assert_eq!(clock.deadline(&t), Some((t0 + t.header_read, Phase::Head)));
         clock.request_started(t0, false, None);
-        assert_eq!(clock.deadline(&t), None, "busy without a body: the handler is not timed");
+        assert_eq!(
+            clock.deadline(&t),
+            None,
+            "busy without a body: the handler is not timed"
+        );
         // Bytes read while busy change nothing.
         clock.bytes_read(t0 + Duration::from_secs(5));
         let t1 = t0 + Duration::from_secs(7);
@@ -1379,22 +1322,13 @@ mod tests {
         ))
         .unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-        assert!(
-            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
-            "{head}"
-        );
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{head}");
         assert!(head.contains("\r\nconnection: close"), "{head}");
         assert!(head.contains("\r\nretry-after: 1"), "{head}");
         assert!(head.contains("\r\nx-request-id: abc"), "{head}");
-        assert!(
-            head.contains(&format!("\r\ncontent-length: {}", body.len())),
-            "{head}"
-        );
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");
         let body: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"status": "error", "message": "full"})
-        );
+        assert_eq!(body, serde_json::json!({"status": "error", "message": "full"}));
     }
 
     #[test]

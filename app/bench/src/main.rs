@@ -28,7 +28,7 @@ use bb8_redis::RedisConnectionManager;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Where the app keeps a key's cache entry, `"<version>:<json>"`, before the epoch (see `app/src/store/cache.rs`).
+/// Where the app keeps a key's cache entry, `"<version>:<json>"`, before the epoch (see `app/service/src/store/cache.rs`).
 /// The bench fills the entries through the app, so both servers read the same bytes.
 const KEY_PREFIX: &str = "app:kv:";
 
@@ -75,10 +75,20 @@ async fn get_key(State(state): State<Ceiling>, Path(key): Path<String>) -> Respo
     }
     .await;
     let error = |status: StatusCode, message: &'static str| {
-        (status, Json(Message { status: "error", message })).into_response()
+        (
+            status,
+            Json(Message {
+                status: "error",
+                message,
+            }),
+        )
+            .into_response()
     };
     match raw {
-        Ok(Some(raw)) => match raw.split_once(':').and_then(|(_, json)| serde_json::from_str(json).ok()) {
+        Ok(Some(raw)) => match raw
+            .split_once(':')
+            .and_then(|(_, json)| serde_json::from_str(json).ok())
+        {
             Some(value) => Json(KeyValue { key, value }).into_response(),
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "malformed cache entry"),
         },
@@ -88,7 +98,10 @@ async fn get_key(State(state): State<Ceiling>, Path(key): Path<String>) -> Respo
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 #[tokio::main]
@@ -113,8 +126,13 @@ async fn main() {
         .route("/helloworld", get(hello_world))
         .route("/get/{key}", get(get_key))
         .with_state(Ceiling { pool, prefix });
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("cannot bind CEILING_ADDR");
-    println!("ceiling listening on {}, reading {prefix}<key>", listener.local_addr().expect("bound"));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("cannot bind CEILING_ADDR");
+    println!(
+        "ceiling listening on {}, reading {prefix}<key>",
+        listener.local_addr().expect("bound")
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

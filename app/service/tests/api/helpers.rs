@@ -73,7 +73,12 @@ pub async fn isolated_config() -> Config {
     let mut config = test_config();
     let schema = format!("t_{}", unique_prefix().replace('-', "_"));
     // The app's role may not create schemas (it owns only its own): an administrator makes one it owns.
-    let app_role: String = postgres(&config).await.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    let app_role: String = postgres(&config)
+        .await
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     postgres_admin(&config)
         .await
         .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION \"{app_role}\""))
@@ -91,8 +96,9 @@ pub async fn postgres_admin(config: &Config) -> tokio_postgres::Client {
     let Ok(url) = std::env::var("TEST_DATABASE_ADMIN_URL") else {
         return postgres(config).await;
     };
-    let (client, connection) =
-        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("Postgres is reachable as its administrator");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("Postgres is reachable as its administrator");
     tokio::spawn(connection);
     client
 }

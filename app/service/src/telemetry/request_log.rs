@@ -173,12 +173,15 @@ fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
     let cycle = days / 146_097;
     let day_of_cycle = days % 146_097;
     // Leap years every 4 years, except every 100, except every 400 (the last day of a cycle).
-    let year_of_cycle =
-        (day_of_cycle - day_of_cycle / 1460 + day_of_cycle / 36_524 - day_of_cycle / 146_096) / 365;
+    let year_of_cycle = (day_of_cycle - day_of_cycle / 1460 + day_of_cycle / 36_524 - day_of_cycle / 146_096) / 365;
     let day_of_year = day_of_cycle - (365 * year_of_cycle + year_of_cycle / 4 - year_of_cycle / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
     let year = cycle * 400 + year_of_cycle + u64::from(month <= 2);
     (year, month, day)
 }
@@ -208,7 +211,14 @@ fn write_json_str(buf: &mut Vec<u8>, s: &str) {
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]],
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
             _ => continue,
         };
         buf.extend_from_slice(&bytes[clean..i]);
@@ -238,7 +248,12 @@ mod tests {
 
     fn formatted(format: LogFormat, line: &RequestLine<'_>) -> String {
         let mut buf = Vec::new();
-        format_line(&mut buf, format, UNIX_EPOCH + Duration::from_micros(1_795_420_552_000_042), line);
+        format_line(
+            &mut buf,
+            format,
+            UNIX_EPOCH + Duration::from_micros(1_795_420_552_000_042),
+            line,
+        );
         String::from_utf8(buf).unwrap()
     }
 
@@ -251,7 +266,12 @@ mod tests {
         let builder = tracing_subscriber::fmt().with_target(true).with_writer(writer);
         let dispatch = match format {
             LogFormat::Json => tracing::Dispatch::new(
-                builder.json().flatten_event(true).with_current_span(true).with_span_list(false).finish(),
+                builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .finish(),
             ),
             LogFormat::Text => tracing::Dispatch::new(builder.with_ansi(false).finish()),
         };
@@ -297,7 +317,10 @@ mod tests {
         let theirs = through_subscriber(LogFormat::Text, &line());
         let without_time = |s: &str| s.split_once(' ').unwrap().1.to_owned();
         assert_eq!(without_time(&ours), without_time(&theirs));
-        assert!(ours.starts_with("2026-11-23T07:55:52.000042Z  INFO app::http: request method=GET"), "{ours}");
+        assert!(
+            ours.starts_with("2026-11-23T07:55:52.000042Z  INFO app::http: request method=GET"),
+            "{ours}"
+        );
     }
 
     #[test]
@@ -315,11 +338,17 @@ mod tests {
     #[test]
     fn a_long_method_is_cut_in_both_formats_and_both_paths() {
         let method = "X".repeat(8000);
-        let long = RequestLine { method: &method, ..line() };
+        let long = RequestLine {
+            method: &method,
+            ..line()
+        };
         for format in [LogFormat::Json, LogFormat::Text] {
             for logged in [formatted(format, &long), through_subscriber(format, &long)] {
                 assert!(logged.len() < 600, "{format:?}: {} bytes", logged.len());
-                assert!(logged.contains(&format!("{}…[cut, 8000 bytes]", "X".repeat(256))), "{logged}");
+                assert!(
+                    logged.contains(&format!("{}…[cut, 8000 bytes]", "X".repeat(256))),
+                    "{logged}"
+                );
             }
         }
     }
@@ -338,8 +367,18 @@ mod tests {
             let parsed: Value = serde_json::from_str(&logged).unwrap();
             assert!(parsed["latency_ms"].is_number(), "{logged}");
             // std's parser rounds correctly (serde_json's default one may be off by one unit in the last place).
-            let text = logged.split("\"latency_ms\":").nth(1).unwrap().split(',').next().unwrap();
-            assert_eq!(text.parse::<f64>().unwrap(), latency.as_nanos() as f64 / 1e6, "{logged}");
+            let text = logged
+                .split("\"latency_ms\":")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            assert_eq!(
+                text.parse::<f64>().unwrap(),
+                latency.as_nanos() as f64 / 1e6,
+                "{logged}"
+            );
         }
     }
 
@@ -347,7 +386,10 @@ mod tests {
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         let at = |secs: u64, micros: u64| {
             let mut buf = Vec::new();
-            write_timestamp(&mut buf, UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros));
+            write_timestamp(
+                &mut buf,
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros),
+            );
             String::from_utf8(buf).unwrap()
         };
         // Expected values from an independent calendar implementation (Python's datetime).
@@ -368,14 +410,21 @@ mod tests {
             let next_day = (previous.0, previous.1, previous.2 + 1);
             let next_month = (previous.0, previous.1 + 1, 1);
             let next_year = (previous.0 + 1, 1, 1);
-            assert!([next_day, next_month, next_year].contains(&(y, m, d)), "{previous:?} then {y}-{m}-{d}");
+            assert!(
+                [next_day, next_month, next_year].contains(&(y, m, d)),
+                "{previous:?} then {y}-{m}-{d}"
+            );
             let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
             let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
             assert!(d <= month_days[m as usize - 1], "{y}-{m}-{d}");
             if (m, d) == (1, 1) {
                 assert_eq!((previous.1, previous.2), (12, 31));
             } else if d == 1 {
-                assert_eq!(previous.2, month_days[previous.1 as usize - 1], "{previous:?} then {y}-{m}-{d}");
+                assert_eq!(
+                    previous.2,
+                    month_days[previous.1 as usize - 1],
+                    "{previous:?} then {y}-{m}-{d}"
+                );
             }
             previous = (y, m, d);
         }

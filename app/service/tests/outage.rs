@@ -62,7 +62,7 @@ impl Drop for Outage {
 }
 
 fn ctl_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../native/ctl.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../native/ctl.sh")
 }
 
 /// Runs `native/ctl.sh ACTION SERVICE`, failing the test if it fails.
@@ -205,7 +205,10 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
         slowest = slowest.max(took);
         assert_eq!(response.status(), 503);
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"status": "error", "message": "database unavailable", "outcome": "not_applied"}));
+        assert_eq!(
+            body,
+            json!({"status": "error", "message": "database unavailable", "outcome": "not_applied"})
+        );
     }
     println!("postgres stopped: slowest of 10 writes answered 503 in {slowest:?}");
     assert!(slowest < Duration::from_secs(1), "a write took {slowest:?}");
@@ -342,7 +345,11 @@ enum Order {
     AppThenWriteThenRedis,
 }
 
-const ORDERS: [Order; 3] = [Order::WriteThenRedisThenApp, Order::WriteThenAppThenRedis, Order::AppThenWriteThenRedis];
+const ORDERS: [Order; 3] = [
+    Order::WriteThenRedisThenApp,
+    Order::WriteThenAppThenRedis,
+    Order::AppThenWriteThenRedis,
+];
 
 /// `k` is cached as `old`; Redis stops; `k` is set to `new` (acknowledged while the cache cannot be updated);
 /// Redis starts again and the app restarts, in every order and both ways of stopping. No read may then return
@@ -393,7 +400,11 @@ async fn an_acknowledged_write_outlives_every_order_of_app_and_redis_restarts() 
             }
         }
     }
-    assert!(stale.is_empty(), "reads returned a value older than an acknowledged write:\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "reads returned a value older than an acknowledged write:\n{}",
+        stale.join("\n")
+    );
 }
 
 /// Pauses every write command of Redis (`CLIENT PAUSE … WRITE`: the app's cache updates time out) while it keeps
@@ -408,7 +419,10 @@ impl WritesPaused {
     async fn start(app: &TestApp) -> Self {
         let url = helpers::redis_admin_url(&app.config);
         let client = bb8_redis::redis::Client::open(url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.expect("Redis is reachable");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis is reachable");
         let _: () = bb8_redis::redis::cmd("CLIENT")
             .arg("PAUSE")
             .arg(60_000)
@@ -421,9 +435,15 @@ impl WritesPaused {
 
     async fn end(mut self) {
         let client = bb8_redis::redis::Client::open(self.url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.expect("Redis is reachable");
-        let _: () =
-            bb8_redis::redis::cmd("CLIENT").arg("UNPAUSE").query_async(&mut conn).await.expect("CLIENT UNPAUSE");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis is reachable");
+        let _: () = bb8_redis::redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT UNPAUSE");
         self.ended = true;
     }
 }
@@ -485,7 +505,11 @@ async fn an_acknowledged_write_outlives_app_restarts_while_redis_keeps_the_old_e
             }
         }
     }
-    assert!(stale.is_empty(), "reads returned a value older than an acknowledged write:\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "reads returned a value older than an acknowledged write:\n{}",
+        stale.join("\n")
+    );
 }
 
 /// A write committed while Redis refuses the cache update and the epoch row is locked (so it cannot be bumped):
@@ -511,13 +535,21 @@ async fn a_write_that_can_neither_update_the_cache_nor_bump_the_epoch_is_reporte
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["outcome"], "unknown", "{body}");
     let pg = helpers::postgres(&app.config).await;
-    let stored: Value = pg.query_one("SELECT value FROM kv_store WHERE key = $1", &[&key]).await.unwrap().get(0);
+    let stored: Value = pg
+        .query_one("SELECT value FROM kv_store WHERE key = $1", &[&key])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(stored, json!("new"), "the write itself committed");
-    always_reads(&app, &key, "new", Duration::from_millis(1500)).await.expect("no stale read");
+    always_reads(&app, &key, "new", Duration::from_millis(1500))
+        .await
+        .expect("no stale read");
 
     locker.batch_execute("COMMIT").await.unwrap();
     paused.end().await;
-    always_reads(&app, &key, "new", Duration::from_millis(1500)).await.expect("no stale read");
+    always_reads(&app, &key, "new", Duration::from_millis(1500))
+        .await
+        .expect("no stale read");
     let took = served_from_cache(&app, &key, "new", "unbumped").await;
     println!("unbumped: served from Redis again {took:?} after the epoch could be bumped");
 }

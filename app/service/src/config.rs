@@ -344,21 +344,11 @@ impl Config {
                 1,
                 3600,
             )?),
-            body_read_timeout: millis(vars.number(
-                "APP_BODY_READ_TIMEOUT_MS",
-                ms(d.body_read_timeout),
-                1,
-                600_000,
-            )?),
+            body_read_timeout: millis(vars.number("APP_BODY_READ_TIMEOUT_MS", ms(d.body_read_timeout), 1, 600_000)?),
             write_timeout: millis(vars.number("APP_WRITE_TIMEOUT_MS", ms(d.write_timeout), 1, 600_000)?),
             // hyper's own limit on a request head sits above these two (see `connection`), and its URI limit
             // (64 KiB) above the largest value allowed here, so a request over them still gets our JSON answer.
-            max_header_bytes: vars.number(
-                "APP_MAX_HEADER_BYTES",
-                d.max_header_bytes,
-                1024,
-                256 * 1024,
-            )?,
+            max_header_bytes: vars.number("APP_MAX_HEADER_BYTES", d.max_header_bytes, 1024, 256 * 1024)?,
             max_uri_bytes: vars.number("APP_MAX_URI_BYTES", d.max_uri_bytes, 256, 32 * 1024)?,
         };
         // Secure by default: fault injection without a token would let any local user fail the API.
@@ -753,7 +743,7 @@ mod tests {
 
     #[test]
     fn the_env_example_lists_every_variable_with_its_default() {
-        let example = include_str!("../../.env.example");
+        let example = include_str!("../../../.env.example");
         let listed: HashMap<&str, &str> = example
             .lines()
             .filter(|l| l.starts_with("APP_"))

@@ -7,7 +7,9 @@ use app::store::cache::Cache;
 use bb8_redis::redis::{self, AsyncCommands};
 use serde_json::{json, Value};
 
-use crate::helpers::{cache_entry, isolated_config, redis_admin_url, spawn_app, spawn_with, test_config, Metrics, TestApp};
+use crate::helpers::{
+    cache_entry, isolated_config, redis_admin_url, spawn_app, spawn_with, test_config, Metrics, TestApp,
+};
 
 const CACHE: &str = "cache_requests_total";
 
@@ -101,17 +103,29 @@ async fn an_older_version_never_replaces_a_newer_cache_entry() {
     app.set(&key, json!("second")).await;
     let mut redis = redis_connection(&app).await;
     let entry = cache_entry(&app.config, &key).await;
-    let epoch: i64 = entry.trim_start_matches("app:kv:").split_once(':').unwrap().0.parse().unwrap();
+    let epoch: i64 = entry
+        .trim_start_matches("app:kv:")
+        .split_once(':')
+        .unwrap()
+        .0
+        .parse()
+        .unwrap();
     let cached: String = redis.get(&entry).await.unwrap();
     let (second, json) = cached.split_once(':').expect("entries carry the row version");
     assert_eq!(json, r#""second""#);
     let second: i64 = second.parse().unwrap();
     // A slow reader that read the first version tries to fill the cache late: the newer entry stays.
     let cache = Cache::new(&app.config, app::telemetry::metrics::Metrics::new(true, "test", "test"));
-    assert!(!cache.put_if_newer(epoch, &key, second - 1, &json!("first")).await.unwrap());
+    assert!(!cache
+        .put_if_newer(epoch, &key, second - 1, &json!("first"))
+        .await
+        .unwrap());
     assert_eq!(value_of(&app, &key).await, "second");
     // A newer version does replace it.
-    assert!(cache.put_if_newer(epoch, &key, second + 1, &json!("third")).await.unwrap());
+    assert!(cache
+        .put_if_newer(epoch, &key, second + 1, &json!("third"))
+        .await
+        .unwrap());
     let cached: String = redis.get(&entry).await.unwrap();
     assert_eq!(cached, format!(r#"{}:"third""#, second + 1));
 }
@@ -143,12 +157,20 @@ async fn with_redis_unreachable_reads_and_writes_use_postgres_and_count_errors()
     let epoch_before = cache_entry(&app.config, "k").await;
     let written = app.key("written");
     assert_eq!(app.set(&written, json!("new")).await.status(), 200);
-    assert_ne!(cache_entry(&app.config, "k").await, epoch_before, "the write bumped the epoch");
+    assert_ne!(
+        cache_entry(&app.config, "k").await,
+        epoch_before,
+        "the write bumped the epoch"
+    );
     let d = delta(&app, async {
         assert_eq!(value_of(&app, &written).await, "new");
     })
     .await;
-    assert_eq!(d, [0.0, 0.0, 1.0], "the read tries the cache of the new epoch, fails and reads Postgres");
+    assert_eq!(
+        d,
+        [0.0, 0.0, 1.0],
+        "the read tries the cache of the new epoch, fails and reads Postgres"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "a dead Redis must not stall requests"
@@ -177,7 +199,10 @@ async fn with_postgres_unreachable_writes_fail_fast_with_503() {
     assert_eq!(response.status(), 503);
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({"status": "error", "message": "database unavailable", "outcome": "not_applied"}));
+    assert_eq!(
+        body,
+        json!({"status": "error", "message": "database unavailable", "outcome": "not_applied"})
+    );
     assert_eq!(app.get_key_json(&app.key("uncached")).await.status(), 503);
     assert_eq!(app.get("/").await.status(), 503);
     let response = app.get("/status").await;

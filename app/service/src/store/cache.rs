@@ -345,7 +345,10 @@ mod tests {
 
     #[test]
     fn only_connection_level_failures_retire_a_pooled_connection() {
-        let reply = redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError), "WRONGTYPE"));
+        let reply = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
         assert!(!breaks_connection(&CacheError::Redis(reply)));
         let dropped = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(breaks_connection(&CacheError::Redis(dropped)));

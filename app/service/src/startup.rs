@@ -183,16 +183,9 @@ impl Application {
         };
         // The API listener serves its backlog before the server stops accepting (see `listener`). Each listener has
         // its own accept loop and bound, so the API's connections cannot keep the admin listener from answering.
-        let (api_listener, drained_rx) =
-            DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
+        let (api_listener, drained_rx) = DrainingListener::new(api_listener, stop_rx.clone(), shutdown_timeout);
         let (api_settings, api_metrics) = api_serve;
-        let api = connection::serve(
-            api_listener,
-            api_router,
-            api_settings,
-            api_metrics,
-            stopped(drained_rx),
-        );
+        let api = connection::serve(api_listener, api_router, api_settings, api_metrics, stopped(drained_rx));
         let (admin_settings, admin_metrics) = admin_serve;
         let admin = connection::serve(
             PlainListener::new(admin_listener, "admin"),

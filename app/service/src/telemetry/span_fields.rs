@@ -111,7 +111,13 @@ impl<W: Write> Visit for Members<'_, W> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinities; serde_json writes them as null too.
-        self.member(field, |out| if value.is_finite() { write!(out, "{value}") } else { out.write_str("null") });
+        self.member(field, |out| {
+            if value.is_finite() {
+                write!(out, "{value}")
+            } else {
+                out.write_str("null")
+            }
+        });
     }
 }
 

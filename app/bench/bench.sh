@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: release-builds the app and the bench-only ceiling, starts Postgres and Redis through the native
-# stack's scripts (installing what is missing, wrk included), runs app/ceiling/bench.py, and stops whatever it
+# stack's scripts (installing what is missing, wrk included), runs app/bench/bench.py, and stops whatever it
 # started. Prints one table and writes it to $STATE_DIR/bench/results.md (raw figures in results.json).
 # Settings: BENCH_DURATION (s per full-speed run, 10), BENCH_ROUNDS (3), BENCH_THREADS/BENCH_CONNECTIONS (wrk, 2/32),
 # BENCH_RATE (req/s of the paced runs, 500), BENCH_OUT_DIR; ports and STATE_DIR as in native/env.sh.
@@ -46,8 +46,8 @@ for tool in wrk psql redis-cli; do
 done
 
 # Release builds: what a deployment runs, and what the figures are about. Only the binaries the bench needs.
-cargo build --release --quiet -p app -p ceiling
+cargo build --release --quiet -p app -p bench
 bin=$CARGO_TARGET_DIR/release
 
-/usr/bin/python3 app/ceiling/bench.py --out-dir "$OUT_DIR" --app-bin "$bin/app" --ceiling-bin "$bin/ceiling" \
+/usr/bin/python3 app/bench/bench.py --out-dir "$OUT_DIR" --app-bin "$bin/app" --ceiling-bin "$bin/ceiling" \
   --render-bin "$bin/metrics-render" --redis-get-bin "$bin/redis-get"

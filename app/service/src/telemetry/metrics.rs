@@ -475,9 +475,7 @@ impl ListenerMetrics {
         let metrics = ListenerMetrics {
             open: gauge!(HTTP_SERVER_OPEN_CONNECTIONS, "listener" => listener),
             max: gauge!(HTTP_SERVER_CONNECTION_MAX, "listener" => listener),
-            rejected_connections: zero(
-                counter!(HTTP_SERVER_REJECTED_CONNECTIONS_TOTAL, "listener" => listener),
-            ),
+            rejected_connections: zero(counter!(HTTP_SERVER_REJECTED_CONNECTIONS_TOTAL, "listener" => listener)),
             rejected_requests: RejectReason::ALL.map(|reason| {
                 zero(counter!(
                     HTTP_SERVER_REJECTED_REQUESTS_TOTAL,
@@ -632,11 +630,15 @@ impl Metrics {
     /// Counts one API request in flight until the returned guard is dropped (also when the client goes away).
     /// `method` is a [`method_label`].
     pub fn track_active_request(&self, method: &'static str) -> ActiveRequest {
-        let index = METHOD_LABELS.iter().position(|m| *m == method).unwrap_or(METHOD_LABELS.len() - 1);
+        let index = METHOD_LABELS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHOD_LABELS.len() - 1);
         let gauge = self.inner.active[index].get_or_init(|| {
-            metrics::with_local_recorder(&self.inner.recorder, || {
-                gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => METHOD_LABELS[index])
-            })
+            metrics::with_local_recorder(
+                &self.inner.recorder,
+                || gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => METHOD_LABELS[index]),
+            )
         });
         gauge.increment(1.0);
         ActiveRequest(gauge.clone())
@@ -645,9 +647,7 @@ impl Metrics {
     /// Records one finished API request. `method` is a [`method_label`], `route` a route template.
     pub fn record_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let find = |series: &[DurationSeries]| {
-            series.iter().position(|(m, s, _)| *m == method && *s == status)
-        };
+        let find = |series: &[DurationSeries]| series.iter().position(|(m, s, _)| *m == method && *s == status);
         if let Some(series) = read(&self.inner.durations).get(route) {
             if let Some(i) = find(series) {
                 series[i].2.record(seconds);
@@ -760,8 +760,9 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 /// Every value of the `http_request_method` label; `_OTHER` last.
-pub const METHOD_LABELS: [&str; 10] =
-    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER"];
+pub const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
+];
 
 /// The `http_request_method` label: the standard methods by name, anything else as `_OTHER`, so that a client
 /// cannot create series by inventing methods.
@@ -866,9 +867,18 @@ mod tests {
         metrics.record_request("POST", "/set", 200, Duration::from_millis(1));
         let text = metrics.render();
         for (labels, count) in [
-            (r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="200""#, 3),
-            (r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="404""#, 1),
-            (r#"http_request_method="POST",http_route="/set",http_response_status_code="200""#, 1),
+            (
+                r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="200""#,
+                3,
+            ),
+            (
+                r#"http_request_method="GET",http_route="/get/{key}",http_response_status_code="404""#,
+                1,
+            ),
+            (
+                r#"http_request_method="POST",http_route="/set",http_response_status_code="200""#,
+                1,
+            ),
         ] {
             let line = format!("http_server_request_duration_seconds_count{{{labels}}} {count}");
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");

@@ -174,12 +174,17 @@ impl From<WriteError> for ApiError {
             WriteError::NotApplied(other) => return other.into(),
             WriteError::NotAdmitted(e @ Refused::Busy(_)) => ("too many writes of this key in flight", Box::new(e)),
             WriteError::NotAdmitted(e @ Refused::Full(_)) => ("too many writes in flight", Box::new(e)),
-            WriteError::Unknown(e @ Unknown::CacheNotInvalidated(_)) => {
-                ("written, but reads may return the previous value for a while", Box::new(e))
-            }
+            WriteError::Unknown(e @ Unknown::CacheNotInvalidated(_)) => (
+                "written, but reads may return the previous value for a while",
+                Box::new(e),
+            ),
             WriteError::Unknown(e) => ("database did not confirm the write", Box::new(e)),
         };
-        ApiError::WriteFailed { message, outcome, source }
+        ApiError::WriteFailed {
+            message,
+            outcome,
+            source,
+        }
     }
 }
 
@@ -256,10 +261,22 @@ mod tests {
         let pool_timeout = StoreError::Unavailable(crate::store::Unavailable::PoolTimeout);
         let not_applied = ApiError::from(WriteError::NotApplied(pool_timeout));
         assert_eq!(not_applied.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(matches!(not_applied, ApiError::WriteFailed { outcome: Outcome::NotApplied, .. }));
+        assert!(matches!(
+            not_applied,
+            ApiError::WriteFailed {
+                outcome: Outcome::NotApplied,
+                ..
+            }
+        ));
         assert_eq!(not_applied.to_string(), "database unavailable");
         let unknown = ApiError::from(WriteError::Unknown(Unknown::Timeout(std::time::Duration::from_secs(2))));
-        assert!(matches!(unknown, ApiError::WriteFailed { outcome: Outcome::Unknown, .. }));
+        assert!(matches!(
+            unknown,
+            ApiError::WriteFailed {
+                outcome: Outcome::Unknown,
+                ..
+            }
+        ));
         let refused = ApiError::from(WriteError::NotApplied(StoreError::InvalidValue("bad".to_owned())));
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     }

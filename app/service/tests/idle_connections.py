@@ -8,7 +8,7 @@ waits for the app to settle and reads it a last time. The app needs neither Post
 (`/healthcheck` touches no dependency); it logs that they are unreachable if they are.
 
 Usage (from the repository root, after `cargo build -p app`):
-  app/tests/idle_connections.py --app-bin target/debug/app --connections 5000 --request
+  app/service/tests/idle_connections.py --app-bin target/debug/app --connections 5000 --request
 The bound is raised above N (APP_MAX_CONNECTIONS) unless --max-connections says otherwise.
 """
 import argparse

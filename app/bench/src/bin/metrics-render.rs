@@ -22,7 +22,11 @@ fn main() {
     let mut renders = 500usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().and_then(|v| v.parse().ok()).expect("a whole number after the option");
+        let mut value = || {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .expect("a whole number after the option")
+        };
         match arg.as_str() {
             "--scale" => scale = value(),
             "--renders" => renders = value(),

@@ -275,9 +275,8 @@ mod tests {
             )
             .layer(RequestTelemetryLayer::new(Some(Metrics::new(true, "1", "r"))));
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let response = tracing::subscriber::with_default(subscriber, || {
-            runtime.block_on(router.oneshot(request)).unwrap()
-        });
+        let response =
+            tracing::subscriber::with_default(subscriber, || runtime.block_on(router.oneshot(request)).unwrap());
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (response, lines)

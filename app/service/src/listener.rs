@@ -47,11 +47,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Accepts the next connection of `listener`. A connection that failed before it was accepted is skipped; any other
 /// error (out of file descriptors, out of memory) is logged at most once per interval, with the number since the
 /// last warning, and retried after [`ACCEPT_RETRY`].
-pub async fn accept(
-    listener: &TcpListener,
-    what: &'static str,
-    errors: &Throttle,
-) -> (TcpStream, SocketAddr) {
+pub async fn accept(listener: &TcpListener, what: &'static str, errors: &Throttle) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(accepted) => return accepted,
@@ -185,12 +181,7 @@ impl Listener for DrainingListener {
                 }
                 State::Draining { until } => {
                     let quiet_until = (Instant::now() + DRAIN_QUIET).min(until);
-                    match tokio::time::timeout_at(
-                        quiet_until,
-                        accept(&self.inner, "API", &self.errors),
-                    )
-                    .await
-                    {
+                    match tokio::time::timeout_at(quiet_until, accept(&self.inner, "API", &self.errors)).await {
                         Ok(accepted) => return accepted,
                         Err(_) => self.finish_draining(),
                     }
@@ -231,5 +222,8 @@ fn refuse_new_handshakes(listener: &TcpListener) -> io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn refuse_new_handshakes(_listener: &TcpListener) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "socket filters are Linux-only"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "socket filters are Linux-only",
+    ))
 }

@@ -18,9 +18,7 @@ fn addr(base: &str) -> String {
 }
 
 async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(addr(&app.api))
-        .await
-        .expect("the API accepts")
+    TcpStream::connect(addr(&app.api)).await.expect("the API accepts")
 }
 
 /// Reads until the server closes, for at most `limit`; `None` if it was still open then.
@@ -61,11 +59,7 @@ async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
             .await
             .expect("a response within 5 s")
             .unwrap();
-        assert!(
-            n > 0,
-            "closed before a response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
+        assert!(n > 0, "closed before a response: {:?}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -166,24 +160,13 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_and_not_
     // A connection that never sends anything is closed the same way.
     let mut silent = connect(&app).await;
     let answer = read_until_closed(&mut silent, Duration::from_secs(6)).await;
-    assert_eq!(
-        answer.as_deref(),
-        Some(&b""[..]),
-        "a silent connection stayed open"
-    );
-    let count = wait_for_count(
-        &app,
-        "http_server_idle_timeouts_total",
-        &[("listener", "api")],
-        2.0,
-    )
-    .await;
+    assert_eq!(answer.as_deref(), Some(&b""[..]), "a silent connection stayed open");
+    let count = wait_for_count(&app, "http_server_idle_timeouts_total", &[("listener", "api")], 2.0).await;
     assert_eq!(count, 2.0);
 }
 
 #[tokio::test]
-async fn at_the_connection_limit_new_connections_get_503_and_are_counted_while_admin_still_answers()
-{
+async fn at_the_connection_limit_new_connections_get_503_and_are_counted_while_admin_still_answers() {
     let mut config = test_config();
     config.max_connections = 4;
     let app = spawn_with(config).await;
@@ -210,14 +193,8 @@ async fn at_the_connection_limit_new_connections_get_503_and_are_counted_while_a
     // The admin listener has its own bound: it answers while the API is full.
     let metrics = app.metrics().await;
     let api = [("listener", "api")];
-    assert_eq!(
-        metrics.value("http_server_rejected_connections_total", &api),
-        Some(1.0)
-    );
-    assert_eq!(
-        metrics.value("http_server_open_connections", &api),
-        Some(4.0)
-    );
+    assert_eq!(metrics.value("http_server_rejected_connections_total", &api), Some(1.0));
+    assert_eq!(metrics.value("http_server_open_connections", &api), Some(4.0));
     assert_eq!(metrics.value("http_server_connection_max", &api), Some(4.0));
     assert_eq!(
         metrics.value("http_server_open_connections", &[("listener", "admin")]),
@@ -239,10 +216,7 @@ async fn at_the_connection_limit_new_connections_get_503_and_are_counted_while_a
             None => break,
             Some(a) => panic!("unexpected answer {:?}", String::from_utf8_lossy(&a)),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no slot came free after a connection closed"
-        );
+        assert!(Instant::now() < deadline, "no slot came free after a connection closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -263,10 +237,7 @@ async fn oversized_headers_get_a_json_431_with_a_request_id_and_are_counted() {
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "error");
-    assert!(
-        body["message"].as_str().unwrap().contains("16384"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("16384"), "{body}");
     assert_eq!(rejected(&app.metrics().await, "header_too_large"), 1.0);
 
     // Past hyper's own limit on a request head, hyper answers (without a body) and it is still counted.
