@@ -1,7 +1,7 @@
 # The stack's entry points. Native (Debian + supervisord) unless stated; compose users see compose/README in README.md.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs clean test load gameday bench
+.PHONY: help up down status logs clean check test load gameday bench generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,3 +34,5 @@ gameday: ## prove every alert on the running stack: fault, page or ticket, resol
 
 bench: ## release-build and benchmark the app against a bare axum ceiling; prints the table (see README, Benchmarks)
 	@app/bench/bench.sh
+generate: ## write every generated file from its one source (the topology, the SLOs, the rule files)
+	@cargo run -q -p xtask -- generate

@@ -1,0 +1,176 @@
+//! The registry of generated files, and writing or checking them.
+//!
+//! A generator returns whole files. A file that is only partly generated (a table in README.md) is produced with
+//! [`replace_region`]: the text between `<!-- BEGIN generated:NAME -->` and `<!-- END generated:NAME -->` is the
+//! generator's, the rest is hand-written and kept.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One generated file: its path under the repository root and its whole contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+// Used by the generators as they are added; allowed until the first one is.
+#[allow(dead_code)]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: no region `{name}` (a line `<!-- BEGIN generated:{name} -->` and a line `<!-- END generated:{name} -->`)")]
+    NoRegion { path: PathBuf, name: String },
+    #[error("{0}")]
+    Source(String),
+}
+
+/// Every generator, in the order they run. Each reads its sources under `root`.
+pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
+    let outputs = Vec::new();
+    let _ = root;
+    Ok(outputs)
+}
+
+/// What `generate` did: files written (or, with `--check`, stale) and files already up to date.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stale: Vec<PathBuf>,
+    pub fresh: usize,
+    pub checked: bool,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for path in &self.stale {
+            if self.checked {
+                writeln!(
+                    f,
+                    "stale: {} (run `make generate` and commit the result)",
+                    path.display()
+                )?;
+            } else {
+                writeln!(f, "wrote {}", path.display())?;
+            }
+        }
+        writeln!(
+            f,
+            "{} generated file(s) up to date, {} {}",
+            self.fresh,
+            self.stale.len(),
+            if self.checked { "stale" } else { "written" }
+        )
+    }
+}
+
+pub fn run(root: &Path, check: bool) -> Result<Report, Error> {
+    let mut report = Report {
+        checked: check,
+        ..Report::default()
+    };
+    for output in all(root)? {
+        let path = root.join(&output.path);
+        let current = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        if current.as_deref() == Some(output.contents.as_str()) {
+            report.fresh += 1;
+            continue;
+        }
+        if !check {
+            std::fs::write(&path, &output.contents).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        report.stale.push(output.path);
+    }
+    Ok(report)
+}
+
+#[allow(dead_code)]
+/// Reads `path` (relative to `root`) and replaces the generated region `name` with `body`: every line between the
+/// BEGIN and END marker lines, markers kept.
+pub fn replace_region(root: &Path, path: &str, name: &str, body: &str) -> Result<Output, Error> {
+    let full = root.join(path);
+    let text = std::fs::read_to_string(&full).map_err(|source| Error::Io {
+        path: full.clone(),
+        source,
+    })?;
+    let begin = format!("<!-- BEGIN generated:{name}");
+    let end = format!("<!-- END generated:{name}");
+    let no_region = || Error::NoRegion {
+        path: PathBuf::from(path),
+        name: name.to_owned(),
+    };
+    let start = text.find(&begin).ok_or_else(no_region)?;
+    let body_start = start + text[start..].find('\n').ok_or_else(no_region)? + 1;
+    let body_end = body_start + text[body_start..].find(&end).ok_or_else(no_region)?;
+    let mut contents = String::with_capacity(text.len() + body.len());
+    contents.push_str(&text[..body_start]);
+    contents.push_str(body);
+    if !body.is_empty() && !body.ends_with('\n') {
+        contents.push('\n');
+    }
+    contents.push_str(&text[body_end..]);
+    Ok(Output {
+        path: PathBuf::from(path),
+        contents,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_is_replaced_and_the_rest_kept() {
+        let dir = std::env::temp_dir().join(format!("xtask-region-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("doc.md"),
+            "intro\n<!-- BEGIN generated:t -->\nold\n<!-- END generated:t -->\nend\n",
+        )
+        .unwrap();
+        let out = replace_region(&dir, "doc.md", "t", "new 1\nnew 2").unwrap();
+        assert_eq!(
+            out.contents,
+            "intro\n<!-- BEGIN generated:t -->\nnew 1\nnew 2\n<!-- END generated:t -->\nend\n"
+        );
+        assert!(matches!(
+            replace_region(&dir, "doc.md", "other", ""),
+            Err(Error::NoRegion { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn check_reports_a_stale_file_and_writes_nothing_and_generate_writes_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("stale"), "old").unwrap();
+        std::fs::write(dir.join("fresh"), "same").unwrap();
+        let outputs = || {
+            vec![
+                Output {
+                    path: "stale".into(),
+                    contents: "new".into(),
+                },
+                Output {
+                    path: "fresh".into(),
+                    contents: "same".into(),
+                },
+            ]
+        };
+        let report = write_or_check(&dir, outputs(), true).unwrap();
+        assert_eq!((report.stale, report.fresh), (vec![PathBuf::from("stale")], 1));
+        assert_eq!(std::fs::read_to_string(dir.join("stale")).unwrap(), "old");
+        write_or_check(&dir, outputs(), false).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("stale")).unwrap(), "new");
+        assert!(write_or_check(&dir, outputs(), true).unwrap().stale.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
