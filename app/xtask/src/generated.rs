@@ -65,11 +65,15 @@ impl fmt::Display for Report {
 }
 
 pub fn run(root: &Path, check: bool) -> Result<Report, Error> {
+    write_or_check(root, all(root)?, check)
+}
+
+fn write_or_check(root: &Path, outputs: Vec<Output>, check: bool) -> Result<Report, Error> {
     let mut report = Report {
         checked: check,
         ..Report::default()
     };
-    for output in all(root)? {
+    for output in outputs {
         let path = root.join(&output.path);
         let current = match std::fs::read_to_string(&path) {
             Ok(text) => Some(text),
