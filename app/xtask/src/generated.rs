@@ -1,8 +1,9 @@
 //! The registry of generated files, and writing or checking them.
 //!
-//! A generator returns whole files. A file that is only partly generated (a table in README.md) is produced with
-//! [`replace_region`]: the text between `<!-- BEGIN generated:NAME -->` and `<!-- END generated:NAME -->` is the
-//! generator's, the rest is hand-written and kept.
+//! A generator returns whole files. A file that is only partly generated (a table in README.md, a block of a YAML
+//! file) is produced with [`replace_region`]: the lines between a line containing `BEGIN generated:NAME` and one
+//! containing `END generated:NAME` are the generator's, the rest is hand-written and kept. The marker lines are
+//! comments in the file's own syntax (`<!-- BEGIN generated:alerts -->`, `# BEGIN generated:scrape-jobs`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub struct Output {
 pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: no region `{name}` (a line `<!-- BEGIN generated:{name} -->` and a line `<!-- END generated:{name} -->`)")]
+    #[error("{path}: no region `{name}` (a line containing `BEGIN generated:{name}`, then one containing `END generated:{name}`)")]
     NoRegion { path: PathBuf, name: String },
     #[error("{0}")]
     Source(String),
@@ -104,15 +105,17 @@ pub fn replace_region(root: &Path, path: &str, name: &str, body: &str) -> Result
         path: full.clone(),
         source,
     })?;
-    let begin = format!("<!-- BEGIN generated:{name}");
-    let end = format!("<!-- END generated:{name}");
+    let begin = format!("BEGIN generated:{name}");
+    let end = format!("END generated:{name}");
     let no_region = || Error::NoRegion {
         path: PathBuf::from(path),
         name: name.to_owned(),
     };
     let start = text.find(&begin).ok_or_else(no_region)?;
     let body_start = start + text[start..].find('\n').ok_or_else(no_region)? + 1;
-    let body_end = body_start + text[body_start..].find(&end).ok_or_else(no_region)?;
+    let end_at = body_start + text[body_start..].find(&end).ok_or_else(no_region)?;
+    // The END marker's whole line is kept: back up to its start.
+    let body_end = text[..end_at].rfind('\n').map_or(0, |i| i + 1).max(body_start);
     let mut contents = String::with_capacity(text.len() + body.len());
     contents.push_str(&text[..body_start]);
     contents.push_str(body);
