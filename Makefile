@@ -22,7 +22,10 @@ clean: down ## stop the stack and delete all of its state, and the state `make t
 	@source native/env.sh && STATE_DIR=$$TEST_STATE_DIR native/down.sh >/dev/null && \
 	  rm -rf "$$STATE_DIR" "$$TEST_STATE_DIR" && echo "removed $$STATE_DIR $$TEST_STATE_DIR"
 
-test: ## install, start the stack, and run every test and check against it
+check: ## the fast tier, no stack: fmt, generated files, shellcheck, clippy, unit tests, rule tests, static checks
+	@native/check.sh
+
+test: ## make check, then start a stack of its own and run every test, the game day and every live check
 	@native/test.sh
 
 load: ## drive the running stack with steady traffic so the dashboards have data (DURATION=5m RATE=100)

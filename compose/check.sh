@@ -72,7 +72,7 @@ trap 'rm -rf "$work"' EXIT
 required=$(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=$/\1/p' compose/.env.example)
 [ -n "$required" ] || die "compose/.env.example leaves no variable empty: where are the passwords?"
 unset_vars=()
-for v in $(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=.*/\1/p' compose/.env.example); do unset_vars+=(-u "$v"); done
+while read -r v; do unset_vars+=(-u "$v"); done < <(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=.*/\1/p' compose/.env.example)
 
 env_file() { # [VARIABLE]: .env.example with every empty variable filled in, except VARIABLE
   local keep=${1:-}
@@ -104,7 +104,7 @@ $out"
     grep -q "$var" <<<"$out" || die "docker-compose $v fails without $var, but not because of it:
 $out"
   done
-  log "docker-compose $v refuses to start without any of:" $required
+  log "docker-compose $v refuses to start without any of: ${required//$'\n'/ }"
 done
 
 "$VENV/bin/hadolint" compose/app.Dockerfile || die "hadolint: compose/app.Dockerfile"
@@ -121,7 +121,7 @@ check_secrets_script() {
   c=$repo/compose
   "$c/secrets.sh" 2>"$work/secrets.log" || die "compose/secrets.sh failed: $(cat "$work/secrets.log")"
 
-  [ -f "$c/.env" ] && [ -d "$c/secrets" ] || die "compose/secrets.sh made no compose/.env or compose/secrets/"
+  { [ -f "$c/.env" ] && [ -d "$c/secrets" ]; } || die "compose/secrets.sh made no compose/.env or compose/secrets/"
   mode() { stat -c %a "$1"; }
   [ "$(mode "$c/.env")" = 600 ] || die "compose/secrets.sh: compose/.env has mode $(mode "$c/.env"), not 600"
   [ "$(mode "$c/secrets")" = 750 ] || die "compose/secrets.sh: compose/secrets/ has mode $(mode "$c/secrets"), not 750"
@@ -164,8 +164,8 @@ $out"
   rm -rf "$c/secrets"
   printf 'GRAFANA_ADMIN_PASSWORD=grafana-kept\nPG_APP_PASSWORD=pg-app-kept\nMY_OWN=kept\n' > "$c/.env"
   "$c/secrets.sh" 2>"$work/secrets.log" || die "compose/secrets.sh failed on an older .env: $(cat "$work/secrets.log")"
-  [ "$(value GRAFANA_ADMIN_PASSWORD)" = grafana-kept ] && [ "$(value PG_APP_PASSWORD)" = pg-app-kept ] \
-    && [ "$(value MY_OWN)" = kept ] || die "compose/secrets.sh does not keep the values of an existing compose/.env"
+  { [ "$(value GRAFANA_ADMIN_PASSWORD)" = grafana-kept ] && [ "$(value PG_APP_PASSWORD)" = pg-app-kept ] \
+    && [ "$(value MY_OWN)" = kept ]; } || die "compose/secrets.sh does not keep the values of an existing compose/.env"
   [ "$(cat "$c/secrets/pg-app.password")" = pg-app-kept ] \
     || die "compose/secrets.sh does not make compose/.env's PG_APP_PASSWORD the file pg-app.password"
 

@@ -70,7 +70,7 @@ umask 077
 install -d -m 0700 "$SECRETS"
 
 # Passwords already in compose/.env: the seed of a missing file, or an error when they differ from it.
-for var in $(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=.*/\1/p' "$EXAMPLE"); do
+while read -r var; do
   file=$(file_of "$var") || continue
   value=$(env_value "$var")
   [ -n "$value" ] || continue
@@ -83,7 +83,7 @@ for var in $(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=.*/\1/p' "$EXAMPLE"); do
     die "compose/.env sets $var, but compose/secrets/$file holds another password. Keep the one the stack uses
 (for Postgres, the one its volume was initialised with), delete the other (the line or the file), run this again."
   fi
-done
+done < <(sed -nE 's/^([A-Za-z_][A-Za-z0-9_]*)=.*/\1/p' "$EXAMPLE")
 
 # native/env.sh, which native/secrets.sh sources, looks for Debian's Postgres binaries and, under `set -e`, stops
 # when a machine has none (a Docker host needs none); the secrets need no Postgres.

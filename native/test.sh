@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's whole test suite (`make test`): installs what is missing, builds, starts the native stack, runs
-# the smoke test, the game day, the Rust tests and every monitoring check against it, then stops the stack
+# The project's whole test suite (`make test`): the fast tier (native/check.sh, `make check`), then it starts the
+# native stack and runs the smoke test, the local-user attacks, the game day, the service's integration tests and
+# the consistency checks against it, then stops the stack
 # (KEEP_STACK=1 leaves it running; GAMEDAY=0 replaces the half-hour game day by a short load and the panel check).
 #
 # The stack under test is its own, in TEST_STATE_DIR, emptied first: the alerts are judged by what Prometheus
@@ -39,8 +40,8 @@ if [ -n "$taken" ]; then
 fi
 rm -rf "$STATE_DIR"
 
-step "install Debian packages"
-native/install.sh
+step "the fast tier first (make check): build, fmt, clippy, unit tests, static checks"
+native/check.sh
 
 step "build the workspace"
 cargo build --workspace --bins --tests --quiet
@@ -54,15 +55,6 @@ load_secrets
 TEST_DATABASE_ADMIN_URL=postgres://postgres:$(tr -d '\n' <"$SECRETS_DIR/postgres.password")@127.0.0.1:$PG_PORT/app
 TEST_REDIS_ADMIN_URL=redis://admin:$(tr -d '\n' <"$SECRETS_DIR/redis-admin.password")@127.0.0.1:$REDIS_PORT
 export TEST_DATABASE_ADMIN_URL TEST_REDIS_ADMIN_URL
-
-step "rules, rule tests, Alertmanager config, routing and inhibition"
-monitoring/check.sh
-
-step "dashboards against Grafana's schema"
-dashboards/check/schema-check.sh
-
-step "compose file (static)"
-compose/check.sh
 
 step "smoke test of the running stack"
 "$BIN_DIR/opsctl" smoke --app "http://127.0.0.1:$APP_PORT" --admin "http://127.0.0.1:$APP_ADMIN_PORT" \
@@ -82,8 +74,8 @@ else
   /usr/bin/python3 dashboards/check/live-check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
 fi
 
-step "Rust tests (real Postgres and Redis of the stack)"
-cargo test --workspace --quiet
+step "the service's integration tests (real Postgres and Redis of the stack; make check ran the rest)"
+cargo test -p app --test api --test outage --quiet
 # The outage tests stop and restart Postgres and Redis; make sure everything is back before the checks below.
 NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
 

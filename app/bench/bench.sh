@@ -28,7 +28,7 @@ cleanup() {
   local pid
   # The servers bench.py started (it stops them itself; this covers an interrupted run). Only those pids.
   while read -r pid; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   done < "$OUT_DIR/pids"
   if [ $supervisor_was_running = 0 ]; then
     native/down.sh || true

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The fast tier (`make check`): every check that needs no running stack, the quick ones first. `make test` runs
+# it before it starts the stack, so a unit test or lint failure fails CI in minutes, not after the game day. Each step's command can be run alone (docs/testing.md).
+#
+# Installs what it lacks (as root on Debian 12: native/install.sh), builds nothing in release mode, starts no
+# service of the stack (monitoring/check.sh and the inbox's tests run a throwaway Alertmanager of their own).
+# Stops at the first failing step, naming it.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$REPO_ROOT"
+
+step() { printf '\n==> check: %s\n' "$*" >&2; }
+trap 'printf "\n==> check FAILED at: %s\n" "$current" >&2' ERR
+run() { current=$1; shift; step "$current"; "$@"; }
+
+run "install Debian packages" native/install.sh
+run "rustfmt (cargo fmt --check)" cargo fmt --all --check
+# Every shell script of the stack; -x -P SCRIPTDIR follow what they source (native/env.sh).
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+run "shellcheck" shellcheck -x -P SCRIPTDIR "${scripts[@]}"
+run "rules, rule tests, Alertmanager config, routing and inhibition" monitoring/check.sh
+run "compose file (static)" compose/check.sh
+run "dashboards against Grafana's schema" dashboards/check/schema-check.sh
+# The Rust steps last: the first builds the workspace (a few minutes on a fresh machine).
+run "generated files are up to date (make generate)" cargo run -q -p xtask -- generate --check
+# The service's integration tests (tests/api, tests/outage) need the stack's Postgres and Redis: `make test`
+# runs them. Everything else here is unit tests, or tests with in-process servers and throwaway binaries.
+run "unit tests of the service" cargo test -p app --lib --bins --quiet
+run "tests of the other crates" cargo test --workspace --exclude app --quiet
+run "clippy, warnings denied" cargo clippy --workspace --all-targets --quiet -- -D warnings
+trap - ERR
+step "all checks passed"
