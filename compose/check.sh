@@ -183,4 +183,7 @@ check_secrets_script
 compose v2 "$work/filled.env" config --format json > "$work/config.json" 2>"$work/config.err" \
   || die "docker-compose v2 config --format json: $(cat "$work/config.err")"
 "$PY" compose/check_static.py --config-json "$work/config.json" --filled-value "$FILLED" || die "static checks (see above)"
+# The checker itself: every promise it checks, broken one at a time in a copy, must be refused.
+"$PY" compose/check_static_test.py --config-json "$work/config.json" --filled-value "$FILLED" \
+  || die "compose/check_static.py misses a broken model (see above)"
 log "all compose checks passed"
