@@ -142,7 +142,20 @@ step "promtool test rules" promtool test rules "$ROOT"/alerts/tests/*.yml
 step "amtool check-config" amtool check-config "$AM_CONFIG"
 step "amtool check-config (integration examples enabled)" check_examples
 step "routing table" check_routes
+# The test above proves the configuration; this proves the test: on a copy without inhibit rules it must fail.
+inhibition_test_catches_a_missing_rule() {
+  local broken=$TMP/no-inhibit-rules.yml
+  "$PY" -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); c.pop("inhibit_rules"); yaml.safe_dump(c, open(sys.argv[2], "w"))' \
+    "$AM_CONFIG" "$broken"
+  if "$PY" "$ROOT/monitoring/alertmanager/test-inhibition.py" --config "$broken" >"$TMP/no-inhibit.log" 2>&1; then
+    log "test-inhibition.py passes a configuration with no inhibit rules"
+    return 1
+  fi
+  log "test-inhibition.py refuses a configuration with no inhibit rules: $(grep -c FAIL "$TMP/no-inhibit.log") failure(s)"
+}
+
 step "inhibition and delivery (real Alertmanager)" "$PY" "$ROOT/monitoring/alertmanager/test-inhibition.py"
+step "the inhibition test fails without the inhibit rules" inhibition_test_catches_a_missing_rule
 
 echo >&2
 if [ ${#failed[@]} -gt 0 ]; then
