@@ -137,14 +137,11 @@ def main():
         fails = [line for line in out.splitlines() if "FAIL" in line]
         if code == 0 or not any(word in line for line in fails):
             failed.append(f"{name}: not caught (exit {code}; no failure mentions {word!r}):\n{out}")
-    for f in failed:
-        print(f"check_static_test: {f}", file=sys.stderr)
     total = len(cases(model, args.filled_value))
-    if failed:
-        print(f"check_static_test: {len(failed)} case(s) failed", file=sys.stderr)
-        return 1
-    print(f"check_static_test: every one of {total} broken models is refused, the real one passes", file=sys.stderr)
-    return 0
+    summary = (f"{len(failed)} case(s) failed" if failed
+               else f"every one of {total} broken models is refused, the real one passes")
+    print("\n".join(f"check_static_test: {line}" for line in failed + [summary]), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -140,13 +140,14 @@ class Alertmanager:
             return f.read()
 
     def stop(self):
+        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.log.close()
 
 
@@ -156,6 +157,17 @@ def alert(labels, starts_at, ends_at=None):
         a["endsAt"] = ends_at
     return a
 
+
+
+def firing_by_receiver(receiver):
+    """{receiver path: {(alertname, severity)}} of every firing alert the receiver has been sent so far."""
+    got = {}
+    with receiver.lock:
+        for path, payload in receiver.notifications:
+            for a in payload.get("alerts", []):
+                if a.get("status") == "firing":
+                    got.setdefault(path, set()).add((a["labels"].get("alertname"), a["labels"].get("severity")))
+    return got
 
 def test_deliveries(am, receiver, failures):
     """A Redis outage with its symptoms, an SLO burn, an unrelated ticket, an info alert and the Watchdog."""
@@ -182,24 +194,13 @@ def test_deliveries(am, receiver, failures):
     # Every group waits group_wait (10s; the Watchdog 0s) before its first notification; inhibited alerts are
     # dropped at that moment. Wait for the expected ones, then a little longer so that extra ones would show.
     deadline = time.monotonic() + 30
-    got = {}
     while time.monotonic() < deadline:
-        with receiver.lock:
-            got = {}
-            for path, payload in receiver.notifications:
-                for a in payload.get("alerts", []):
-                    if a.get("status") == "firing":
-                        got.setdefault(path, set()).add((a["labels"].get("alertname"), a["labels"].get("severity")))
+        got = firing_by_receiver(receiver)
         if all(expected[p] <= got.get(p, set()) for p in expected):
             break
         time.sleep(0.25)
     time.sleep(3)
-    with receiver.lock:
-        got = {}
-        for path, payload in receiver.notifications:
-            for a in payload.get("alerts", []):
-                if a.get("status") == "firing":
-                    got.setdefault(path, set()).add((a["labels"].get("alertname"), a["labels"].get("severity")))
+    got = firing_by_receiver(receiver)
     for path in sorted(set(expected) | set(got)):
         exp, have = expected.get(path, set()), got.get(path, set())
         if exp == have:
