@@ -29,6 +29,12 @@ pub fn generate(root: &Path) -> Result<Vec<Output>, Error> {
     })?;
     let routing = Routing::parse(&routing_text).map_err(|e| Error::Source(format!("{}: {e}", routing::FILE)))?;
     let slos = slo::slos(&rules).map_err(Error::Source)?;
+    if slos.is_empty() {
+        return Err(Error::Source(format!(
+            "{}: no SLO: no error-budget recording rule (`<prefix>:<slo>_error_budget:remaining`)",
+            rules::DIR
+        )));
+    }
     let alerts = alert_rows(&rules, &routing);
 
     let readme = read(root, README)?;
@@ -306,6 +312,43 @@ receivers:
              \nSLI ratios: `app:latency_slow:ratio_rate<window>`; error budget left (1 = untouched): \
              `app:latency_error_budget:remaining`.\n"
         );
+    }
+
+    #[test]
+    fn generate_fills_every_region_of_both_documents_and_keeps_the_rest() {
+        let root = std::env::temp_dir().join(format!("xtask-alert-tables-{}", std::process::id()));
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("alerts/t.yml", RULES);
+        write("alerts/slo.yml", slo::tests::SLO_RULES);
+        write("alerts/tests/t_test.yml", "rule_files: [../t.yml]\n");
+        write("alerts/notes.yml", "owner: sre\n"); // YAML, but no rule file: skipped
+        write(routing::FILE, ROUTING);
+        let regions = "<!-- BEGIN generated:slos -->\nold\n<!-- END generated:slos -->\nkept\n\
+                       <!-- BEGIN generated:alerts -->\nold\n<!-- END generated:alerts -->\n";
+        write(README, &format!("# intro\n{regions}"));
+        write(
+            RUNBOOK_INDEX,
+            "index\n<!-- BEGIN generated:alerts -->\n<!-- END generated:alerts -->\nend\n",
+        );
+        let outputs = generate(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let readme = &outputs[0].contents;
+        assert!(
+            readme.starts_with("# intro\n<!-- BEGIN generated:slos -->\n| SLO |"),
+            "{readme}"
+        );
+        assert!(
+            readme.contains("-->\nkept\n<!-- BEGIN generated:alerts -->\n| receiver |"),
+            "{readme}"
+        );
+        assert!(!readme.contains("old"), "{readme}");
+        let index = &outputs[1].contents;
+        assert!(index.contains("| LatencyBurn | critical | pager | 2m |"), "{index}");
+        assert!(index.ends_with("<!-- END generated:alerts -->\nend\n"), "{index}");
     }
 
     #[test]
