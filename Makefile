@@ -1,4 +1,4 @@
-# The stack's entry points. Native (Debian + supervisord) unless stated; compose users see compose/README in README.md.
+# The stack's entry points. Native (Debian + supervisord) unless stated; compose users see docs/compose.md.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help up down status logs clean check test load gameday bench generate
@@ -32,10 +32,10 @@ load: ## drive the running stack with steady traffic so the dashboards have data
 	@source native/env.sh && cargo run -q -p opsctl -- load --url http://127.0.0.1:$$APP_PORT \
 	  --rate $${RATE:-100} --duration $${DURATION:-5m}
 
-gameday: ## prove every alert on the running stack: fault, page or ticket, resolution (about 30 min; see README)
+gameday: ## prove every alert on the running stack: fault, page or ticket, resolution (about 35 min; see docs/gameday.md)
 	@native/gameday.sh
 
-bench: ## release-build and benchmark the app against a bare axum ceiling; prints the table (see README, Benchmarks)
+bench: ## release-build and benchmark the app against a bare axum ceiling; prints the table (see docs/performance.md)
 	@app/bench/bench.sh
 generate: ## write every generated file from its one source (the topology, the SLOs, the rule files)
 	@cargo run -q -p xtask -- generate

@@ -29,8 +29,8 @@ pub enum Error {
 
 /// Every generator, in the order they run. Each reads its sources under `root`.
 pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
-    let outputs = Vec::new();
-    let _ = root;
+    let mut outputs = Vec::new();
+    outputs.extend(crate::alert_tables::generate(root)?);
     Ok(outputs)
 }
 
@@ -105,6 +105,14 @@ pub fn replace_region(root: &Path, path: &str, name: &str, body: &str) -> Result
         path: full.clone(),
         source,
     })?;
+    Ok(Output {
+        path: PathBuf::from(path),
+        contents: replace_region_text(&text, path, name, body)?,
+    })
+}
+
+/// [`replace_region`] on text already read, for a file with several regions (`path` names it in errors).
+pub fn replace_region_text(text: &str, path: &str, name: &str, body: &str) -> Result<String, Error> {
     let begin = format!("BEGIN generated:{name}");
     let end = format!("END generated:{name}");
     let no_region = || Error::NoRegion {
@@ -123,10 +131,7 @@ pub fn replace_region(root: &Path, path: &str, name: &str, body: &str) -> Result
         contents.push('\n');
     }
     contents.push_str(&text[body_end..]);
-    Ok(Output {
-        path: PathBuf::from(path),
-        contents,
-    })
+    Ok(contents)
 }
 
 #[cfg(test)]

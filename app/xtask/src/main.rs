@@ -5,6 +5,7 @@
 //! Each generator is a module returning [`generated::Output`]s; a new one is a module and a line in
 //! [`generated::all`].
 
+mod alert_tables;
 mod generated;
 
 use std::process::ExitCode;

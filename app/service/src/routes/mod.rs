@@ -40,7 +40,7 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// Size limits; both are documented in the README and `.env.example`.
+/// Size limits; both are documented in docs/service.md and `.env.example`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request body (413 beyond), also the largest value in `/set_key/{key}/{value}`.
