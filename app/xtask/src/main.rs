@@ -6,6 +6,7 @@
 //! [`generated::all`].
 
 mod generated;
+mod topology;
 
 use std::process::ExitCode;
 
