@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Static and unit checks of the monitoring configuration; needs no running stack:
 #   1. promtool check config on a temporary directory laid out like the native stack's (a symlink to
-#      monitoring/prometheus/prometheus.yml, rules -> alerts/, targets/<job>.yml from the topology) and on one laid out like
-#      compose's (targets -> compose/prometheus/targets/); every file_sd file the config names must exist in both;
+#      monitoring/prometheus/prometheus.yml, rules -> alerts/, targets/<job>.yml from native/topology.env) and on
+#      one laid out like compose's (targets -> compose/prometheus/targets/); every file_sd file the config names
+#      must exist in both;
 #   2. promtool check rules alerts/*.yml, and monitoring/lint-rules.py (naming, labels, annotations, test and
 #      routing coverage);
 #   3. promtool test rules alerts/tests/*.yml;

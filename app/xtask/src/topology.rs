@@ -82,20 +82,23 @@ fn native_env(t: &Topology) -> String {
     s
 }
 
+const ALERTMANAGERS_ABOUT: &str =
+    "# Where Prometheus sends alerts (alerting.alertmanagers in prometheus.yml), not a scrape job.\n";
+const COMPOSE_ABOUT: &str =
+    "# Compose reaches each program by its service name; the native stack writes the same file with addresses.\n";
+
 fn compose_targets(t: &Topology) -> Vec<Output> {
     t.target_files()
         .into_iter()
         .map(|(file, p, l)| {
             let what = match t.job(file) {
                 Some(job) => format!("# Job {file}. {}\n", first_sentence(&job.about)),
-                None => "# Where Prometheus sends alerts (alerting.alertmanagers in prometheus.yml), not a scrape job.\n"
-                    .to_string(),
+                None => ALERTMANAGERS_ABOUT.to_string(),
             };
             Output {
                 path: Path::new(COMPOSE_TARGETS).join(format!("{file}.yml")),
                 contents: format!(
-                    "{what}{HEADER}# Compose reaches each program by its service name; the native stack writes the same \
-                     file with addresses.\n- targets: [\"{}:{}\"]\n",
+                    "{what}{HEADER}{COMPOSE_ABOUT}- targets: [\"{}:{}\"]\n",
                     p.compose_service(),
                     l.port
                 ),
@@ -295,5 +298,26 @@ jobs:
             .map(|j| j["job_name"].as_str().unwrap())
             .collect();
         assert_eq!(jobs, Topology::embedded().job_names());
+    }
+
+    #[test]
+    fn alertmanagers_webhooks_post_to_the_inbox_at_its_declared_port() {
+        // alertmanager.yml is hand-written (Alertmanager 0.25 reads no URL from a file); native/up.sh rewrites
+        // only a port overridden from the environment, so the file must name the topology's default.
+        let root = stack::repo_root();
+        let text = std::fs::read_to_string(root.join(stack::topology::PATH)).unwrap();
+        let inbox = Topology::parse(&text).unwrap().addr("inbox", "http");
+        let config = std::fs::read_to_string(root.join("monitoring/alertmanager/alertmanager.yml")).unwrap();
+        let hooks: Vec<&str> = config
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once("://").and_then(|(_, rest)| rest.split_once("/hook/")))
+            .map(|(authority, _)| authority)
+            .collect();
+        assert!(!hooks.is_empty(), "alertmanager.yml posts to no /hook/");
+        for authority in hooks {
+            assert_eq!(authority, inbox.to_string(), "a webhook of alertmanager.yml");
+        }
     }
 }
