@@ -22,8 +22,9 @@ Checked, each failure named with the service or file it comes from:
   * every address a service, a Prometheus target, the Grafana datasource or an Alertmanager webhook points at
     names a compose service (or an alias) and a port that a service in that network namespace listens on; listen
     ports are the ones set in each service's environment or command;
-  * Prometheus: the scrape jobs are the native ones, each file_sd file exists in compose/prometheus/targets/ and
-    every file there is used; the rule files match;
+  * every program of monitoring/topology.yml is a compose service listening on the ports declared there;
+  * Prometheus: the scrape jobs are the topology's, each file_sd file exists in compose/prometheus/targets/ and
+    every file there is used; the rule files match; the UI ports are the listeners the topology marks published;
   * Grafana's dashboard provider reads the path where compose mounts dashboards/;
   * compose/.env.example lists every variable the compose file uses, the required ones without a value.
 
@@ -40,15 +41,24 @@ import tempfile
 
 import yaml
 
-# Scrape jobs of monitoring/prometheus/prometheus.yml (the alerts depend on these names), and the file_sd file that
-# tells Prometheus where Alertmanager is.
+
+def load_topology(repo):
+    """What these checks take from the topology: the scrape jobs (the alerts depend on these names), the file_sd
+    file that tells Prometheus where Alertmanager is, the UI ports (those compose publishes, at the native numbers)
+    and each program's compose service with its ports."""
+    with open(os.path.join(repo, TOPOLOGY)) as f:
+        topology = yaml.safe_load(f)
+    jobs = {job["name"] for job in topology["jobs"]}
+    ui_ports = {l["port"] for p in topology["programs"] for l in p["listeners"] if l.get("published")}
+    services = {p.get("compose") or p["name"]: {l["port"] for l in p["listeners"]} for p in topology["programs"]}
+    return jobs, topology["alertmanagers"]["targets"], ui_ports, services
+
+
 # The rule directory of the game day's broken-rule drill (see monitoring/prometheus/prometheus.yml).
 GAMEDAY_DRILL_RULES = "drills/*.yml"
 
-JOBS = {"app", "redis", "postgres", "node", "process", "prometheus", "alertmanager", "inbox"}
-ALERTMANAGER_TARGETS = "alertmanager-api"
-# The UI ports, the same numbers as the native stack's: app, on-call inbox, Prometheus, Alertmanager, Grafana.
-UI_PORTS = {8080, 8082, 9090, 9093, 3000}
+# The stack's topology (programs, listeners, scrape jobs), declared once; see that file.
+TOPOLOGY = "monitoring/topology.yml"
 # Host paths outside the repository that may be mounted (read-only): the kernel views node_exporter reads.
 HOST_PATHS = {"/proc", "/sys", "/"}
 # Where each stateful service keeps its data: must be a named volume.
@@ -126,6 +136,7 @@ class Stack:
         self.volumes = config.get("volumes", {}) or {}
         self.secrets_dir = os.path.join(self.repo, SECRETS_DIR)
         self.generated = generated_secrets(self.repo)
+        self.jobs, self.alertmanager_targets, self.ui_ports, self.service_ports = load_topology(self.repo)
 
     def netns(self, name):
         """The service whose network namespace `name` runs in (itself unless network_mode: service:X)."""
@@ -332,7 +343,8 @@ def check_services(stack):
             published[pub] = name
             check(port.get("host_ip") == "127.0.0.1", where,
                   f"port {pub} is published on {port.get('host_ip') or 'every interface'}, not 127.0.0.1")
-            check(pub in UI_PORTS, where, f"port {pub} is published but is not a UI port {sorted(UI_PORTS)}")
+            check(pub in stack.ui_ports, where,
+                  f"port {pub} is published but is not a UI port {sorted(stack.ui_ports)}")
             check(pub == target, where, f"port {target} is published as {pub}: keep the native port numbers")
             ns = stack.netns(name)
             check(target in stack.ns_ports(ns), where,
@@ -380,7 +392,7 @@ def check_services(stack):
         for s in strings:
             for host, port in URL.findall(s):
                 if host in LOCAL_HOSTS:
-                    check(int(port) in UI_PORTS, where,
+                    check(int(port) in stack.ui_ports, where,
                           f"advertises {host}:{port} ({s!r}), which is not a published UI port")
                 else:
                     stack.check_reference(where, host, port)
@@ -388,8 +400,8 @@ def check_services(stack):
             for host, port in URL.findall(s):
                 stack.check_reference(f"{where} healthcheck", host, port, from_service=name)
 
-    check(set(published) == UI_PORTS, "ports",
-          f"published ports {sorted(published)} differ from the UI ports {sorted(UI_PORTS)}")
+    check(set(published) == stack.ui_ports, "ports",
+          f"published ports {sorted(published)} differ from the UI ports {sorted(stack.ui_ports)}")
 
 
 def load_yaml(path):
@@ -418,8 +430,9 @@ def check_targets(stack):
     if not os.path.exists(prom_yml):
         print(f"compose: note: {stack.rel(prom_yml)} does not exist yet; checking the target files against the "
               f"contract's job names only", file=sys.stderr)
-        check(set(files) == JOBS | {ALERTMANAGER_TARGETS}, "compose/prometheus/targets",
-              f"target files {sorted(files)} differ from the jobs {sorted(JOBS | {ALERTMANAGER_TARGETS})}")
+        expected = stack.jobs | {stack.alertmanager_targets}
+        check(set(files) == expected, "compose/prometheus/targets",
+              f"target files {sorted(files)} differ from the jobs {sorted(expected)}")
         return
 
     # Prometheus resolves relative paths against the config file's directory, inside its container.
@@ -451,8 +464,8 @@ def check_targets(stack):
                                 f"compose; use file_sd targets/<job>.yml")
     for am in (cfg.get("alerting") or {}).get("alertmanagers") or []:
         used += used_files(am.get("file_sd_configs"))
-    check(set(jobs) == JOBS and len(jobs) == len(set(jobs)), where,
-          f"scrape jobs {sorted(jobs)} differ from the native ones {sorted(JOBS)}")
+    check(set(jobs) == stack.jobs and len(jobs) == len(set(jobs)), where,
+          f"scrape jobs {sorted(jobs)} differ from the native ones {sorted(stack.jobs)}")
     for job, path in sorted(files.items()):
         check(os.path.realpath(path) in used, stack.rel(path), "is not used by any file_sd config of prometheus.yml")
     check_config_files(stack, "prometheus", where, cfg, config_dir)
@@ -464,6 +477,17 @@ def check_targets(stack):
         host = stack.host_path("prometheus", container)
         if check(host is not None, where, f"rule_files {pattern}: {container} is not mounted in compose"):
             check(bool(glob.glob(host)), where, f"rule_files {pattern}: matches no file ({stack.rel(host)})")
+
+
+def check_topology(stack):
+    """Every program of the topology is a compose service that listens on the ports declared for it."""
+    for service, ports in sorted(stack.service_ports.items()):
+        if not check(service in stack.services, TOPOLOGY, f"compose service {service} does not exist"):
+            continue
+        missing = ports - stack.listen_ports(service)
+        check(not missing, f"service {service}",
+              f"does not listen on {sorted(missing)}, its ports in {TOPOLOGY} "
+              f"(listening: {sorted(stack.listen_ports(service))})")
 
 
 def check_grafana(stack):
@@ -737,6 +761,7 @@ def main():
         stack = Stack(json.load(f), args.repo)
 
     check_services(stack)
+    check_topology(stack)
     check_targets(stack)
     check_grafana(stack)
     check_alertmanager(stack)

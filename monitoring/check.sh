@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Static and unit checks of the monitoring configuration; needs no running stack:
 #   1. promtool check config on a temporary directory laid out like the native stack's (a symlink to
-#      monitoring/prometheus/prometheus.yml, rules -> alerts/, generated targets/<job>.yml) and on one laid out like
-#      compose's (targets -> compose/prometheus/targets/); every file_sd file the config names must exist in both;
+#      monitoring/prometheus/prometheus.yml, rules -> alerts/, targets/<job>.yml from native/topology.env) and on
+#      one laid out like compose's (targets -> compose/prometheus/targets/); every file_sd file the config names
+#      must exist in both;
 #   2. promtool check rules alerts/*.yml, and monitoring/lint-rules.py (naming, labels, annotations, test and
 #      routing coverage);
 #   3. promtool test rules alerts/tests/*.yml;
@@ -60,27 +61,30 @@ install_missing
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/monitoring-check.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-# The file_sd files prometheus.yml names (targets/<job>.yml), and the port each job has natively.
+# The file_sd files prometheus.yml names (targets/<job>.yml).
 target_files() { grep -oE 'targets/[A-Za-z0-9_-]+\.yml' "$ROOT/monitoring/prometheus/prometheus.yml" | sort -u; }
-native_port() {
-  case $1 in
-    app) echo 8081 ;; redis) echo 9121 ;; postgres) echo 9187 ;; node) echo 9100 ;; process) echo 9256 ;;
-    prometheus) echo 9090 ;; alertmanager | alertmanager-api) echo 9093 ;; inbox) echo 8082 ;; *) return 1 ;;
-  esac
+# The native targets as native/up.sh writes them: the topology's list (native/topology.env, generated from
+# monitoring/topology.yml), at the default ports.
+native_targets() {
+  local dir=$1 entry rest var
+  (
+    # shellcheck source=../native/topology.env
+    source "$ROOT/native/topology.env"
+    for entry in $STACK_TARGETS; do
+      rest=${entry#*=} var=${entry##*:}
+      printf -- "- targets: ['%s:%s']\n" "${rest%:*}" "${!var}" >> "$dir/targets/${entry%%=*}.yml"
+    done
+  )
 }
 
 check_config() {
-  local env=$1 dir=$TMP/$1 f job ok=0
+  local env=$1 dir=$TMP/$1 f ok=0
   mkdir -p "$dir"
   ln -s "$ROOT/monitoring/prometheus/prometheus.yml" "$dir/prometheus.yml"
   ln -s "$ROOT/alerts" "$dir/rules"
   if [ "$env" = native ]; then
     mkdir "$dir/targets"
-    for f in $(target_files); do
-      job=$(basename "$f" .yml)
-      native_port "$job" >/dev/null || { log "no native port known for $f"; ok=1; continue; }
-      printf -- "- targets: ['127.0.0.1:%s']\n" "$(native_port "$job")" > "$dir/$f"
-    done
+    native_targets "$dir"
   else
     ln -s "$ROOT/compose/prometheus/targets" "$dir/targets"
   fi

@@ -8,17 +8,9 @@ STATE_DIR=${STATE_DIR:-/var/tmp/sre-stack}
 # `make test` runs its own stack here, emptied at the start of every run (native/test.sh says why).
 TEST_STATE_DIR=${TEST_STATE_DIR:-/var/tmp/sre-stack-test}
 
-APP_PORT=${APP_PORT:-8080}
-APP_ADMIN_PORT=${APP_ADMIN_PORT:-8081}
-INBOX_PORT=${INBOX_PORT:-8082}
-PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
-ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
-REDIS_PORT=${REDIS_PORT:-6379}
-PG_PORT=${PG_PORT:-5432}
-REDIS_EXPORTER_PORT=${REDIS_EXPORTER_PORT:-9121}
-PG_EXPORTER_PORT=${PG_EXPORTER_PORT:-9187}
-NODE_EXPORTER_PORT=${NODE_EXPORTER_PORT:-9100}
-PROCESS_EXPORTER_PORT=${PROCESS_EXPORTER_PORT:-9256}
+# The ports (each overridable from the environment: APP_PORT=18080 ...), the programs in start order and
+# Prometheus's targets, generated from monitoring/topology.yml (`make generate`).
+source "$REPO_ROOT/native/topology.env"
 
 # Every credential of the stack is a file here, made at the first `make up` by native/secrets.sh (README,
 # "Security"); the URLs below carry the ones that must be in a URL, once load_secrets has read them.
@@ -45,8 +37,7 @@ INBOX_WEBHOOK_TOKEN_FILE=${INBOX_WEBHOOK_TOKEN_FILE:-$SECRETS_DIR/webhook.token}
 STACK_SECRETS_DIR=$SECRETS_DIR
 PROMETHEUS_PASSWORD_FILE=$SECRETS_DIR/web.password
 
-export REPO_ROOT STATE_DIR TEST_STATE_DIR APP_PORT APP_ADMIN_PORT INBOX_PORT PROMETHEUS_PORT ALERTMANAGER_PORT REDIS_PORT PG_PORT \
-  REDIS_EXPORTER_PORT PG_EXPORTER_PORT NODE_EXPORTER_PORT PROCESS_EXPORTER_PORT SECRETS_DIR STACK_SECRETS_DIR PROMETHEUS_PASSWORD_FILE \
+export REPO_ROOT STATE_DIR TEST_STATE_DIR SECRETS_DIR STACK_SECRETS_DIR PROMETHEUS_PASSWORD_FILE \
   PG_BIN CARGO_TARGET_DIR BIN_DIR APP_LISTEN_ADDR APP_ADMIN_ADDR APP_ADMIN_TOKEN_FILE APP_LOG_FORMAT \
   APP_FAULT_INJECTION_ENABLED INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE INBOX_WEBHOOK_TOKEN_FILE
 
@@ -69,9 +60,6 @@ load_secrets() {
 redis_admin() { REDISCLI_AUTH=$(tr -d '\n' <"$SECRETS_DIR/redis-admin.password") redis-cli -p "$REDIS_PORT" --user admin "$@"; }
 # curl with the web credentials of Prometheus and Alertmanager (read from a file by curl, not from argv).
 curl_web() { curl --netrc-file <(printf 'default login admin password %s\n' "$(tr -d '\n' <"$SECRETS_DIR/web.password")") "$@"; }
-
-# Every program the supervisor runs, in start order.
-STACK_PROGRAMS="postgres redis app inbox redis_exporter postgres_exporter node_exporter process_exporter alertmanager prometheus"
 
 supervisorctl_() { supervisorctl -c "$REPO_ROOT/native/supervisord.conf" "$@"; }
 log() { printf '[native] %s\n' "$*" >&2; }

@@ -14,12 +14,11 @@ source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
-# Prints every port of the stack that answers on loopback.
+# Prints every port of the stack (each listener of the topology, native/topology.env) that answers on loopback.
 answering_ports() {
-  local port
-  for port in $APP_PORT $APP_ADMIN_PORT $INBOX_PORT $PROMETHEUS_PORT $ALERTMANAGER_PORT $REDIS_PORT $PG_PORT \
-      $REDIS_EXPORTER_PORT $PG_EXPORTER_PORT $NODE_EXPORTER_PORT $PROCESS_EXPORTER_PORT; do
-    if port_open "$port"; then echo "$port"; fi
+  local var
+  for var in $STACK_PORT_VARS; do
+    if port_open "${!var}"; then echo "${!var}"; fi
   done
 }
 stop_stack() {

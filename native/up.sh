@@ -48,27 +48,36 @@ prepare_state() {
   # used as is; another INBOX_PORT gets a copy with only that address changed (Alertmanager 0.25 cannot read a
   # webhook URL from a file), so a second stack on other ports never pages the first one's inbox.
   local am_config="$REPO_ROOT/monitoring/alertmanager/alertmanager.yml"
-  if [ "$INBOX_PORT" = 8082 ]; then
+  if grep -q "http://127.0.0.1:$INBOX_PORT/hook/" "$am_config"; then
     ln -sfn "$am_config" "$STATE_DIR/alertmanager/alertmanager.yml"
   else
     rm -f "$STATE_DIR/alertmanager/alertmanager.yml"
-    sed "s#http://127.0.0.1:8082/#http://127.0.0.1:$INBOX_PORT/#g" "$am_config" > "$STATE_DIR/alertmanager/alertmanager.yml"
+    sed -E "s#http://127\.0\.0\.1:[0-9]+/hook/#http://127.0.0.1:$INBOX_PORT/hook/#g" "$am_config" \
+      > "$STATE_DIR/alertmanager/alertmanager.yml"
   fi
-  local job port
-  while read -r job port; do
-    printf -- "- targets: ['127.0.0.1:%s']\n" "$port" > "$STATE_DIR/prometheus/targets/$job.yml.tmp"
-    mv "$STATE_DIR/prometheus/targets/$job.yml.tmp" "$STATE_DIR/prometheus/targets/$job.yml"
-  done <<TARGETS
-app $APP_ADMIN_PORT
-redis $REDIS_EXPORTER_PORT
-postgres $PG_EXPORTER_PORT
-node $NODE_EXPORTER_PORT
-process $PROCESS_EXPORTER_PORT
-prometheus $PROMETHEUS_PORT
-alertmanager $ALERTMANAGER_PORT
-alertmanager-api $ALERTMANAGER_PORT
-inbox $INBOX_PORT
-TARGETS
+  write_targets
+}
+
+# Prometheus's file_sd files, from the topology's list (native/topology.env): one target per entry, at this
+# stack's port (the variable the entry names, as overridden). Each file is replaced whole, so Prometheus never
+# reads half of one; a file no longer listed is removed.
+write_targets() {
+  local dir=$STATE_DIR/prometheus/targets entry file rest addr var f
+  local -A targets=()
+  for entry in $STACK_TARGETS; do
+    file=${entry%%=*} rest=${entry#*=}
+    addr=${rest%:*} var=${rest##*:}
+    targets[$file]+="${targets[$file]:+, }'$addr:${!var}'"
+  done
+  for file in "${!targets[@]}"; do
+    printf -- "- targets: [%s]\n" "${targets[$file]}" > "$dir/$file.yml.tmp"
+    mv "$dir/$file.yml.tmp" "$dir/$file.yml"
+  done
+  for f in "$dir"/*.yml; do
+    [ -e "$f" ] || continue
+    file=$(basename "$f" .yml)
+    [ -n "${targets[$file]+set}" ] || rm -f "$f"
+  done
 }
 
 init_postgres() {
@@ -139,14 +148,18 @@ ensure_binaries() {
   (cd "$REPO_ROOT" && cargo build --workspace --bins --quiet)
 }
 
+# The port that says a program is up (native/topology.env's STACK_PROGRAM_PORTS names its variable).
 port_of() {
-  case $1 in
-    postgres) echo "$PG_PORT" ;; redis) echo "$REDIS_PORT" ;; app) echo "$APP_PORT" ;; inbox) echo "$INBOX_PORT" ;;
-    redis_exporter) echo "$REDIS_EXPORTER_PORT" ;; postgres_exporter) echo "$PG_EXPORTER_PORT" ;;
-    node_exporter) echo "$NODE_EXPORTER_PORT" ;; process_exporter) echo "$PROCESS_EXPORTER_PORT" ;;
-    alertmanager) echo "$ALERTMANAGER_PORT" ;; prometheus) echo "$PROMETHEUS_PORT" ;;
-    *) log "unknown program '$1' (known: $STACK_PROGRAMS)"; exit 2 ;;
-  esac
+  local entry
+  for entry in $STACK_PROGRAM_PORTS; do
+    if [ "${entry%%=*}" = "$1" ]; then
+      local var=${entry#*=}
+      echo "${!var}"
+      return 0
+    fi
+  done
+  log "unknown program '$1' (known: $STACK_PROGRAMS)"
+  exit 2
 }
 
 wait_ready() {

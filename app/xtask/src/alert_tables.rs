@@ -13,7 +13,7 @@ mod slo;
 
 use std::path::Path;
 
-use crate::generated::{replace_region_text, Error, Output};
+use crate::generated::{replace_region_in, Error, Output};
 use routing::Routing;
 use rules::Rule;
 
@@ -38,10 +38,10 @@ pub fn generate(root: &Path) -> Result<Vec<Output>, Error> {
     let alerts = alert_rows(&rules, &routing);
 
     let readme = read(root, README)?;
-    let readme = replace_region_text(&readme, README, "alerts", &grouped_table(&alerts, &routing))?;
-    let readme = replace_region_text(&readme, README, "slos", &slo_table(&slos, &routing))?;
+    let readme = replace_region_in(&readme, README, "alerts", &grouped_table(&alerts, &routing))?;
+    let readme = replace_region_in(&readme, README, "slos", &slo_table(&slos, &routing))?;
     let index = read(root, RUNBOOK_INDEX)?;
-    let index = replace_region_text(&index, RUNBOOK_INDEX, "alerts", &full_table(&alerts, ""))?;
+    let index = replace_region_in(&index, RUNBOOK_INDEX, "alerts", &full_table(&alerts, ""))?;
     Ok(vec![
         Output {
             path: README.into(),

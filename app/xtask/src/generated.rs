@@ -15,8 +15,6 @@ pub struct Output {
     pub contents: String,
 }
 
-// Used by the generators as they are added; allowed until the first one is.
-#[allow(dead_code)]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
@@ -30,6 +28,7 @@ pub enum Error {
 /// Every generator, in the order they run. Each reads its sources under `root`.
 pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
+    outputs.extend(crate::topology::generate(root)?);
     outputs.extend(crate::alert_tables::generate(root)?);
     Ok(outputs)
 }
@@ -96,6 +95,7 @@ fn write_or_check(root: &Path, outputs: Vec<Output>, check: bool) -> Result<Repo
     Ok(report)
 }
 
+// For generators of whole-file regions; the topology's generator uses `replace_region_in` (two regions, one file).
 #[allow(dead_code)]
 /// Reads `path` (relative to `root`) and replaces the generated region `name` with `body`: every line between the
 /// BEGIN and END marker lines, markers kept.
@@ -107,12 +107,13 @@ pub fn replace_region(root: &Path, path: &str, name: &str, body: &str) -> Result
     })?;
     Ok(Output {
         path: PathBuf::from(path),
-        contents: replace_region_text(&text, path, name, body)?,
+        contents: replace_region_in(&text, path, name, body)?,
     })
 }
 
-/// [`replace_region`] on text already read, for a file with several regions (`path` names it in errors).
-pub fn replace_region_text(text: &str, path: &str, name: &str, body: &str) -> Result<String, Error> {
+/// [`replace_region`] on a file's text already in hand (`path` only names it in errors): for a file with several
+/// generated regions, each replaced in the previous one's result.
+pub fn replace_region_in(text: &str, path: &str, name: &str, body: &str) -> Result<String, Error> {
     let begin = format!("BEGIN generated:{name}");
     let end = format!("END generated:{name}");
     let no_region = || Error::NoRegion {

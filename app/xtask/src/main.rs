@@ -7,6 +7,7 @@
 
 mod alert_tables;
 mod generated;
+mod topology;
 
 use std::process::ExitCode;
 

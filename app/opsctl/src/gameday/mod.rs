@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::stack::topology::Topology;
 use clap::Args;
 use tokio::sync::watch;
 use tokio::time::sleep;
@@ -32,26 +33,26 @@ use stack::{now_ms, Ctx};
 #[derive(Debug, Clone, Args)]
 pub struct GamedayArgs {
     /// The app's API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value_t = Topology::embedded().url("app", "api"))]
     pub app: String,
     /// The app's admin listener (metrics, fault injection).
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value_t = Topology::embedded().url("app", "admin"))]
     pub admin: String,
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,
-    #[arg(long, default_value = "http://127.0.0.1:9093")]
+    #[arg(long, default_value_t = Topology::embedded().url("alertmanager", "web"))]
     pub alertmanager: String,
     /// The on-call inbox.
-    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    #[arg(long, default_value_t = Topology::embedded().url("inbox", "http"))]
     pub inbox: String,
     /// Postgres: the app's database (drills lock rows and open connections; the proof reads writes back). With
     /// --secrets-dir, only its host, port and database are used: the game day logs in as the superuser `postgres`
     /// with postgres.password; without, as the URL says.
-    #[arg(long, default_value = "postgres://app:app@127.0.0.1:5432/app")]
+    #[arg(long, default_value_t = format!("postgres://app:app@{}/app", Topology::embedded().addr("postgres", "sql")))]
     pub database_url: String,
     /// Redis, host:port. With --secrets-dir, every connection first authenticates as the ACL user `admin` with
     /// redis-admin.password.
-    #[arg(long, default_value = "127.0.0.1:6379")]
+    #[arg(long, default_value_t = Topology::embedded().addr("redis", "resp").to_string())]
     pub redis_addr: String,
     /// The Redis user the app connects as (the user of its APP_REDIS_URL): the redis-errors drill takes GET from
     /// this user and gives back exactly what it took. `default` for a Redis without ACL users.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Args;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
+use stack::topology::Topology;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
@@ -26,7 +27,7 @@ use stats::{Op, Outcome, Report, ReportSetup, Sample, Stats};
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Base URL of the app's API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value_t = Topology::embedded().url("app", "api"))]
     pub url: String,
     /// Requests started per second.
     #[arg(long, default_value_t = 200.0, value_parser = positive_number)]

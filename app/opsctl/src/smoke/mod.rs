@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use ::stack::topology::Topology;
 use clap::Args;
 
 use crate::clients::{http_client, Alertmanager, Auth, Inbox, Prometheus};
@@ -27,26 +28,22 @@ use crate::secrets::{SecretFile, Secrets, WEB_USER};
 #[derive(Debug, Clone, Args)]
 pub struct SmokeArgs {
     /// Base URL of the app's API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value_t = Topology::embedded().url("app", "api"))]
     pub app: String,
     /// Base URL of the app's admin listener (/metrics).
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value_t = Topology::embedded().url("app", "admin"))]
     pub admin: String,
     /// Base URL of Prometheus.
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,
     /// Base URL of Alertmanager.
-    #[arg(long, default_value = "http://127.0.0.1:9093")]
+    #[arg(long, default_value_t = Topology::embedded().url("alertmanager", "web"))]
     pub alertmanager: String,
     /// Base URL of the on-call inbox.
-    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    #[arg(long, default_value_t = Topology::embedded().url("inbox", "http"))]
     pub inbox: String,
     /// Scrape jobs that must each have at least one target, all up.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "app,redis,postgres,node,process,prometheus,alertmanager,inbox"
-    )]
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().job_names().into_iter().map(String::from))]
     pub expect_jobs: Vec<String>,
     /// How long each waiting check (targets up, rules healthy, Alertmanager config, …) may take.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -181,5 +178,40 @@ impl Smoke<'_> {
             }
             _ => println!("ok  {link}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: SmokeArgs,
+    }
+
+    #[test]
+    fn the_defaults_are_the_topologys_addresses_and_every_scrape_job() {
+        let args = Wrapper::try_parse_from(["smoke"]).unwrap().args;
+        assert_eq!(
+            [
+                &args.app,
+                &args.admin,
+                &args.prometheus,
+                &args.alertmanager,
+                &args.inbox
+            ],
+            [
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8081",
+                "http://127.0.0.1:9090",
+                "http://127.0.0.1:9093",
+                "http://127.0.0.1:8082"
+            ]
+        );
+        assert_eq!(args.expect_jobs, Topology::embedded().job_names());
+        assert!(args.expect_jobs.len() > 1 && args.expect_jobs.contains(&"inbox".to_string()));
     }
 }

@@ -1,0 +1,323 @@
+//! Everything derived from the topology (`monitoring/topology.yml`): native/topology.env (the native scripts'
+//! default ports, start order and targets), compose's file_sd targets, and prometheus.yml's Alertmanager and scrape
+//! job blocks.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use stack::topology::{Auth, Job, Listener, Program, Topology};
+
+use crate::generated::{replace_region_in, Error, Output};
+
+const PROMETHEUS_YML: &str = "monitoring/prometheus/prometheus.yml";
+const ENV_FILE: &str = "native/topology.env";
+const COMPOSE_TARGETS: &str = "compose/prometheus/targets";
+/// The web user of Prometheus and Alertmanager and its password file, relative to prometheus.yml's directory
+/// (native/up.sh links the secrets there, compose mounts them there); native/secrets.sh makes the file.
+const WEB_AUTH: [&str; 2] = ["username: admin", "password_file: secrets/web.password"];
+
+/// Reads the declaration under `root` (not the one embedded in this binary: the generator must see an edit that
+/// has not been built yet) and returns every file derived from it.
+pub fn generate(root: &Path) -> Result<Vec<Output>, Error> {
+    let path = root.join(stack::topology::PATH);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
+    let topology = Topology::parse(&text).map_err(|e| Error::Source(e.to_string()))?;
+    outputs(root, &topology)
+}
+
+fn outputs(root: &Path, t: &Topology) -> Result<Vec<Output>, Error> {
+    let mut out = vec![Output {
+        path: ENV_FILE.into(),
+        contents: native_env(t),
+    }];
+    out.extend(compose_targets(t));
+    let path = root.join(PROMETHEUS_YML);
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
+    let text = replace_region_in(&text, PROMETHEUS_YML, "alertmanagers", &alertmanagers(t))?;
+    let text = replace_region_in(&text, PROMETHEUS_YML, "scrape-jobs", &scrape_jobs(t))?;
+    out.push(Output {
+        path: PROMETHEUS_YML.into(),
+        contents: text,
+    });
+    Ok(out)
+}
+
+const HEADER: &str = "# Generated from monitoring/topology.yml by `make generate`: edit that file, not this one.\n";
+
+fn native_env(t: &Topology) -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "# Sourced by native/env.sh. Each port is a default: the variable, set in the environment, overrides it.\n",
+    );
+    let listeners: Vec<(&Program, &Listener)> = t.native_listeners().collect();
+    let envs: Vec<&str> = listeners.iter().filter_map(|(_, l)| l.env.as_deref()).collect();
+    for (p, l) in &listeners {
+        let env = l.env.as_deref().expect("validated: every native listener has one");
+        writeln!(s, "{env}=${{{env}:-{}}}  # {} {}", l.port, p.name, l.name).unwrap();
+    }
+    writeln!(s, "export {}", envs.join(" ")).unwrap();
+    s.push_str("\n# Every program the supervisor runs, in start order.\n");
+    let programs: Vec<&str> = t.native_programs().map(|p| p.name.as_str()).collect();
+    writeln!(s, "STACK_PROGRAMS=\"{}\"", programs.join(" ")).unwrap();
+    s.push_str("# program=VARIABLE: the port that says each program is up (its first listener).\n");
+    let ready: Vec<String> = t
+        .native_programs()
+        .map(|p| format!("{}={}", p.name, p.listeners[0].env.as_deref().expect("validated")))
+        .collect();
+    writeln!(s, "STACK_PROGRAM_PORTS=\"{}\"", ready.join(" ")).unwrap();
+    s.push_str(
+        "# file=address:VARIABLE, one per host: what native/up.sh writes into Prometheus's targets/<file>.yml.\n",
+    );
+    let targets: Vec<String> = t
+        .target_files()
+        .into_iter()
+        .flat_map(|(file, p, l)| {
+            let env = l.env.as_deref().expect("validated");
+            t.addresses(p).into_iter().map(move |a| format!("{file}={a}:{env}"))
+        })
+        .collect();
+    writeln!(s, "STACK_TARGETS=\"{}\"", targets.join(" ")).unwrap();
+    s.push_str("# Every listener's port variable (the ports a stack of these scripts holds).\n");
+    writeln!(s, "STACK_PORT_VARS=\"{}\"", envs.join(" ")).unwrap();
+    s
+}
+
+const ALERTMANAGERS_ABOUT: &str =
+    "# Where Prometheus sends alerts (alerting.alertmanagers in prometheus.yml), not a scrape job.\n";
+const COMPOSE_ABOUT: &str =
+    "# Compose reaches each program by its service name; the native stack writes the same file with addresses.\n";
+
+fn compose_targets(t: &Topology) -> Vec<Output> {
+    t.target_files()
+        .into_iter()
+        .map(|(file, p, l)| {
+            let what = match t.job(file) {
+                Some(job) => format!("# Job {file}. {}\n", first_sentence(&job.about)),
+                None => ALERTMANAGERS_ABOUT.to_string(),
+            };
+            Output {
+                path: Path::new(COMPOSE_TARGETS).join(format!("{file}.yml")),
+                contents: format!(
+                    "{what}{HEADER}{COMPOSE_ABOUT}- targets: [\"{}:{}\"]\n",
+                    p.compose_service(),
+                    l.port
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Up to the first full stop that ends a sentence (the rest of a job's `about` is for prometheus.yml).
+fn first_sentence(text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.find(". ") {
+        Some(i) => text[..=i].to_string(),
+        None => text,
+    }
+}
+
+fn comment(out: &mut String, indent: &str, text: &str) {
+    for line in text.lines() {
+        writeln!(out, "{indent}# {line}").unwrap();
+    }
+}
+
+fn basic_auth(out: &mut String, indent: &str, auth: Auth) {
+    if auth == Auth::Web {
+        writeln!(out, "{indent}basic_auth:").unwrap();
+        for line in WEB_AUTH {
+            writeln!(out, "{indent}  {line}").unwrap();
+        }
+    }
+}
+
+fn file_sd(out: &mut String, indent: &str, file: &str) {
+    writeln!(out, "{indent}file_sd_configs:\n{indent}  - files: [targets/{file}.yml]").unwrap();
+}
+
+/// The body of the `alertmanagers` region: inside `alerting.alertmanagers[0]`.
+fn alertmanagers(t: &Topology) -> String {
+    let mut s = String::new();
+    basic_auth(&mut s, "      ", t.alertmanagers.auth);
+    file_sd(&mut s, "      ", &t.alertmanagers.targets);
+    s
+}
+
+/// The body of the `scrape-jobs` region: the items of `scrape_configs`.
+fn scrape_jobs(t: &Topology) -> String {
+    let mut s = String::new();
+    for (i, job) in t.jobs.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        scrape_job(&mut s, job);
+    }
+    s
+}
+
+fn scrape_job(s: &mut String, job: &Job) {
+    comment(s, "  ", &job.about);
+    if job.auth == Auth::Web {
+        comment(
+            s,
+            "  ",
+            "It answers nothing without the web credentials (--web.config.file), /metrics included.",
+        );
+    }
+    writeln!(s, "  - job_name: {}", job.name).unwrap();
+    if let Some(timeout) = &job.scrape_timeout {
+        writeln!(s, "    scrape_timeout: {timeout}").unwrap();
+    }
+    basic_auth(s, "    ", job.auth);
+    file_sd(s, "    ", &job.name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+hosts: {local: 127.0.0.1}
+programs:
+  - name: app
+    hosts: [local]
+    listeners:
+      - {name: api, port: 8080, env: APP_PORT, published: true}
+      - {name: admin, port: 8081, env: APP_ADMIN_PORT}
+  - name: alertmanager
+    hosts: [local]
+    compose: am
+    listeners: [{name: web, port: 9093, env: ALERTMANAGER_PORT}]
+alertmanagers: {targets: alertmanager-api, program: alertmanager, listener: web, auth: web}
+jobs:
+  - name: app
+    program: app
+    listener: admin
+    scrape_timeout: 3s
+    about: |-
+      The app. Its admin
+      listener.
+  - {name: alertmanager, program: alertmanager, listener: web, auth: web, about: Alertmanager.}
+"#;
+
+    const PROMETHEUS: &str = "global: {}\nalerting:\n  alertmanagers:\n    - timeout: 4s\n      \
+        # BEGIN generated:alertmanagers\n      old\n      # END generated:alertmanagers\n\
+        scrape_configs:\n  # BEGIN generated:scrape-jobs\n  old\n  # END generated:scrape-jobs\n";
+
+    fn generated() -> Vec<Output> {
+        // One directory per call: the tests run in parallel.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("xtask-topology-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(root.join("monitoring/prometheus")).unwrap();
+        std::fs::write(root.join(PROMETHEUS_YML), PROMETHEUS).unwrap();
+        let out = outputs(&root, &Topology::parse(SMALL).unwrap()).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        out
+    }
+
+    fn contents<'a>(out: &'a [Output], path: &str) -> &'a str {
+        &out.iter()
+            .find(|o| o.path == Path::new(path))
+            .unwrap_or_else(|| panic!("no {path}"))
+            .contents
+    }
+
+    #[test]
+    fn the_native_env_has_each_port_as_an_overridable_default_and_the_target_list() {
+        let out = generated();
+        let env = contents(&out, ENV_FILE);
+        assert!(
+            env.contains("\nAPP_ADMIN_PORT=${APP_ADMIN_PORT:-8081}  # app admin\n"),
+            "{env}"
+        );
+        assert!(
+            env.contains("\nexport APP_PORT APP_ADMIN_PORT ALERTMANAGER_PORT\n"),
+            "{env}"
+        );
+        assert!(env.contains("\nSTACK_PROGRAMS=\"app alertmanager\"\n"), "{env}");
+        assert!(
+            env.contains("\nSTACK_PROGRAM_PORTS=\"app=APP_PORT alertmanager=ALERTMANAGER_PORT\"\n"),
+            "{env}"
+        );
+        assert!(
+            env.contains(
+                "\nSTACK_TARGETS=\"app=127.0.0.1:APP_ADMIN_PORT alertmanager=127.0.0.1:ALERTMANAGER_PORT \
+                 alertmanager-api=127.0.0.1:ALERTMANAGER_PORT\"\n"
+            ),
+            "{env}"
+        );
+    }
+
+    #[test]
+    fn compose_targets_name_the_service_and_the_port() {
+        let out = generated();
+        let app = contents(&out, "compose/prometheus/targets/app.yml");
+        assert!(app.starts_with("# Job app. The app.\n"), "{app}");
+        assert!(app.ends_with("\n- targets: [\"app:8081\"]\n"), "{app}");
+        let am = contents(&out, "compose/prometheus/targets/alertmanager-api.yml");
+        assert!(am.ends_with("\n- targets: [\"am:9093\"]\n"), "{am}");
+        assert_eq!(
+            out.len(),
+            1 + 3 + 1,
+            "the env file, one target file per job and the Alertmanagers', prometheus.yml"
+        );
+    }
+
+    #[test]
+    fn prometheus_yml_gets_both_blocks_and_keeps_the_rest() {
+        let out = generated();
+        let yml = contents(&out, PROMETHEUS_YML);
+        let expected = "global: {}\nalerting:\n  alertmanagers:\n    - timeout: 4s\n      \
+            # BEGIN generated:alertmanagers\n      \
+            basic_auth:\n        username: admin\n        password_file: secrets/web.password\n      \
+            file_sd_configs:\n        - files: [targets/alertmanager-api.yml]\n      \
+            # END generated:alertmanagers\n\
+            scrape_configs:\n  # BEGIN generated:scrape-jobs\n  \
+            # The app. Its admin\n  # listener.\n  - job_name: app\n    scrape_timeout: 3s\n    \
+            file_sd_configs:\n      - files: [targets/app.yml]\n\n  \
+            # Alertmanager.\n  \
+            # It answers nothing without the web credentials (--web.config.file), /metrics included.\n  \
+            - job_name: alertmanager\n    basic_auth:\n      username: admin\n      \
+            password_file: secrets/web.password\n    file_sd_configs:\n      - files: [targets/alertmanager.yml]\n  \
+            # END generated:scrape-jobs\n";
+        assert_eq!(yml, expected);
+    }
+
+    #[test]
+    fn the_repositorys_generated_files_parse_as_yaml() {
+        // The real declaration through the real prometheus.yml: the result must still be one YAML document
+        // whose jobs are the declared ones.
+        let root = stack::repo_root();
+        let out = generate(&root).unwrap();
+        let yml: serde_yaml_ng::Value = serde_yaml_ng::from_str(contents(&out, PROMETHEUS_YML)).unwrap();
+        let jobs: Vec<&str> = yml["scrape_configs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(jobs, Topology::embedded().job_names());
+    }
+
+    #[test]
+    fn alertmanagers_webhooks_post_to_the_inbox_at_its_declared_port() {
+        // alertmanager.yml is hand-written (Alertmanager 0.25 reads no URL from a file); native/up.sh rewrites
+        // only a port overridden from the environment, so the file must name the topology's default.
+        let root = stack::repo_root();
+        let text = std::fs::read_to_string(root.join(stack::topology::PATH)).unwrap();
+        let inbox = Topology::parse(&text).unwrap().addr("inbox", "http");
+        let config = std::fs::read_to_string(root.join("monitoring/alertmanager/alertmanager.yml")).unwrap();
+        let hooks: Vec<&str> = config
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once("://").and_then(|(_, rest)| rest.split_once("/hook/")))
+            .map(|(authority, _)| authority)
+            .collect();
+        assert!(!hooks.is_empty(), "alertmanager.yml posts to no /hook/");
+        for authority in hooks {
+            assert_eq!(authority, inbox.to_string(), "a webhook of alertmanager.yml");
+        }
+    }
+}
