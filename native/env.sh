@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings of the native stack: sourced by every script in native/ and by the Makefile's recipes.
 # Each value can be overridden from the environment; defaults match .env.example and the compose stack.
 
@@ -15,7 +16,7 @@ source "$REPO_ROOT/native/topology.env"
 # Every credential of the stack is a file here, made at the first `make up` by native/secrets.sh (README,
 # "Security"); the URLs below carry the ones that must be in a URL, once load_secrets has read them.
 SECRETS_DIR=${SECRETS_DIR:-$STATE_DIR/secrets}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)}
+PG_BIN=${PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}
 
 # Binaries of the workspace; debug builds are enough for a local stack and build twice as fast here.
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -51,7 +52,7 @@ load_secrets() {
   done
   APP_DATABASE_URL=postgres://app:$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")@127.0.0.1:$PG_PORT/app
   APP_REDIS_URL=redis://app:$(tr -d '\n' <"$SECRETS_DIR/redis-app.password")@127.0.0.1:$REDIS_PORT
-  PG_EXPORTER_DSN=postgresql://postgres_exporter:$(tr -d '\n' <"$SECRETS_DIR/pg-exporter.password")@127.0.0.1:$PG_PORT/app?sslmode=disable
+  PG_EXPORTER_DSN="postgresql://postgres_exporter:$(tr -d '\n' <"$SECRETS_DIR/pg-exporter.password")@127.0.0.1:$PG_PORT/app?sslmode=disable"
   REDIS_EXPORTER_USER=exporter
   REDIS_EXPORTER_PASSWORD=$(tr -d '\n' <"$SECRETS_DIR/redis-exporter.password")
   export APP_DATABASE_URL APP_REDIS_URL PG_EXPORTER_DSN REDIS_EXPORTER_USER REDIS_EXPORTER_PASSWORD
