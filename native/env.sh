@@ -16,7 +16,7 @@ source "$REPO_ROOT/native/topology.env"
 # Every credential of the stack is a file here, made at the first `make up` by native/secrets.sh (README,
 # "Security"); the URLs below carry the ones that must be in a URL, once load_secrets has read them.
 SECRETS_DIR=${SECRETS_DIR:-$STATE_DIR/secrets}
-PG_BIN=${PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}
+PG_BIN=${PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)}
 
 # Binaries of the workspace; debug builds are enough for a local stack and build twice as fast here.
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
