@@ -1,15 +1,38 @@
-//! `xtask`: the repository's developer tasks. `generate` writes every generated file from its one source;
-//! `generate --check` writes nothing and fails when a file on disk differs from what would be generated (`make
-//! check` runs it, so a hand edit of a generated file, or a source change without `make generate`, fails CI).
-//!
-//! Each generator is a module returning [`generated::Output`]s; a new one is a module and a line in
-//! [`generated::all`].
+//! `xtask`: the repository's developer tasks.
+//! - `generate` writes every generated file from its one source; `generate --check` writes nothing and fails
+//!   when a file on disk differs from what would be generated (`make check` runs it, so a hand edit of a
+//!   generated file, or a source change without `make generate`, fails CI). Each generator is a module returning
+//!   [`generated::Output`]s; a new one is a module and a line in [`generated::all`].
+//! - `lint` checks the monitoring sources without a stack: rules, their tests and routing, runbooks, alert
+//!   tables, dashboards, Grafana's provisioning, and that every metric they use is declared. One module per
+//!   concern; PromQL is parsed only in [`promql`].
+//! - `live` checks them against a running Prometheus: metric names exist, panels return data.
 
+mod dashboards;
+mod exists;
+mod finding;
 mod generated;
+mod grafana;
+mod known;
+mod links;
+mod live;
+mod promql;
+mod promtool;
+mod provisioning;
+mod repo;
+mod rules;
+mod runbooks;
+mod tables;
+mod uses;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::finding::Findings;
+use crate::repo::Repo;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "The repository's generator and static checks")]
@@ -26,6 +49,65 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Static checks of rules, rule tests, routing table, runbooks, alert tables, dashboards and provisioning,
+    /// and that every metric they use is declared. Exit 1 on any finding.
+    Lint {
+        /// Also parse every dashboard query and runbook block with this promtool (`promtool check rules`).
+        #[arg(long, value_name = "PATH")]
+        promtool: Option<PathBuf>,
+    },
+    /// Checks against a running Prometheus: every metric used exists, every job pinned has series, every panel
+    /// query is accepted (and, with --require-data, returns data). Exit 1 on a finding, 2 when Prometheus cannot
+    /// be queried.
+    Live {
+        /// Base URL of Prometheus, e.g. http://127.0.0.1:9090.
+        #[arg(long, value_name = "URL")]
+        prometheus: String,
+        /// File holding Prometheus's basic-auth password for user admin (default: $PROMETHEUS_PASSWORD_FILE,
+        /// which native/env.sh sets).
+        #[arg(long, value_name = "FILE", env = "PROMETHEUS_PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
+        /// Fail panels whose queries all return nothing (run after traffic, when every panel should have data).
+        #[arg(long)]
+        require_data: bool,
+        /// Value of $__rate_interval.
+        #[arg(long, default_value = "1m")]
+        rate_interval: String,
+        /// Value of $__interval, also the step of range queries.
+        #[arg(long, default_value = "15s")]
+        interval: String,
+        /// Value of $__range, also the window of range queries.
+        #[arg(long, default_value = "5m")]
+        range: String,
+        /// Seconds per HTTP request.
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
+    },
+}
+
+/// Every static check, in the order they print.
+fn lint(repo: &Repo) -> Vec<(&'static str, Findings)> {
+    vec![
+        ("files", Findings(repo.unreadable.clone())),
+        ("rules", rules::check(repo)),
+        ("runbooks", runbooks::check(repo)),
+        ("links", links::check(repo)),
+        ("tables", tables::check(repo)),
+        ("dashboards", dashboards::check(repo)),
+        ("provisioning", provisioning::check(repo)),
+        ("metrics", exists::check(repo)),
+    ]
+}
+
+fn print(checks: &[(&str, Findings)]) -> usize {
+    let mut total = 0;
+    for (name, found) in checks {
+        for f in &found.0 {
+            println!("FAIL [{name}] {f}");
+        }
+        total += found.0.len();
+    }
+    total
 }
 
 fn main() -> ExitCode {
@@ -46,5 +128,81 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Lint { promtool } => {
+            let repo = Repo::load(&root);
+            let mut checks = lint(&repo);
+            if let Some(p) = &promtool {
+                checks.push(("promtool", promtool::check(&repo, p)));
+            }
+            let total = print(&checks);
+            println!(
+                "lint: {} alerts, {} recording rules, {} dashboards, {} runbooks, {} expressions; {total} finding(s){}",
+                repo.alerts().len(),
+                repo.records().len(),
+                repo.dashboards.len(),
+                repo.runbooks.len(),
+                uses::all(&repo, &grafana::Builtins::live("1m", "15s", "5m").expect("valid")).len(),
+                if promtool.is_some() {
+                    ""
+                } else {
+                    " (no --promtool: queries parsed by promql-parser only)"
+                }
+            );
+            if total == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Live {
+            prometheus,
+            password_file,
+            require_data,
+            rate_interval,
+            interval,
+            range,
+            timeout,
+        } => {
+            let fail = |e: String| {
+                eprintln!("xtask live: {e}");
+                ExitCode::from(2)
+            };
+            let builtins = match grafana::Builtins::live(&rate_interval, &interval, &range) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let password = match password_file.map(std::fs::read_to_string).transpose() {
+                Ok(p) => p.map(|p| p.trim().to_owned()),
+                Err(e) => return fail(format!("cannot read the password file: {e}")),
+            };
+            let prom = match live::Prometheus::new(&prometheus, password, Duration::from_secs(timeout)) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return fail(e.to_string()),
+            };
+            let repo = Repo::load(&root);
+            let opts = live::Options { require_data, builtins };
+            match runtime.block_on(live::run(&repo, &prom, &opts)) {
+                Err(e) => fail(format!("{prometheus}: {e}")),
+                Ok(out) => {
+                    let total = print(&[("files", Findings(repo.unreadable.clone())), ("live", out.findings)]);
+                    for w in &out.warnings {
+                        println!("WARN {w}");
+                    }
+                    for n in &out.notes {
+                        println!("note {n}");
+                    }
+                    println!("{} against {prometheus}; {total} finding(s)", out.summary);
+                    if total == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
     }
 }
