@@ -79,7 +79,7 @@ if [ "${GAMEDAY:-1}" = 1 ]; then
 else
   echo "skipped (GAMEDAY=0)"
   "$BIN_DIR/opsctl" load --url "http://127.0.0.1:$APP_PORT" --rate 50 --duration 40s --keys 200
-  /usr/bin/python3 dashboards/check/live-check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
+  "$BIN_DIR/xtask" live --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
 fi
 
 step "Rust tests (real Postgres and Redis of the stack)"
@@ -89,7 +89,8 @@ NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
 
 
 step "consistency of alerts, runbooks, dashboards and the live metric names"
-monitoring/consistency/check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
+"$BIN_DIR/xtask" lint
+"$BIN_DIR/xtask" live --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
 
 if [ "${KEEP_STACK:-0}" != 1 ]; then
   step "make down stops every program and leaves nothing listening"

@@ -52,6 +52,10 @@ enum Command {
     /// Static checks of rules, rule tests, routing table, runbooks, alert tables, dashboards and provisioning,
     /// and that every metric they use is declared. Exit 1 on any finding.
     Lint {
+        /// Run only these checks (default: all): rules, runbooks, links, tables, dashboards, provisioning,
+        /// metrics. Unreadable files are always reported.
+        #[arg(value_name = "CHECK", value_parser = clap::builder::PossibleValuesParser::new(CHECKS))]
+        only: Vec<String>,
         /// Also parse every dashboard query and runbook block with this promtool (`promtool check rules`).
         #[arg(long, value_name = "PATH")]
         promtool: Option<PathBuf>,
@@ -85,18 +89,36 @@ enum Command {
     },
 }
 
-/// Every static check, in the order they print.
-fn lint(repo: &Repo) -> Vec<(&'static str, Findings)> {
-    vec![
-        ("files", Findings(repo.unreadable.clone())),
-        ("rules", rules::check(repo)),
-        ("runbooks", runbooks::check(repo)),
-        ("links", links::check(repo)),
-        ("tables", tables::check(repo)),
-        ("dashboards", dashboards::check(repo)),
-        ("provisioning", provisioning::check(repo)),
-        ("metrics", exists::check(repo)),
-    ]
+/// The static checks, in the order they run and print.
+const CHECKS: [&str; 7] = [
+    "rules",
+    "runbooks",
+    "links",
+    "tables",
+    "dashboards",
+    "provisioning",
+    "metrics",
+];
+
+/// Runs the static checks named in `only` (all when it is empty).
+fn lint(repo: &Repo, only: &[String]) -> Vec<(&'static str, Findings)> {
+    let mut out = vec![("files", Findings(repo.unreadable.clone()))];
+    for name in CHECKS
+        .into_iter()
+        .filter(|c| only.is_empty() || only.iter().any(|o| o == c))
+    {
+        let found = match name {
+            "rules" => rules::check(repo),
+            "runbooks" => runbooks::check(repo),
+            "links" => links::check(repo),
+            "tables" => tables::check(repo),
+            "dashboards" => dashboards::check(repo),
+            "provisioning" => provisioning::check(repo),
+            _ => exists::check(repo),
+        };
+        out.push((name, found));
+    }
+    out
 }
 
 fn print(checks: &[(&str, Findings)]) -> usize {
@@ -128,21 +150,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Lint { promtool } => {
+        Command::Lint { only, promtool } => {
             let repo = Repo::load(&root);
-            let mut checks = lint(&repo);
+            let mut checks = lint(&repo, &only);
             if let Some(p) = &promtool {
                 checks.push(("promtool", promtool::check(&repo, p)));
             }
             let total = print(&checks);
+            let ran: Vec<&str> = checks.iter().skip(1).map(|(name, _)| *name).collect();
             println!(
-                "lint: {} alerts, {} recording rules, {} dashboards, {} runbooks, {} expressions; {total} finding(s){}",
+                "lint ({}): {} alerts, {} recording rules, {} dashboards, {} runbooks, {} expressions; {total} finding(s){}",
+                ran.join(", "),
                 repo.alerts().len(),
                 repo.records().len(),
                 repo.dashboards.len(),
                 repo.runbooks.len(),
                 uses::all(&repo, &grafana::Builtins::live("1m", "15s", "5m").expect("valid")).len(),
-                if promtool.is_some() {
+                if promtool.is_some() || !ran.contains(&"dashboards") {
                     ""
                 } else {
                     " (no --promtool: queries parsed by promql-parser only)"
@@ -204,5 +228,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_runs_only_the_checks_named_and_always_reports_unreadable_files() {
+        let repo = repo::tests::real();
+        let names = |only: &[&str]| -> Vec<&str> {
+            let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+            lint(&repo, &only).into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(names(&["tables", "rules"]), ["files", "rules", "tables"]);
+        assert_eq!(names(&[]).len(), CHECKS.len() + 1);
+    }
+
+    #[test]
+    fn the_real_repository_passes_every_static_check() {
+        let found: Vec<_> = lint(&repo::tests::real(), &[])
+            .into_iter()
+            .flat_map(|(_, f)| f.0)
+            .collect();
+        assert!(found.is_empty(), "{found:#?}");
     }
 }
