@@ -415,4 +415,9 @@ mod tests {
         let found = with_dashboard(|d| first_panel(d)["targets"][0]["expr"] = json!("increase(up[$__range])"));
         assert!(found.mention("increase() must take [$__rate_interval]"));
     }
+
+    #[test]
+    fn a_panel_without_an_integer_id_is_caught() {
+        assert!(with_dashboard(|d| first_panel(d)["id"] = json!("a")).mention("panel without an integer id"));
+    }
 }

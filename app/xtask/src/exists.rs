@@ -14,7 +14,7 @@ use crate::uses;
 /// For each use, the metric names it reads that `exists` rejects; expressions that do not parse are findings.
 pub fn unknown_metrics(repo: &Repo, exists: impl Fn(&str) -> bool, why: &str) -> Findings {
     let mut out = Findings::default();
-    let builtins = Builtins::live("1m", "15s", "5m").expect("valid durations");
+    let builtins = Builtins::default();
     for u in uses::all(repo, &builtins) {
         match promql::analyze(&u.expr) {
             Err(e) => out.add(&u.place, format!("does not parse: {e}")),
@@ -55,7 +55,7 @@ pub fn check(repo: &Repo) -> Findings {
 
 /// Every metric name the repository's expressions read (for the live check's summary).
 pub fn used_metrics(repo: &Repo) -> BTreeSet<String> {
-    let builtins = Builtins::live("1m", "15s", "5m").expect("valid durations");
+    let builtins = Builtins::default();
     uses::all(repo, &builtins)
         .iter()
         .filter_map(|u| promql::analyze(&u.expr).ok())

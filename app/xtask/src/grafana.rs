@@ -113,8 +113,20 @@ pub struct Builtins {
     pub range: String,
 }
 
+/// What the live check sends by default, and what the static checks expand: a 1 m rate window, 15 s steps, the
+/// last 5 minutes.
+impl Default for Builtins {
+    fn default() -> Self {
+        Builtins {
+            rate_interval: "1m".into(),
+            interval: "15s".into(),
+            range: "5m".into(),
+        }
+    }
+}
+
 impl Builtins {
-    /// What the live check sends by default: a 1 m rate window, 15 s steps, the last 5 minutes.
+    /// Built-ins of the given values; `Err` names the one that is not a PromQL duration.
     pub fn live(rate_interval: &str, interval: &str, range: &str) -> Result<Builtins, String> {
         for d in [rate_interval, interval, range] {
             parse_duration(d).map_err(|e| format!("{d:?} is not a duration: {e}"))?;
@@ -126,14 +138,15 @@ impl Builtins {
         })
     }
 
-    pub fn seconds(d: &str) -> Duration {
+    /// A duration already validated by [`Builtins::live`] (zero for anything else).
+    pub fn duration(d: &str) -> Duration {
         parse_duration(d).unwrap_or_default()
     }
 }
 
 /// `expr` as Grafana would send it. An unknown variable becomes `.*`, as a multi-value "All" would.
 pub fn substitute(expr: &str, template: &BTreeMap<String, Option<String>>, b: &Builtins) -> String {
-    let ms = |d: &str| Builtins::seconds(d).as_millis().to_string();
+    let ms = |d: &str| Builtins::duration(d).as_millis().to_string();
     VARIABLE
         .replace_all(expr, |c: &Captures| {
             let name = c.name("braced").or(c.name("plain")).map_or("", |m| m.as_str());
@@ -143,7 +156,7 @@ pub fn substitute(expr: &str, template: &BTreeMap<String, Option<String>>, b: &B
                 "__interval" => b.interval.clone(),
                 "__interval_ms" => ms(&b.interval),
                 "__range" => b.range.clone(),
-                "__range_s" => Builtins::seconds(&b.range).as_secs().to_string(),
+                "__range_s" => Builtins::duration(&b.range).as_secs().to_string(),
                 "__range_ms" => ms(&b.range),
                 _ => match template.get(name) {
                     Some(Some(v)) => v.clone(),

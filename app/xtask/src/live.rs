@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::exists::unknown_metrics;
 use crate::finding::Findings;
-use crate::grafana::Builtins;
+use crate::grafana::{self, Builtins};
 use crate::promql;
 use crate::repo::Repo;
 use crate::uses;
@@ -190,14 +190,14 @@ pub async fn run(repo: &Repo, prom: &Prometheus, opts: &Options) -> Result<Outco
         }
     }
 
-    let range = Builtins::seconds(&opts.builtins.range);
-    let step = Builtins::seconds(&opts.builtins.interval);
+    let range = Builtins::duration(&opts.builtins.range);
+    let step = Builtins::duration(&opts.builtins.interval);
     let mut panels: BTreeMap<(String, String), Panel> = BTreeMap::new();
     for d in &repo.dashboards {
         let uid = d.json.get("uid").and_then(|u| u.as_str()).unwrap_or(&d.path).to_owned();
-        let template = crate::grafana::template_values(&d.json);
-        for q in crate::grafana::queries(&d.json).into_iter().filter(|q| !q.hidden()) {
-            let expr = crate::grafana::substitute(q.expr, &template, &opts.builtins);
+        let template = grafana::template_values(&d.json);
+        for q in grafana::queries(&d.json).into_iter().filter(|q| !q.hidden()) {
+            let expr = grafana::substitute(q.expr, &template, &opts.builtins);
             let title = q.panel.get("title").and_then(|t| t.as_str()).unwrap_or("").to_owned();
             let p = panels.entry((uid.clone(), q.panel_id())).or_insert_with(|| Panel {
                 title,
@@ -321,6 +321,12 @@ mod tests {
                     ("200 OK", serde_json::json!({"status": "success", "data": names}))
                 } else if path.starts_with("/api/v1/label/job/values") {
                     ("200 OK", serde_json::json!({"status": "success", "data": jobs}))
+                } else if path.contains("reject_me") {
+                    let body = serde_json::json!({"status": "error", "errorType": "bad_data", "error": "no way"});
+                    ("400 Bad Request", body)
+                } else if path.contains("empty_me") {
+                    let data = serde_json::json!({"resultType": "vector", "result": []});
+                    ("200 OK", serde_json::json!({"status": "success", "data": data}))
                 } else {
                     let series = serde_json::json!([{"metric": {}, "value": [0, "1"]}]);
                     (
@@ -356,7 +362,10 @@ mod tests {
     }
 
     fn run_against(url: &str, password: &str, require_data: bool) -> Result<Outcome, String> {
-        let repo = crate::repo::tests::real();
+        run_repo(&crate::repo::tests::real(), url, password, require_data)
+    }
+
+    fn run_repo(repo: &Repo, url: &str, password: &str, require_data: bool) -> Result<Outcome, String> {
         let prom = Prometheus::new(url, Some(password.into()), Duration::from_secs(10)).unwrap();
         let opts = Options {
             require_data,
@@ -366,7 +375,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(run(&repo, &prom, &opts))
+        runtime.block_on(run(repo, &prom, &opts))
     }
 
     #[test]
@@ -399,5 +408,34 @@ mod tests {
         let (names, jobs) = used(&crate::repo::tests::real());
         let err = run_against(&fake_prometheus(names, jobs), "wrong", false).unwrap_err();
         assert!(err.contains("cannot query Prometheus"), "{err}");
+    }
+
+    #[test]
+    fn a_query_prometheus_rejects_and_a_panel_without_data_are_caught() {
+        let mut repo = crate::repo::tests::real();
+        let (names, jobs) = used(&repo);
+        let url = fake_prometheus(names, jobs);
+        let panels = repo.dashboards[0].json["panels"].as_array_mut().unwrap();
+        let mut with_queries = panels.iter_mut().filter(|p| p.get("targets").is_some());
+        with_queries.next().unwrap()["targets"] = serde_json::json!([{"refId": "A", "expr": "up + reject_me"}]);
+        with_queries.next().unwrap()["targets"] = serde_json::json!([{"refId": "A", "expr": "empty_me"}]);
+        let out = run_repo(&repo, &url, "secret", true).unwrap();
+        assert!(
+            out.findings.mention("query A: bad_data: no way"),
+            "{:#?}",
+            out.findings.0
+        );
+        assert!(
+            out.findings.mention("no data from any query: A: empty_me"),
+            "{:#?}",
+            out.findings.0
+        );
+        assert!(
+            out.summary.contains("1 without data, 1 with query errors"),
+            "{}",
+            out.summary
+        );
+        let out = run_repo(&repo, &url, "secret", false).unwrap();
+        assert!(!out.findings.mention("no data from any query") && out.warnings.len() == 1);
     }
 }

@@ -165,7 +165,7 @@ fn main() -> ExitCode {
                 repo.records().len(),
                 repo.dashboards.len(),
                 repo.runbooks.len(),
-                uses::all(&repo, &grafana::Builtins::live("1m", "15s", "5m").expect("valid")).len(),
+                uses::all(&repo, &grafana::Builtins::default()).len(),
                 if promtool.is_some() || !ran.contains(&"dashboards") {
                     ""
                 } else {

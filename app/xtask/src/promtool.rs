@@ -8,14 +8,14 @@ use std::process::Command;
 use crate::finding::Findings;
 use crate::grafana::Builtins;
 use crate::repo::Repo;
-use crate::uses::{self, Use};
+use crate::uses::{self, Kind, Use};
 
 /// The expressions promtool is asked about: everything but the rules.
 pub fn expressions(repo: &Repo) -> Vec<Use> {
-    let builtins = Builtins::live("1m", "15s", "5m").expect("valid durations");
+    let builtins = Builtins::default();
     uses::all(repo, &builtins)
         .into_iter()
-        .filter(|u| !u.place.contains(" rule "))
+        .filter(|u| u.kind != Kind::Rule)
         .collect()
 }
 
@@ -85,6 +85,7 @@ mod tests {
     #[test]
     fn the_rule_file_quotes_every_expression() {
         let exprs = vec![Use {
+            kind: Kind::Runbook,
             place: "p".into(),
             expr: "sum(x{a=\"b\"})\n  / 2".into(),
         }];

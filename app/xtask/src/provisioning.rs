@@ -159,4 +159,14 @@ mod tests {
             Some("/var/lib/grafana/dashboards")
         );
     }
+
+    #[test]
+    fn missing_provisioning_files_and_no_file_provider_are_caught() {
+        let mut repo = real();
+        repo.datasources.clear();
+        repo.providers[0].value = yaml("providers: [{name: p, type: other}]");
+        let found = check(&repo);
+        assert!(found.mention("datasources/: no provisioning file"));
+        assert!(found.mention("no file dashboard provider"));
+    }
 }

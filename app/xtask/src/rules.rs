@@ -353,4 +353,30 @@ mod tests {
             .join("\n");
         assert!(check(&repo).mention("no row routing"));
     }
+
+    #[test]
+    fn no_alerting_rule_at_all_is_caught() {
+        let mut repo = real();
+        for f in &mut repo.rules {
+            for g in &mut f.groups {
+                g.rules.retain(|r| r.alert.is_none());
+            }
+        }
+        assert!(check(&repo).mention("no alerting rules found"));
+    }
+
+    #[test]
+    fn an_expression_test_that_does_not_parse_is_caught() {
+        let mut repo = real();
+        let group = repo
+            .rule_tests
+            .iter_mut()
+            .flat_map(|t| t.tests.iter_mut())
+            .find(|g| g.promql_expr_test.is_some());
+        let case = crate::repo::ExprCase {
+            expr: "sum(job:x:rate5m".into(),
+        };
+        group.unwrap().promql_expr_test.as_mut().unwrap().push(case);
+        assert!(check(&repo).mention("does not parse"));
+    }
 }

@@ -11,8 +11,17 @@ use crate::repo::Repo;
 
 static PROMQL_BLOCK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)```promql\n(.*?)```").unwrap());
 
+/// Where an expression comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rule,
+    Dashboard,
+    Runbook,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Use {
+    pub kind: Kind,
     pub place: String,
     pub expr: String,
 }
@@ -23,6 +32,7 @@ pub fn all(repo: &Repo, builtins: &Builtins) -> Vec<Use> {
     for (path, rule) in repo.all_rules() {
         let name = rule.alert.as_deref().or(rule.record.as_deref()).unwrap_or("?");
         out.push(Use {
+            kind: Kind::Rule,
             place: format!("{path} rule {name}"),
             expr: rule.expr.clone(),
         });
@@ -31,6 +41,7 @@ pub fn all(repo: &Repo, builtins: &Builtins) -> Vec<Use> {
     for runbook in &repo.runbooks {
         for block in runbook_blocks(&runbook.text) {
             out.push(Use {
+                kind: Kind::Runbook,
                 place: format!("{} promql block", runbook.path),
                 expr: block.to_owned(),
             });
@@ -46,6 +57,7 @@ pub fn dashboard_queries(repo: &Repo, builtins: &Builtins) -> Vec<Use> {
         let template = grafana::template_values(&d.json);
         for q in grafana::queries(&d.json).into_iter().filter(|q| !q.hidden()) {
             out.push(Use {
+                kind: Kind::Dashboard,
                 place: format!("{} panel {} query {}", d.path, q.panel_id(), q.ref_id()),
                 expr: grafana::substitute(q.expr, &template, builtins),
             });
@@ -68,9 +80,9 @@ mod tests {
 
     #[test]
     fn rules_dashboards_and_runbooks_all_contribute() {
-        let uses = all(&real(), &Builtins::live("1m", "15s", "5m").unwrap());
-        for kind in [" rule ", " panel ", " promql block"] {
-            assert!(uses.iter().any(|u| u.place.contains(kind)), "no use from{kind}");
+        let uses = all(&real(), &Builtins::default());
+        for kind in [Kind::Rule, Kind::Dashboard, Kind::Runbook] {
+            assert!(uses.iter().any(|u| u.kind == kind), "no use from {kind:?}");
         }
         assert!(uses.iter().all(|u| !u.expr.contains("$__")), "unexpanded built-in");
     }
