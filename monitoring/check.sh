@@ -4,7 +4,7 @@
 #      monitoring/prometheus/prometheus.yml, rules -> alerts/, targets/<job>.yml from native/topology.env) and on
 #      one laid out like compose's (targets -> compose/prometheus/targets/); every file_sd file the config names
 #      must exist in both;
-#   2. promtool check rules alerts/*.yml, and monitoring/lint-rules.py (naming, labels, annotations, test and
+#   2. promtool check rules alerts/*.yml, and `xtask lint rules` (naming, labels, annotations, test and
 #      routing coverage);
 #   3. promtool test rules alerts/tests/*.yml;
 #   4. amtool check-config of alertmanager.yml, and of a copy with every commented integration example enabled;
@@ -141,7 +141,7 @@ check_routes() {
 step "promtool check config (native layout)" check_config native
 step "promtool check config (compose layout)" check_config compose
 step "promtool check rules" promtool check rules "$ROOT"/alerts/*.yml
-step "rule conventions and test coverage" "$PY" "$ROOT/monitoring/lint-rules.py"
+step "rule conventions and test coverage" cargo run -q --manifest-path "$ROOT/Cargo.toml" -p xtask -- lint rules
 step "promtool test rules" promtool test rules "$ROOT"/alerts/tests/*.yml
 step "amtool check-config" amtool check-config "$AM_CONFIG"
 step "amtool check-config (integration examples enabled)" check_examples

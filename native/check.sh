@@ -23,6 +23,8 @@ run "compose file (static)" compose/check.sh
 run "dashboards against Grafana's schema" dashboards/check/schema-check.sh
 # The Rust steps last: the first builds the workspace (a few minutes on a fresh machine).
 run "generated files are up to date (make generate)" cargo run -q -p xtask -- generate --check
+run "rules, runbooks, dashboards: conventions, links, every metric used is declared (PromQL parsed)" \
+  cargo run -q -p xtask -- lint --promtool "$(command -v promtool)"
 # The service's integration tests (tests/api, tests/outage) need the stack's Postgres and Redis: `make test`
 # runs them. Everything else here is unit tests, or tests with in-process servers and throwaway binaries.
 run "unit tests of the service" cargo test -p app --lib --bins --quiet

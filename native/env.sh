@@ -33,8 +33,8 @@ INBOX_LISTEN_ADDR=${INBOX_LISTEN_ADDR:-127.0.0.1:$INBOX_PORT}
 INBOX_RUNBOOKS_DIR=${INBOX_RUNBOOKS_DIR:-$REPO_ROOT/runbooks}
 INBOX_DATA_FILE=${INBOX_DATA_FILE:-$STATE_DIR/inbox/notifications.jsonl}
 INBOX_WEBHOOK_TOKEN_FILE=${INBOX_WEBHOOK_TOKEN_FILE:-$SECRETS_DIR/webhook.token}
-# opsctl (smoke, game day) reads every credential it needs from here; the Python checks of the live Prometheus
-# (dashboards, consistency) read its web password from the file.
+# opsctl (smoke, game day) reads every credential it needs from here; `xtask live` (the checks of the live
+# Prometheus) reads its web password from the file.
 STACK_SECRETS_DIR=$SECRETS_DIR
 PROMETHEUS_PASSWORD_FILE=$SECRETS_DIR/web.password
 

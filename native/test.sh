@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole test suite (`make test`): the fast tier (native/check.sh, `make check`), then it starts the
 # native stack and runs the smoke test, the local-user attacks, the game day, the service's integration tests and
-# the consistency checks against it, then stops the stack
+# the live metric check against it, then stops the stack
 # (KEEP_STACK=1 leaves it running; GAMEDAY=0 replaces the half-hour game day by a short load and the panel check).
 #
 # The stack under test is its own, in TEST_STATE_DIR, emptied first: the alerts are judged by what Prometheus
@@ -70,7 +70,7 @@ if [ "${GAMEDAY:-1}" = 1 ]; then
 else
   echo "skipped (GAMEDAY=0)"
   "$BIN_DIR/opsctl" load --url "http://127.0.0.1:$APP_PORT" --rate 50 --duration 40s --keys 200
-  /usr/bin/python3 dashboards/check/live-check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
+  "$BIN_DIR/xtask" live --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
 fi
 
 step "the service's integration tests (real Postgres and Redis of the stack; make check ran the rest)"
@@ -79,8 +79,8 @@ cargo test -p app --test api --test outage --quiet
 NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
 
 
-step "consistency of alerts, runbooks, dashboards and the live metric names"
-monitoring/consistency/check.py --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
+step "every metric a rule, dashboard or runbook uses exists in what Prometheus scraped (make check linted them)"
+"$BIN_DIR/xtask" live --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
 
 if [ "${KEEP_STACK:-0}" != 1 ]; then
   step "make down stops every program and leaves nothing listening"

@@ -3,16 +3,18 @@
 #   1. JSON Schema validation against Grafana's own dashboard type: @grafana/schema (the TypeScript types Grafana
 #      generates from its CUE kinds) is turned into a JSON Schema by ts-json-schema-generator (gen-schema.js), and
 #      check-jsonschema validates each dashboard against it. Unknown or misspelt keys fail: the schema is closed.
-#   2. The structural lint (lint.py): uids, datasource variable, units, $__rate_interval, the panel ids alerts link
-#      to, metric names; with promtool on PATH, every query is also parsed by promtool.
-#   3. Grafana's provisioning (provisioning-check.py): the `prometheus` data source, and a read-only dashboard
+#   2. The structural lint (`xtask lint dashboards metrics`): uids, datasource variable, units, $__rate_interval,
+#      the panel ids alerts link to, metric names declared; every query parsed (promql-parser, and promtool too
+#      when it is on PATH).
+#   3. Grafana's provisioning (`xtask lint provisioning`): the `prometheus` data source, and a read-only dashboard
 #      provider whose path is where compose mounts dashboards/.
 #
 #   dashboards/check/schema-check.sh          exit status 0 when everything passes, 1 otherwise
 #
 # Installs what is missing, pinned: the npm tools from package-lock.json (`npm ci`) and check-jsonschema from
 # requirements.txt into dashboards/check/.venv. Needs node >= 18, npm and python3 (with venv); set PYTHON to use
-# another interpreter. The live counterpart, against a running Prometheus, is live-check.py.
+# another interpreter; steps 2 and 3 need cargo. The live counterpart, against a running Prometheus, is
+# `cargo run -q -p xtask -- live --prometheus URL --require-data`.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -64,17 +66,14 @@ else
   say "schema: FAILED"; status=1
 fi
 
-# --- 2. structural lint ------------------------------------------------------------------------------------------
+# --- 2. structural lint and 3. provisioning ----------------------------------------------------------------------
 lint_args=()
 if command -v promtool >/dev/null; then
   lint_args+=(--promtool "$(command -v promtool)")
 else
-  say "promtool not on PATH: queries are linted but not parsed (apt-get install prometheus)"
+  say "promtool not on PATH: queries are parsed by promql-parser only (apt-get install prometheus)"
 fi
-"$python" "$here/lint.py" "${lint_args[@]}" "$dashboards" || status=1
-
-# --- 3. provisioning ---------------------------------------------------------------------------------------------
-"$venv/bin/python" "$here/provisioning-check.py" || status=1
+cargo run -q --manifest-path "$dashboards/../Cargo.toml" -p xtask -- lint dashboards provisioning metrics "${lint_args[@]}" || status=1
 
 if [ "$status" -eq 0 ]; then say "dashboards: all checks passed"; else say "dashboards: FAILED"; fi
 exit "$status"

@@ -77,7 +77,7 @@ pub struct GamedayArgs {
     /// The dashboards' live check; `{prometheus}` is replaced by --prometheus.
     #[arg(
         long,
-        default_value = "/usr/bin/python3 dashboards/check/live-check.py --prometheus {prometheus} --require-data"
+        default_value = "cargo run -q -p xtask -- live --prometheus {prometheus} --require-data"
     )]
     pub dashboards_check: String,
     /// Where the inventory goes (gameday.md and gameday.json).
