@@ -4,6 +4,8 @@
 //!
 //! One module per fact file; a new fact is a new module and one line below.
 
+pub mod slo;
+
 use std::path::{Path, PathBuf};
 
 /// The repository's root, for tools run from a checkout (`xtask`): the declared files live at fixed paths under it.

@@ -29,8 +29,8 @@ pub enum Error {
 
 /// Every generator, in the order they run. Each reads its sources under `root`.
 pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
-    let outputs = Vec::new();
-    let _ = root;
+    let mut outputs = Vec::new();
+    outputs.extend(crate::slo::generate(root)?);
     Ok(outputs)
 }
 

@@ -6,6 +6,7 @@
 //! [`generated::all`].
 
 mod generated;
+mod slo;
 
 use std::process::ExitCode;
 
