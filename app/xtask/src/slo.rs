@@ -477,3 +477,31 @@ alerts:
         );
     }
 }
+
+/// Checks of the rest of the repository against the spec.
+#[cfg(test)]
+mod stack_tests {
+    use stack::slo::Window;
+
+    /// A rate over a window reads only the samples Prometheus kept: with its default retention (15 days), the 30-day
+    /// SLIs and budgets would silently cover 15 days.
+    #[test]
+    fn every_prometheus_of_the_stack_keeps_samples_for_the_whole_slo_period() {
+        let root = stack::repo_root();
+        let period = &stack::slo::spec().period;
+        for file in ["native/supervisord.conf", "compose/docker-compose.yml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let retention = text
+                .split(|c: char| c.is_whitespace())
+                .find_map(|word| word.strip_prefix("--storage.tsdb.retention.time="))
+                .unwrap_or_else(|| {
+                    panic!("{file}: Prometheus runs with the default retention (15d), under the SLO period {period}")
+                });
+            let retention: Window = retention.parse().unwrap();
+            assert!(
+                retention >= *period,
+                "{file}: Prometheus keeps {retention}, under the SLO period {period}"
+            );
+        }
+    }
+}
