@@ -239,6 +239,11 @@ impl Spec {
         format!("{}:requests:rate{}", self.service, self.windows()[0])
     }
 
+    /// The counter of every request the SLOs count, with the selector: `metric{job="app", ...}`.
+    pub fn total(&self) -> String {
+        self.select(&self.requests.total)
+    }
+
     /// `metric{matchers}` with the requests' selector put first among the matchers.
     pub fn select(&self, metric: &str) -> String {
         let selector = &self.requests.selector;
@@ -353,6 +358,13 @@ impl Slo {
         }
     }
 
+    /// The SLI's counter (bad requests for `errors`, good ones for `good`) with the requests' selector.
+    pub fn counter(&self, spec: &Spec) -> String {
+        match self.sli() {
+            Sli::Errors(metric) | Sli::Good(metric) => spec.select(metric),
+        }
+    }
+
     /// The recording rule of the bad-request ratio over `window`, e.g. `app:latency_slow:ratio_rate1h`.
     pub fn ratio_record(&self, spec: &Spec, window: &Window) -> String {
         format!("{}:{}:ratio_rate{window}", spec.service, self.record)
@@ -402,6 +414,11 @@ mod tests {
         let spec = Spec::parse(SMALL).unwrap();
         assert_eq!(spec.select("m"), r#"m{job="app"}"#);
         assert_eq!(spec.select(r#"m{le="0.25"}"#), r#"m{job="app", le="0.25"}"#);
+        assert_eq!(spec.total(), r#"t{job="app"}"#);
+        assert_eq!(
+            spec.slo("availability").unwrap().counter(&spec),
+            r#"e{job="app", code="5xx"}"#
+        );
     }
 
     #[test]
