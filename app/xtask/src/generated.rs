@@ -31,6 +31,7 @@ pub enum Error {
 pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
     outputs.extend(crate::slo::generate(root)?);
+    outputs.extend(crate::slo_dashboard::generate(root)?);
     Ok(outputs)
 }
 

@@ -7,6 +7,7 @@
 
 mod generated;
 mod slo;
+mod slo_dashboard;
 
 use std::process::ExitCode;
 
