@@ -32,6 +32,7 @@ pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
     outputs.extend(crate::slo::generate(root)?);
     outputs.extend(crate::slo_dashboard::generate(root)?);
+    outputs.extend(crate::slo_runbooks::generate(root)?);
     Ok(outputs)
 }
 
@@ -97,7 +98,6 @@ fn write_or_check(root: &Path, outputs: Vec<Output>, check: bool) -> Result<Repo
     Ok(report)
 }
 
-#[allow(dead_code)]
 /// Reads `path` (relative to `root`) and replaces the generated region `name` with `body`: every line between the
 /// BEGIN and END marker lines, markers kept.
 pub fn replace_region(root: &Path, path: &str, name: &str, body: &str) -> Result<Output, Error> {

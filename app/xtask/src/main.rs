@@ -8,6 +8,7 @@
 mod generated;
 mod slo;
 mod slo_dashboard;
+mod slo_runbooks;
 
 use std::process::ExitCode;
 
