@@ -291,6 +291,16 @@ impl Spec {
                     slo.objective
                 ));
             }
+            // The rules write the budget with 12 decimals.
+            if slo.error_budget() < 1e-9 {
+                return Err(format!(
+                    "{at}: objective {}: leaves no error budget to alert on",
+                    slo.objective
+                ));
+            }
+            if let Some(key) = slo.annotations.keys().find(|k| !name_ok(k)) {
+                return Err(format!("{at}: annotation `{key}`: expected letters, digits and _"));
+            }
             if slo.errors.is_some() == slo.good.is_some() {
                 return Err(format!("{at}: expected exactly one of `errors` and `good`"));
             }
@@ -440,7 +450,7 @@ mod tests {
 
     #[test]
     fn an_objective_outside_zero_and_one_is_refused() {
-        for bad in ["1", "0", "99.9", "-0.5"] {
+        for bad in ["1", "0", "99.9", "-0.5", "0.9999999999"] {
             assert!(invalid("objective: 0.999", &format!("objective: {bad}")).contains("objective"));
         }
     }
@@ -460,6 +470,11 @@ mod tests {
     fn an_sli_needs_exactly_one_of_errors_and_good() {
         assert!(invalid("    errors: 'e{code=\"5xx\"}'\n", "").contains("exactly one"));
         assert!(invalid("    errors: 'e{code=\"5xx\"}'\n", "    errors: e\n    good: g\n").contains("exactly one"));
+    }
+
+    #[test]
+    fn an_annotation_name_prometheus_would_not_take_is_refused() {
+        assert!(invalid("      runbook_url:", "      runbook url:").contains("runbook url"));
     }
 
     #[test]

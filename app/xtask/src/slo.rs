@@ -284,7 +284,7 @@ fn words(text: &str) -> Vec<String> {
 /// A decimal as people write it: 0.001 rather than 1 - 0.999's 0.0010000000000000009, 6 rather than 6.0.
 pub(crate) fn number(x: f64) -> String {
     let mut s = String::new();
-    let _ = write!(s, "{x:.10}");
+    let _ = write!(s, "{x:.12}");
     let trimmed = s.trim_end_matches('0').trim_end_matches('.');
     trimmed.to_owned()
 }
