@@ -320,6 +320,18 @@ impl Spec {
                 }
             }
         }
+        // Rule names carry the window as written: `60m` and `1h` would name two rules of which one is recorded.
+        let all: Vec<&Window> = self
+            .alerts
+            .iter()
+            .flat_map(|t| t.pairs.iter().flat_map(|p| [&p.long, &p.short]))
+            .chain([&self.period])
+            .collect();
+        for (a, b) in all.iter().flat_map(|a| all.iter().map(move |b| (a, b))) {
+            if a.seconds == b.seconds && a.text != b.text {
+                return Err(format!("windows `{a}` and `{b}` are the same length: write it one way"));
+            }
+        }
         for (i, tier) in self.alerts.iter().enumerate() {
             let at = format!("alerts[{i}] ({})", tier.severity);
             if tier.severity.is_empty() || self.alerts[..i].iter().any(|t| t.severity == tier.severity) {
@@ -460,6 +472,7 @@ mod tests {
         assert!(invalid("long: 1h", "long: 1 hour").contains("1 hour"));
         assert!(invalid("short: 5m", "short: 2h").contains("shorter"));
         assert!(invalid("long: 1h", "long: 60d").contains("period"));
+        assert!(invalid("short: 5m", "short: 5m }\n      - { long: 60m, short: 5m, factor: 6").contains("one way"));
         assert!(invalid("factor: 14.4", "factor: 0").contains("factor"));
         // 2000x a 0.001 budget is an error ratio of 2: the alert could never fire.
         assert!(invalid("factor: 14.4", "factor: 2000").contains("no service"));
