@@ -472,7 +472,8 @@ mod tests {
         assert!(invalid("long: 1h", "long: 1 hour").contains("1 hour"));
         assert!(invalid("short: 5m", "short: 2h").contains("shorter"));
         assert!(invalid("long: 1h", "long: 60d").contains("period"));
-        assert!(invalid("short: 5m", "short: 5m }\n      - { long: 60m, short: 5m, factor: 6").contains("one way"));
+        let twice = "factor: 14.4 }\n      - { long: 60m, short: 5m, factor: 6 }";
+        assert!(invalid("factor: 14.4 }", twice).contains("one way"));
         assert!(invalid("factor: 14.4", "factor: 0").contains("factor"));
         // 2000x a 0.001 budget is an error ratio of 2: the alert could never fire.
         assert!(invalid("factor: 14.4", "factor: 2000").contains("no service"));
