@@ -23,6 +23,9 @@ mod provisioning;
 mod repo;
 mod rules;
 mod runbooks;
+mod slo;
+mod slo_dashboard;
+mod slo_runbooks;
 mod topology;
 mod uses;
 

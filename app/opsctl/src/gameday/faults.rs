@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
 use super::proofs::{self, Proof};
-use super::stack::{now_ms, redis_call, redis_command, redis_info_field, Ctx, Redis, SLO_REQUESTS};
+use super::stack::{now_ms, redis_call, redis_command, redis_info_field, Ctx, Redis};
 use crate::load::{self, LoadArgs};
 
 /// The faults the catalog uses.
@@ -698,11 +698,21 @@ async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> R
     }
 }
 
-/// The SLOs' error budgets and the page legs' burn-rate thresholds (alerts/slo.yml).
-const LATENCY_BUDGET: f64 = 0.01;
-const AVAILABILITY_BUDGET: f64 = 0.001;
-const FAST_BURN: f64 = 14.4;
-const SLOW_BURN: f64 = 6.0;
+/// The SLOs the drills spend (monitoring/slos.yml, embedded by the stack crate): `latency` and `availability`.
+fn slo(name: &str) -> &'static ::stack::slo::Slo {
+    ::stack::slo::spec()
+        .slo(name)
+        .unwrap_or_else(|| panic!("monitoring/slos.yml declares no `{name}` SLO"))
+}
+
+/// The page's two legs (monitoring/slos.yml): the fast one (1h/5m at 14.4x), which the SLO drill crosses, and the
+/// slow one (6h/30m at 6x), whose short window holds the page once a fault is over.
+fn page_legs() -> (&'static ::stack::slo::Pair, &'static ::stack::slo::Pair) {
+    let page = ::stack::slo::spec()
+        .tier("critical")
+        .expect("monitoring/slos.yml declares a critical tier");
+    (&page.pairs[0], page.pairs.last().expect("a tier has a pair"))
+}
 
 /// API requests over a window, and the slow (over 0.25 s) and failed (5xx) ones among them.
 #[derive(Debug, Clone, Copy)]
@@ -713,10 +723,8 @@ struct SloWindow {
 }
 
 async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
-    let sum = |series: &str, matchers: &str| {
-        let expr = format!(
-            "sum(increase(http_server_request_duration_seconds_{series}{{{SLO_REQUESTS}{matchers}}}[{window}]))"
-        );
+    let sum = |selector: String| {
+        let expr = format!("sum(increase({selector}[{window}]))");
         async move {
             let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
             Ok::<f64, String>(
@@ -728,9 +736,10 @@ async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
             )
         }
     };
-    let requests = sum("count", "").await?;
-    let fast = sum("bucket", r#", le="0.25""#).await?;
-    let errors = sum("count", r#", http_response_status_code=~"5..""#).await?;
+    let spec = ::stack::slo::spec();
+    let requests = sum(spec.total()).await?;
+    let fast = sum(slo("latency").counter(spec)).await?;
+    let errors = sum(slo("availability").counter(spec)).await?;
     Ok(SloWindow {
         requests,
         slow: (requests - fast).max(0.0),
@@ -750,8 +759,9 @@ async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
 /// threshold in about three minutes, as far as the machine keeps up.
 async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
-    let hour = slo_window(&ctx, "1h").await?;
-    let slow_target = LATENCY_BUDGET * FAST_BURN * 1.2;
+    let (fast, _) = page_legs();
+    let hour = slo_window(&ctx, fast.long.as_str()).await?;
+    let slow_target = slo("latency").threshold(fast) * 1.2;
     let slow_needed = slow_target * hour.requests / (1.0 - slow_target);
     let ramp_rate = (slow_needed / 60.0).clamp(60.0, 400.0);
     ctx.say(&format!(
@@ -767,14 +777,21 @@ async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
     });
     let limit = Duration::from_secs(300);
     set_fault(&ctx, Some(json!({"latency_ms": 400, "duration_seconds": 1800}))).await?;
-    let latency = wait_above(&ctx, "app:latency_slow:ratio_rate1h", slow_target, limit).await?;
+    let spec = ::stack::slo::spec();
+    let latency = wait_above(&ctx, &slo("latency").ratio_record(spec, &fast.long), slow_target, limit).await?;
     set_fault(
         &ctx,
         Some(json!({"error_ratio": 0.5, "latency_ms": 400, "duration_seconds": 1800})),
     )
     .await?;
-    let error_target = AVAILABILITY_BUDGET * FAST_BURN * 1.3;
-    let errors = wait_above(&ctx, "app:availability_errors:ratio_rate1h", error_target, limit).await?;
+    let error_target = slo("availability").threshold(fast) * 1.3;
+    let errors = wait_above(
+        &ctx,
+        &slo("availability").ratio_record(spec, &fast.long),
+        error_target,
+        limit,
+    )
+    .await?;
     let _ = stop_extra.send(true);
     let _ = extra.await;
     set_fault(
@@ -809,9 +826,10 @@ pub struct Dilution {
 
 impl Dilution {
     pub async fn start(ctx: &Ctx, who: &str) -> Result<Dilution, String> {
-        let window = slo_window(ctx, "30m").await?;
-        let needed = (window.slow / (LATENCY_BUDGET * SLOW_BURN * 0.8))
-            .max(window.errors / (AVAILABILITY_BUDGET * SLOW_BURN * 0.8));
+        let (_, slow) = page_legs();
+        let window = slo_window(ctx, slow.short.as_str()).await?;
+        let needed = (window.slow / (slo("latency").threshold(slow) * 0.8))
+            .max(window.errors / (slo("availability").threshold(slow) * 0.8));
         let rate = ((needed - window.requests) / 180.0).clamp(100.0, 1000.0);
         ctx.say(&format!(
             "{who}: the 30m window holds {:.0} requests, {:.0} slow, {:.0} failed; healthy traffic at {rate:.0}/s",
@@ -1114,5 +1132,17 @@ mod tests {
         assert!(redis_command(&anonymous, &["ACL", "LIST"]).await.is_err());
         let missing = acl_command_rules(redis, "nobody").await.unwrap_err();
         assert!(missing.contains("--redis-app-user"), "{missing}");
+    }
+
+    #[test]
+    fn the_slo_drill_finds_its_slos_and_the_page_legs_in_the_spec() {
+        // The drill counts slow requests as total minus fast (a `good` SLI) and failed ones directly (`errors`).
+        assert!(matches!(slo("latency").sli(), ::stack::slo::Sli::Good(_)));
+        assert!(matches!(slo("availability").sli(), ::stack::slo::Sli::Errors(_)));
+        let (fast, slow) = page_legs();
+        assert!(fast.factor > slow.factor && fast.long < slow.long);
+        // Each threshold the drill aims at is an error ratio it can reach (50% errors, every request slow).
+        assert!(slo("availability").threshold(fast) * 1.3 < 0.5);
+        assert!(slo("latency").threshold(fast) * 1.2 < 1.0);
     }
 }

@@ -354,7 +354,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
 
 /// What the app served lately that counts against its SLOs, and where the burn rates stand.
 async fn diagnosis(ctx: &Ctx) -> String {
-    const API: &str = stack::SLO_REQUESTS;
+    let api = stack::slo_requests();
     let queries = [
         (
             "SLIs (error and slow ratios by window)",
@@ -363,18 +363,18 @@ async fn diagnosis(ctx: &Ctx) -> String {
         (
             "5xx responses in the last hour",
             format!(
-                r#"sum by (http_route, http_response_status_code) (increase(http_server_request_duration_seconds_count{{{API}, http_response_status_code=~"5.."}}[1h])) > 0"#
+                r#"sum by (http_route, http_response_status_code) (increase(http_server_request_duration_seconds_count{{{api}, http_response_status_code=~"5.."}}[1h])) > 0"#
             ),
         ),
         (
             "requests slower than 0.25 s in the last hour",
             format!(
-                r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) - sum by (http_route) (increase(http_server_request_duration_seconds_bucket{{{API}, le="0.25"}}[1h])) > 0"#
+                r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{api}}}[1h])) - sum by (http_route) (increase(http_server_request_duration_seconds_bucket{{{api}, le="0.25"}}[1h])) > 0"#
             ),
         ),
         (
             "requests in the last hour",
-            format!(r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{API}}}[1h])) > 0"#),
+            format!(r#"sum by (http_route) (increase(http_server_request_duration_seconds_count{{{api}}}[1h])) > 0"#),
         ),
     ];
     let mut out = String::from("diagnosis:");

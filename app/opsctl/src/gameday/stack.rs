@@ -32,8 +32,10 @@ pub struct Ctx {
     started: Instant,
 }
 
-/// The requests the SLOs count (alerts/slo.yml): the app's, except the health endpoints.
-pub const SLO_REQUESTS: &str = r#"job="app", http_route!~"/healthcheck|/status""#;
+/// The requests the SLOs count (monitoring/slos.yml): the app's, except the health endpoints.
+pub fn slo_requests() -> &'static str {
+    &::stack::slo::spec().requests.selector
+}
 
 /// Unix time in milliseconds: the inbox stamps notifications with the same clock.
 pub fn now_ms() -> u64 {
