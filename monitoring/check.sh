@@ -60,8 +60,27 @@ install_missing
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/monitoring-check.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-# The file_sd files prometheus.yml names (targets/<job>.yml), and the port each job has natively.
-target_files() { grep -oE 'targets/[A-Za-z0-9_-]+\.yml' "$ROOT/monitoring/prometheus/prometheus.yml" | sort -u; }
+# The file_sd files prometheus.yml names (targets/<job>.yml), scrape jobs' and Alertmanagers' alike: read with a
+# YAML parser, so a path in a comment or in another key is not taken for one.
+target_files() {
+  "$PY" - "$ROOT/monitoring/prometheus/prometheus.yml" <<'PY' | sort -u
+import sys, yaml
+
+def walk(node):
+    if isinstance(node, dict):
+        for sd in node.get("file_sd_configs") or []:
+            for path in sd.get("files") or []:
+                print(path)
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            walk(child)
+
+with open(sys.argv[1]) as f:
+    walk(yaml.safe_load(f))
+PY
+}
+# The port each job has natively.
 native_port() {
   case $1 in
     app) echo 8081 ;; redis) echo 9121 ;; postgres) echo 9187 ;; node) echo 9100 ;; process) echo 9256 ;;
