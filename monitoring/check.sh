@@ -61,8 +61,26 @@ install_missing
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/monitoring-check.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-# The file_sd files prometheus.yml names (targets/<job>.yml).
-target_files() { grep -oE 'targets/[A-Za-z0-9_-]+\.yml' "$ROOT/monitoring/prometheus/prometheus.yml" | sort -u; }
+# The file_sd files prometheus.yml names (targets/<job>.yml), scrape jobs' and Alertmanagers' alike: read with a
+# YAML parser, so a path in a comment or in another key is not taken for one.
+target_files() {
+  "$PY" - "$ROOT/monitoring/prometheus/prometheus.yml" <<'PY' | sort -u
+import sys, yaml
+
+def walk(node):
+    if isinstance(node, dict):
+        for sd in node.get("file_sd_configs") or []:
+            for path in sd.get("files") or []:
+                print(path)
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            walk(child)
+
+with open(sys.argv[1]) as f:
+    walk(yaml.safe_load(f))
+PY
+}
 # The native targets as native/up.sh writes them: the topology's list (native/topology.env, generated from
 # monitoring/topology.yml), at the default ports.
 native_targets() {

@@ -1,6 +1,9 @@
-//! Wall-clock time as Unix milliseconds and its RFC 3339 rendering; small enough not to need a date crate.
+//! Wall-clock time as Unix milliseconds, and its RFC 3339 rendering (through `humantime`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The last millisecond RFC 3339's four-digit years can write, 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_unix_ms() -> u64 {
@@ -10,37 +13,11 @@ pub fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `2026-11-22T10:00:00.123Z` for a Unix time in milliseconds (UTC).
+/// `2026-11-22T10:00:00.123Z` for a Unix time in milliseconds (UTC). Times past the year 9999 (only a damaged
+/// notification file could hold one) show as its last millisecond instead of failing the page.
 pub fn rfc3339(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01, by shifting to 400-year eras that start in March
-/// (so the leap day is the last day of the shifted year).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let at = UNIX_EPOCH + Duration::from_millis(unix_ms.min(LAST_RFC3339_MS));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]
@@ -49,9 +26,23 @@ mod tests {
 
     #[test]
     fn rfc3339_renders_known_instants() {
+        // Expected values from an independent calendar implementation (Python's datetime).
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(4_102_444_799_000), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn times_beyond_the_year_9999_are_clamped_not_a_panic() {
+        assert_eq!(rfc3339(LAST_RFC3339_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn now_renders_as_utc_with_milliseconds() {
+        let now = rfc3339(now_unix_ms());
+        assert_eq!(now.len(), "2026-11-22T10:00:00.123Z".len(), "{now}");
+        assert!(now.ends_with('Z') && now.as_bytes()[19] == b'.', "{now}");
     }
 }

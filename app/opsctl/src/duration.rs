@@ -1,50 +1,32 @@
-//! Durations on the command line: `500ms`, `60s`, `5m`, `1h`, combinations like `1m30s`, or bare seconds.
+//! Durations on the command line and in reports, through `humantime`: `500ms`, `60s`, `5m`, `1h`, `1.5s`,
+//! combinations like `1m30s` (or `1m 30s`), and bare numbers as seconds.
 
 use std::time::Duration;
 
-/// Parses a duration argument; the error says what is accepted.
+/// Parses a duration argument; the error says what went wrong and what is accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: use e.g. 500ms, 60s, 5m, 1h or 1m30s");
     let text = text.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let (number, tail) = rest.split_at(digits);
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        let unit_secs = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::try_from_secs_f64(value * unit_secs).map_err(|_| bad())?;
-        rest = tail;
-    }
-    Ok(total)
+    // humantime wants a unit; a bare number has always meant seconds here (`--timeout 5`).
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    };
+    parsed.map_err(|why| format!("invalid duration {text:?} ({why}): use e.g. 500ms, 60s, 5m, 1h or 1m30s"))
 }
 
-/// `1.5s`, `250ms`, `2m05s`: short, for reports.
+/// `250ms`, `1s 500ms`, `2m 5s`: rounded to what a reader of a report needs (milliseconds under a second, tenths of
+/// a second under a minute, whole seconds above), so humantime does not print every digit down to nanoseconds.
 pub fn format_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 1.0 {
-        format!("{:.0}ms", secs * 1000.0)
-    } else if secs < 60.0 {
-        format!("{secs:.1}s")
+    let unit = if d < Duration::from_secs(1) {
+        Duration::from_millis(1)
+    } else if d < Duration::from_secs(60) {
+        Duration::from_millis(100)
     } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
+        Duration::from_secs(1)
+    };
+    let units = (d.as_nanos() + unit.as_nanos() / 2) / unit.as_nanos();
+    let rounded = unit.saturating_mul(u32::try_from(units).unwrap_or(u32::MAX));
+    humantime::format_duration(rounded).to_string()
 }
 
 #[cfg(test)]
@@ -58,22 +40,40 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 10m "), Ok(Duration::from_secs(600)));
+        // Alertmanager's configuration writes its intervals in the same notation.
+        assert_eq!(parse_duration("4h"), Ok(Duration::from_secs(4 * 3600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds() {
         assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     }
 
     #[test]
-    fn nonsense_is_rejected_with_examples() {
-        for bad in ["", "s", "10x", "-5s", "1d", "m5"] {
+    fn nonsense_is_rejected_with_the_reason_and_examples() {
+        for bad in ["", "s", "10x", "-5s", "-5", "m5", "5 parsecs", "1e400"] {
             let err = parse_duration(bad).unwrap_err();
-            assert!(err.contains("60s"), "{bad}: {err}");
+            assert!(
+                err.contains("60s") && err.contains(&format!("{:?}", bad.trim())),
+                "{bad}: {err}"
+            );
         }
+        assert!(parse_duration("10x").unwrap_err().contains("unknown time unit"));
     }
 
     #[test]
-    fn reports_use_short_durations() {
-        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(format_duration(Duration::from_secs(125)), "2m05s");
+    fn reports_use_short_rounded_durations() {
+        assert_eq!(format_duration(Duration::from_micros(250_400)), "250ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+        assert_eq!(format_duration(Duration::from_micros(1_549_999)), "1s 500ms");
+        assert_eq!(format_duration(Duration::from_millis(125_400)), "2m 5s");
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 }

@@ -1,10 +1,14 @@
-//! The one log line per API request, formatted by hand instead of by `tracing-subscriber`'s formatter.
+//! The one log line per API request, written straight into a per-thread buffer instead of through
+//! `tracing-subscriber`'s formatter.
 //!
 //! Why: measured with perf under `make bench`, the `tracing` event for this line (field visitor, a map of the
 //! fields, serde_json, UTF-8 checks, a String per field) was the largest single cost of a `GET /helloworld`
-//! after the socket calls. The line has five known fields, so it is written straight into a per-thread buffer in
-//! the same layout the subscriber uses (same keys, same order, same timestamp format) and handed to the same
-//! batched stdout as every other line (see [`super::log_output`]).
+//! after the socket calls. The line has five known fields, so its layout is written here in place, in the layout
+//! the subscriber uses (same keys, same order, same timestamp format), and handed to the same batched stdout as
+//! every other line (see [`super::log_output`]). Only the layout is ours: every value is written by serde_json
+//! (strings escaped by it) and the timestamp by humantime. `app/bench`'s `request-log` measures the choice: this
+//! line costs about 1.8k instructions, a `#[derive(Serialize)]` struct of the same fields 4.0k and the `tracing`
+//! event 16.8k, where a whole `GET /helloworld` is about 24k (docs/performance.md).
 //!
 //! The log filter still decides: the line is written only when `tracing` has `INFO` enabled for the `app::http`
 //! target, so `APP_LOG_LEVEL=warn` (or `app::http=off`) drops it as before. Without [`install`] (tests, or a
@@ -59,8 +63,7 @@ pub fn log(line: &RequestLine<'_>) {
         return;
     }
     let Some(sink) = SINK.get() else {
-        // Nanoseconds over 1e6 rounds once, to the f64 nearest the exact decimal the hand-written line shows.
-        let latency_ms = line.latency.as_nanos() as f64 / 1e6;
+        let latency_ms = latency_ms(line.latency);
         tracing::info!(
             target: TARGET,
             method = %bounded(line.method, MAX_FIELD_CHARS),
@@ -87,145 +90,58 @@ pub fn log(line: &RequestLine<'_>) {
 /// Appends `line` as the subscriber would format it: for JSON, `{"timestamp":…,"level":"INFO","message":"request",
 /// "method":…,"route":…,"status":…,"latency_ms":…,"request_id":…,"target":"app::http"}`; for text,
 /// `<timestamp>  INFO app::http: request method=GET route="/x" status=200 latency_ms=… request_id=…`.
-/// Control characters are left to the writer, which escapes every line (see `log_output`).
-fn format_line(buf: &mut Vec<u8>, format: LogFormat, now: SystemTime, line: &RequestLine<'_>) {
+/// Only the layout is written here: the values are serde_json's (strings escaped by it) and the timestamp
+/// humantime's. Control characters that JSON allows raw are left to the writer, which escapes every line (see
+/// `log_output`). Public for the `request-log` benchmark.
+pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, now: SystemTime, line: &RequestLine<'_>) {
     let method = bounded(line.method, MAX_FIELD_CHARS);
-    match format {
-        LogFormat::Json => {
-            buf.extend_from_slice(b"{\"timestamp\":\"");
-            write_timestamp(buf, now);
-            buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"method\":\"");
-            write_json_str(buf, &method);
-            buf.extend_from_slice(b"\",\"route\":\"");
-            write_json_str(buf, line.route);
-            buf.extend_from_slice(b"\",\"status\":");
-            write_u64(buf, line.status.into(), 1);
-            buf.extend_from_slice(b",\"latency_ms\":");
-            write_latency_ms(buf, line.latency);
-            buf.extend_from_slice(b",\"request_id\":\"");
-            write_json_str(buf, line.request_id);
-            buf.extend_from_slice(b"\",\"target\":\"app::http\"}\n");
-        }
-        LogFormat::Text => {
-            write_timestamp(buf, now);
-            // The route is a string field, which the text formatter quotes; method and id are displayed as is.
-            let _ = write!(
-                buf,
-                "  INFO {TARGET}: request method={} route={:?} status={} latency_ms=",
-                method, line.route, line.status
-            );
-            write_latency_ms(buf, line.latency);
-            let _ = writeln!(buf, " request_id={}", line.request_id);
-        }
-    }
-}
-
-/// The latency in milliseconds as a decimal number, exact to the nanosecond: `0.002163`, `12.5`, `3.0`. The same
-/// digits as the shortest form of the `f64` `nanos / 1e6` that the `tracing` path logs, written without
-/// floating-point formatting.
-fn write_latency_ms(buf: &mut Vec<u8>, latency: Duration) {
-    let nanos = latency.as_nanos();
-    write_u64(buf, u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX), 1);
-    buf.push(b'.');
-    let mut fraction = (nanos % 1_000_000) as u64;
-    let mut width = 6;
-    while width > 1 && fraction.is_multiple_of(10) {
-        fraction /= 10;
-        width -= 1;
-    }
-    write_u64(buf, fraction, width);
-}
-
-/// RFC 3339 in UTC with microseconds, `2026-11-23T07:55:52.123456Z`: the subscriber's default timestamp.
-fn write_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let (year, month, day) = civil_date(secs / 86_400);
-    let of_day = secs % 86_400;
-    // Digits go into a fixed template: one copy into the line, no formatting machinery.
-    let mut text = *b"0000-00-00T00:00:00.000000Z";
-    put_digits(&mut text[0..4], year);
-    put_digits(&mut text[5..7], month);
-    put_digits(&mut text[8..10], day);
-    put_digits(&mut text[11..13], of_day / 3600);
-    put_digits(&mut text[14..16], of_day / 60 % 60);
-    put_digits(&mut text[17..19], of_day % 60);
-    put_digits(&mut text[20..26], since_epoch.subsec_micros().into());
-    buf.extend_from_slice(&text);
-}
-
-/// Fills `slot` with the last `slot.len()` decimal digits of `value`, zero-padded.
-fn put_digits(slot: &mut [u8], mut value: u64) {
-    for digit in slot.iter_mut().rev() {
-        *digit = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-}
-
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01.
-///
-/// Counts from 0000-03-01 instead, so that the leap day is the last day of its year: the date then follows from
-/// whole 400-year cycles (146097 days), years of 365 days plus the leap rules, and months of a fixed 153-day
-/// pattern per five months starting in March.
-fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
-    // 1970-01-01 is day 719468 counting from 0000-03-01.
-    let days = days_since_epoch + 719_468;
-    let cycle = days / 146_097;
-    let day_of_cycle = days % 146_097;
-    // Leap years every 4 years, except every 100, except every 400 (the last day of a cycle).
-    let year_of_cycle = (day_of_cycle - day_of_cycle / 1460 + day_of_cycle / 36_524 - day_of_cycle / 146_096) / 365;
-    let day_of_year = day_of_cycle - (365 * year_of_cycle + year_of_cycle / 4 - year_of_cycle / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
+    let written = match format {
+        LogFormat::Json => write_json(buf, now, &method, line),
+        // The route is a string field, which the text formatter quotes; method and id are displayed as is.
+        LogFormat::Text => writeln!(
+            buf,
+            "{}  INFO {TARGET}: request method={method} route={:?} status={} latency_ms={:?} request_id={}",
+            timestamp(now),
+            line.route,
+            line.status,
+            latency_ms(line.latency),
+            line.request_id
+        )
+        .map_err(serde_json::Error::io),
     };
-    let year = cycle * 400 + year_of_cycle + u64::from(month <= 2);
-    (year, month, day)
+    // Writing into a Vec cannot fail; should serde_json ever fail, no partial line is left behind.
+    if written.is_err() {
+        buf.clear();
+    }
 }
 
-/// Decimal digits of `value`, zero-padded to at least `width` (at most 20).
-fn write_u64(buf: &mut Vec<u8>, value: u64, width: usize) {
-    let mut digits = [0u8; 20];
-    let len = (value.checked_ilog10().unwrap_or(0) as usize + 1).max(width).min(20);
-    put_digits(&mut digits[..len], value);
-    buf.extend_from_slice(&digits[..len]);
+fn write_json(buf: &mut Vec<u8>, now: SystemTime, method: &str, line: &RequestLine<'_>) -> serde_json::Result<()> {
+    write!(buf, "{{\"timestamp\":\"{}", timestamp(now)).map_err(serde_json::Error::io)?;
+    buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
+    serde_json::to_writer(&mut *buf, method)?;
+    buf.extend_from_slice(b",\"route\":");
+    serde_json::to_writer(&mut *buf, line.route)?;
+    buf.extend_from_slice(b",\"status\":");
+    serde_json::to_writer(&mut *buf, &line.status)?;
+    buf.extend_from_slice(b",\"latency_ms\":");
+    serde_json::to_writer(&mut *buf, &latency_ms(line.latency))?;
+    buf.extend_from_slice(b",\"request_id\":");
+    serde_json::to_writer(&mut *buf, line.request_id)?;
+    buf.extend_from_slice(b",\"target\":\"app::http\"}\n");
+    Ok(())
 }
 
-/// The contents of a JSON string: quotes, backslashes and control characters escaped, the rest (UTF-8) as is.
-/// Request ids are visible ASCII but may hold `"` or `\`, so escaping is not optional.
-fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-        buf.extend_from_slice(bytes);
-        return;
-    }
-    let mut clean = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ],
-            _ => continue,
-        };
-        buf.extend_from_slice(&bytes[clean..i]);
-        buf.extend_from_slice(escape);
-        clean = i + 1;
-    }
-    buf.extend_from_slice(&bytes[clean..]);
+/// Nanoseconds over 1e6, rounded once: the `f64` nearest the exact number of milliseconds, as both paths log it.
+fn latency_ms(latency: Duration) -> f64 {
+    latency.as_nanos() as f64 / 1e6
+}
+
+/// RFC 3339 in UTC with microseconds, `2026-11-23T07:55:52.123456Z`: the subscriber's default timestamp. A clock
+/// set outside the years 1970 to 9999 shows as the nearer end: humantime cannot write those times (its `Display`
+/// fails, and `write!` then panics).
+fn timestamp(now: SystemTime) -> humantime::Rfc3339Timestamp {
+    let last = UNIX_EPOCH + Duration::new(253_402_300_799, 999_999_999);
+    humantime::format_rfc3339_micros(now.clamp(UNIX_EPOCH, last))
 }
 
 #[cfg(test)]
@@ -385,12 +301,7 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         let at = |secs: u64, micros: u64| {
-            let mut buf = Vec::new();
-            write_timestamp(
-                &mut buf,
-                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros),
-            );
-            String::from_utf8(buf).unwrap()
+            timestamp(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)).to_string()
         };
         // Expected values from an independent calendar implementation (Python's datetime).
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
@@ -398,35 +309,29 @@ mod tests {
         assert_eq!(at(1_795_420_552, 999_999), "2026-11-23T07:55:52.999999Z");
         assert_eq!(at(4_102_444_799, 0), "2099-12-31T23:59:59.000000Z");
         assert_eq!(at(253_402_300_799, 0), "9999-12-31T23:59:59.000000Z");
+        // Nanoseconds are cut, not rounded up into the next microsecond.
+        assert_eq!(
+            timestamp(UNIX_EPOCH + Duration::from_nanos(1_999)).to_string(),
+            "1970-01-01T00:00:00.000001Z"
+        );
     }
 
     #[test]
-    fn every_day_follows_the_one_before() {
-        // 1970 to 2400: a whole 400-year cycle plus, so every leap rule is crossed.
-        let mut previous = civil_date(0);
-        assert_eq!(previous, (1970, 1, 1));
-        for days in 1..=(431 * 366) {
-            let (y, m, d) = civil_date(days);
-            let next_day = (previous.0, previous.1, previous.2 + 1);
-            let next_month = (previous.0, previous.1 + 1, 1);
-            let next_year = (previous.0 + 1, 1, 1);
-            assert!(
-                [next_day, next_month, next_year].contains(&(y, m, d)),
-                "{previous:?} then {y}-{m}-{d}"
-            );
-            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-            assert!(d <= month_days[m as usize - 1], "{y}-{m}-{d}");
-            if (m, d) == (1, 1) {
-                assert_eq!((previous.1, previous.2), (12, 31));
-            } else if d == 1 {
-                assert_eq!(
-                    previous.2,
-                    month_days[previous.1 as usize - 1],
-                    "{previous:?} then {y}-{m}-{d}"
-                );
+    fn a_clock_outside_what_rfc3339_can_write_shows_as_the_nearer_end() {
+        let cases = [
+            (UNIX_EPOCH - Duration::from_secs(1), "1970-01-01T00:00:00.000000Z"),
+            (
+                UNIX_EPOCH + Duration::from_secs(253_402_300_800),
+                "9999-12-31T23:59:59.999999Z",
+            ),
+        ];
+        for (now, shown) in cases {
+            for format in [LogFormat::Json, LogFormat::Text] {
+                let mut buf = Vec::new();
+                format_line(&mut buf, format, now, &line());
+                let logged = String::from_utf8(buf).unwrap();
+                assert!(logged.contains(shown) && logged.ends_with('\n'), "{format:?}: {logged}");
             }
-            previous = (y, m, d);
         }
     }
 }

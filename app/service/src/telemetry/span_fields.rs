@@ -5,9 +5,10 @@
 //! builds a map of `serde_json` values and serializes it, for every span: under `make bench` that was the most
 //! expensive part of a `GET /helloworld`'s request span, which exists on every request but is read only when the
 //! request logs something (an error, a dependency warning). This one writes the object directly; the output is
-//! the same JSON.
+//! the same JSON, its strings escaped by serde_json as every other JSON string the app writes.
 
 use std::fmt::{self, Write};
+use std::io;
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
@@ -69,32 +70,24 @@ impl<W: Write> Members<'_, W> {
         if self.result.is_err() {
             return;
         }
-        let separator = if self.first { "\"" } else { ",\"" };
+        let separator = if self.first { "" } else { "," };
         self.first = false;
         self.result = self
             .out
             .write_str(separator)
-            .and_then(|()| JsonEscaped(&mut *self.out).write_str(field.name()))
-            .and_then(|()| self.out.write_str("\":"))
+            .and_then(|()| write_json_string(&mut *self.out, field.name()))
+            .and_then(|()| self.out.write_char(':'))
             .and_then(|()| value(self.out));
     }
 }
 
 impl<W: Write> Visit for Members<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |out| {
-            out.write_char('"')?;
-            JsonEscaped(&mut *out).write_str(value)?;
-            out.write_char('"')
-        });
+        self.member(field, |out| write_json_string(out, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, |out| {
-            out.write_char('"')?;
-            write!(JsonEscaped(&mut *out), "{value:?}")?;
-            out.write_char('"')
-        });
+        self.member(field, |out| write_json_string(out, format_args!("{value:?}")));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -162,38 +155,25 @@ impl<W: Write> Write for Staged<'_, W> {
     }
 }
 
-/// Writes text as the inside of a JSON string.
-struct JsonEscaped<'a, W: Write>(&'a mut W);
+/// Writes `value` (its `Display`) as a JSON string, quoted and escaped by serde_json, streamed: no `String` of it.
+fn write_json_string<W: Write>(out: &mut W, value: impl fmt::Display) -> fmt::Result {
+    let mut serializer = serde_json::Serializer::new(IoToFmt(out));
+    serde::Serializer::collect_str(&mut serializer, &value).map_err(|_| fmt::Error)
+}
 
-impl<W: Write> Write for JsonEscaped<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Every byte that needs escaping is ASCII, and ASCII bytes never occur inside a multi-byte UTF-8 sequence,
-        // so scanning bytes and slicing at them keeps the text valid.
-        let bytes = s.as_bytes();
-        if !bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return self.0.write_str(s);
-        }
-        let mut clean = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escaped = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => {
-                    self.0.write_str(&s[clean..i])?;
-                    write!(self.0, "\\u{:04x}", b)?;
-                    clean = i + 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            self.0.write_str(&s[clean..i])?;
-            self.0.write_str(escaped)?;
-            clean = i + 1;
-        }
-        self.0.write_str(&s[clean..])
+/// serde_json writes to an `io::Write`, span fields go to a `fmt::Write`. Every piece serde_json hands over is
+/// whole UTF-8 (a quote, an escape, or the text between two escapes, cut at ASCII bytes), so it converts back.
+struct IoToFmt<'a, W: Write>(&'a mut W);
+
+impl<W: Write> io::Write for IoToFmt<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.0.write_str(text).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -289,9 +269,12 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_escaped() {
+    fn strings_are_quoted_and_escaped_whole_characters_and_all() {
         let mut out = String::new();
-        JsonEscaped(&mut out).write_str("a\u{1}b\u{1f}\"").unwrap();
-        assert_eq!(out, r#"a\u0001b\u001f\""#);
+        write_json_string(&mut out, "a\u{1}b\u{1f}\"\\ é 🙂\n").unwrap();
+        assert_eq!(out, r#""a\u0001b\u001f\"\\ é 🙂\n""#);
+        let mut out = String::new();
+        write_json_string(&mut out, format_args!("{:?}", "tab\t")).unwrap();
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "\"tab\\t\"");
     }
 }

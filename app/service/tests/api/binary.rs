@@ -119,10 +119,23 @@ fn raw_controls(line: &[u8]) -> Vec<usize> {
     found
 }
 
+/// Whether `line` is the request line of the request with id `id`. JSON lines are compared field by field, since
+/// they carry `"` and `\\` escaped. (Lines logged inside the request's span, such as a dependency warning while the
+/// app's pools warm up on a loaded machine, carry the id too; they are checked like every line, not counted.)
+fn is_request_line(line: &str, id: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(json) => json["message"] == "request" && json["request_id"] == id,
+        Err(_) => line.contains(" request method=") && line.trim_end().ends_with(&format!(" request_id={id}")),
+    }
+}
+
+/// A request id a client may send (visible ASCII) that needs escaping in JSON.
+const QUOTED_ID: &str = r#"q"uo\te{"forged":1}"#;
+
 fn hostile_requests_leave_one_bounded_clean_line_each(format: &str) {
     let app = start(format);
     let long_method = "X".repeat(8000);
-    let requests = [
+    let requests: Vec<(&str, Vec<u8>)> = [
         (
             "long-method",
             format!("{long_method} /helloworld HTTP/1.1\r\nHost: x\r\nX-Request-Id: long-method\r\n"),
@@ -146,9 +159,29 @@ fn hostile_requests_leave_one_bounded_clean_line_each(format: &str) {
             "hostile-query",
             "GET /query?param=%0A%1B%5B31m HTTP/1.1\r\nHost: x\r\nX-Request-Id: hostile-query\r\n".to_owned(),
         ),
-    ];
+        (
+            "escaped-utf8",
+            "GET /get/%FF%C0%80%ED%A0%80 HTTP/1.1\r\nHost: x\r\nX-Request-Id: escaped-utf8\r\n".to_owned(),
+        ),
+        (
+            QUOTED_ID,
+            format!("GET /helloworld HTTP/1.1\r\nHost: x\r\nX-Request-Id: {QUOTED_ID}\r\n"),
+        ),
+    ]
+    .into_iter()
+    .map(|(id, request)| (id, request.into_bytes()))
+    .collect();
+    // Raw bytes that are not UTF-8 in the path: hyper refuses the request line (400) before the app sees it, so
+    // the request leaves no line at all, and nothing of it reaches the log.
+    let raw = b"GET /get/\xff\xfe\xc0 HTTP/1.1\r\nHost: x\r\nX-Request-Id: raw-utf8\r\nConnection: close\r\n\r\n";
+    let answer = app.send(raw);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400 "),
+        "{format}: {}",
+        String::from_utf8_lossy(&answer)
+    );
     for (_, request) in &requests {
-        let answer = app.send(format!("{request}Connection: close\r\n\r\n").as_bytes());
+        let answer = app.send(&[&request[..], b"Connection: close\r\n\r\n"].concat());
         assert!(
             answer.starts_with(b"HTTP/1.1 "),
             "{format}: {}",
@@ -156,8 +189,16 @@ fn hostile_requests_leave_one_bounded_clean_line_each(format: &str) {
         );
     }
     let lines = app.stop();
+    assert!(
+        !lines.iter().any(|l| String::from_utf8_lossy(l).contains("raw-utf8")),
+        "{format}: a request hyper refused was logged"
+    );
     for line in &lines {
         let text = String::from_utf8_lossy(line);
+        assert!(
+            std::str::from_utf8(line).is_ok(),
+            "{format}: a line that is not UTF-8: {text:?}"
+        );
         assert!(
             raw_controls(line).is_empty(),
             "{format}: raw control characters in {text:?}"
@@ -179,16 +220,31 @@ fn hostile_requests_leave_one_bounded_clean_line_each(format: &str) {
         let with_id: Vec<_> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
-            .filter(|l| l.contains(id))
+            .filter(|l| is_request_line(l, id))
             .collect();
         let [line] = &with_id[..] else {
-            panic!("{format}: expected one line for request {id}, got {with_id:#?}")
+            panic!("{format}: expected one request line for request {id}, got {with_id:#?}")
         };
         if *id == "long-method" {
             let method = field(line, "method").unwrap_or_default();
             assert!(
                 method.starts_with("XXXX") && method.contains("cut"),
                 "{format}: {line:.400}"
+            );
+        }
+        if format == "json" && *id == QUOTED_ID {
+            // The request line of the shipped writer, read back field by field.
+            let json: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(json["message"], "request", "{line}");
+            assert_eq!(json["target"], "app::http", "{line}");
+            assert_eq!(json["method"], "GET", "{line}");
+            assert_eq!(json["route"], "/helloworld", "{line}");
+            assert_eq!(json["status"], 200, "{line}");
+            assert!(json["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{line}");
+            let timestamp = json["timestamp"].as_str().unwrap_or_default();
+            assert!(
+                timestamp.len() == "2026-11-23T07:55:52.123456Z".len() && timestamp.ends_with('Z'),
+                "{line}"
             );
         }
     }
