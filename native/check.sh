@@ -20,7 +20,7 @@ mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 run "shellcheck" shellcheck -x -P SCRIPTDIR "${scripts[@]}"
 run "rules, rule tests, Alertmanager config, routing and inhibition" monitoring/check.sh
 run "compose file (static)" compose/check.sh
-run "dashboards against Grafana's schema" dashboards/check/schema-check.sh
+run "dashboards against Grafana's schema" dashboards/check.sh
 # The Rust steps last: the first builds the workspace (a few minutes on a fresh machine).
 run "generated files are up to date (make generate)" cargo run -q -p xtask -- generate --check
 run "rules, runbooks, dashboards: conventions, links, every metric used is declared (PromQL parsed)" \

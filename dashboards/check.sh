@@ -9,7 +9,7 @@
 #   3. Grafana's provisioning (`xtask lint provisioning`): the `prometheus` data source, and a read-only dashboard
 #      provider whose path is where compose mounts dashboards/.
 #
-#   dashboards/check/schema-check.sh          exit status 0 when everything passes, 1 otherwise
+#   dashboards/check.sh                       exit status 0 when everything passes, 1 otherwise
 #
 # Installs what is missing, pinned: the npm tools from package-lock.json (`npm ci`) and check-jsonschema from
 # requirements.txt into dashboards/check/.venv. Needs node >= 18, npm and python3 (with venv); set PYTHON to use
@@ -17,8 +17,9 @@
 # `cargo run -q -p xtask -- live --prometheus URL --require-data`.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dashboards=$(dirname "$here")
+dashboards=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The schema tools (package.json, gen-schema.js, requirements.txt) and what they install live in check/.
+here=$dashboards/check
 build=$here/.build
 venv=$here/.venv
 python=${PYTHON:-python3}
