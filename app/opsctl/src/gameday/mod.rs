@@ -11,6 +11,7 @@ mod proofs;
 mod report;
 mod runner;
 mod stack;
+mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,8 +26,9 @@ use crate::duration::{format_duration, parse_duration};
 use crate::secrets::Secrets;
 use catalog::{scenarios, NOT_LIVE};
 use proofs::Proof;
-use runner::{Rules, ScenarioResult, Timing};
+use runner::{Rules, ScenarioResult};
 use stack::{now_ms, Ctx};
+use verdict::Timing;
 
 /// Arguments of `opsctl gameday`.
 #[derive(Debug, Clone, Args)]

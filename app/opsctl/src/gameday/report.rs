@@ -9,6 +9,10 @@ fn secs(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0} s")).unwrap_or_else(|| "—".to_string())
 }
 
+fn join(notes: &[super::verdict::Note]) -> String {
+    notes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
 fn verdict(passed: bool) -> &'static str {
     if passed {
         "pass"
@@ -34,8 +38,8 @@ pub fn markdown(o: &Outcome) -> String {
         t.evaluation_seconds,
         t.group_wait_seconds,
         t.group_interval_seconds,
-        super::runner::SLACK_SECONDS,
-        super::runner::SLACK_SECONDS,
+        super::verdict::SLACK_SECONDS,
+        super::verdict::SLACK_SECONDS,
         settled(o),
     );
     md.push_str(
@@ -69,7 +73,7 @@ pub fn markdown(o: &Outcome) -> String {
                 if r.notes.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", r.notes.join("; "))
+                    format!(" ({})", join(&r.notes))
                 }
             );
         }
@@ -169,7 +173,7 @@ pub fn summary(o: &Outcome) -> Vec<String> {
                 s.name,
                 r.alert,
                 r.severity,
-                r.notes.join("; "),
+                join(&r.notes),
                 secs(r.fired_seconds),
                 r.fire_bound_seconds,
                 secs(r.notified_seconds),
