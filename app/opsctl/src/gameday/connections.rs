@@ -139,7 +139,7 @@ impl Held {
             .await;
             match answer {
                 Ok((stream, 200, _)) => filled.push(stream),
-                Ok((_, 503, body)) if body.contains(r#""status":"error""#) => {
+                Ok((_, 503, body)) if is_error_body(&body) => {
                     refused += 1;
                     if refused == REFUSALS {
                         break;
@@ -183,6 +183,11 @@ impl Held {
             figures,
         }
     }
+}
+
+/// Whether a refusal's body is the app's JSON error (`{"status":"error", …}`).
+fn is_error_body(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["status"] == "error")
 }
 
 /// `http_server_rejected_connections_total{listener="api"}` read from the admin listener itself: Prometheus would
@@ -340,6 +345,14 @@ mod tests {
         assert_eq!(authority("http://127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
         assert_eq!(authority("http://127.0.0.1:8080/").unwrap(), "127.0.0.1:8080");
         assert!(authority("https://example.com").is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_the_apps_json_error_whatever_its_layout() {
+        assert!(is_error_body(r#"{"status":"error","message":"too many connections"}"#));
+        assert!(is_error_body(r#"{ "status": "error" }"#));
+        assert!(!is_error_body(r#"{"status":"ok","note":"\"status\":\"error\""}"#));
+        assert!(!is_error_body("Service Unavailable"));
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 //! inventory (markdown and JSON) and exits non-zero when anything failed.
 
 mod catalog;
+mod config;
 mod connections;
+mod error;
 mod faults;
 mod proofs;
 mod report;
@@ -25,6 +27,8 @@ use tokio::time::sleep;
 use crate::duration::{format_duration, parse_duration};
 use crate::secrets::Secrets;
 use catalog::{scenarios, NOT_LIVE};
+use config::Routing;
+use error::Error;
 use proofs::Proof;
 use runner::{Rules, ScenarioResult};
 use stack::{now_ms, Ctx};
@@ -105,7 +109,7 @@ pub struct Outcome {
 pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String> {
     let ctx = Arc::new(Ctx::new(args.clone(), secrets)?);
     let started = now_ms();
-    let timing = read_timing(&ctx).await?;
+    let (timing, routing) = read_config(&ctx).await.map_err(|e| e.to_string())?;
     let rules = read_rules(&ctx).await?;
     ctx.say(&format!(
         "intervals: scrape {}s, evaluation {}s, group_wait {}s, group_interval {}s; {} alerting rules",
@@ -115,7 +119,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
         timing.group_interval_seconds,
         rules.len()
     ));
-    check_coverage(&rules)?;
+    check_coverage(&rules).map_err(|e| e.to_string())?;
 
     // The game day's own key space, then steady background traffic for the whole run. Four writes at a time: on a
     // young stack a burst of slow commits would weigh on the latency SLO's long windows for many minutes.
@@ -136,7 +140,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     let (stop_background, background) = faults::background_load(ctx.load_args());
 
     let settled = settle(&ctx).await?;
-    let quiet = quiet_period(&ctx, args.quiet).await;
+    let quiet = quiet_period(&ctx, &routing, args.quiet).await;
     ctx.say(&format!(
         "quiet period: {} — {}",
         if quiet.passed { "passed" } else { "FAILED" },
@@ -144,7 +148,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     ));
     let mut proofs = vec![proofs::dashboards(&ctx).await];
 
-    let results = run_scenarios(&ctx, &rules, timing).await;
+    let results = run_scenarios(&ctx, &rules, &routing, timing).await;
 
     let _ = stop_background.send(true);
     let background = background.await.map_err(|e| e.to_string())?;
@@ -189,40 +193,11 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     Ok(outcome)
 }
 
-/// Scrape and evaluation intervals from Prometheus's configuration, group wait and interval from the root route of
-/// Alertmanager's.
-async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
-    let prom = ctx.prometheus.config_yaml().await.map_err(|e| e.to_string())?;
-    let am = ctx
-        .alertmanager
-        .status()
-        .await
-        .map_err(|e| e.to_string())?
-        .config
-        .original;
-    let first = |text: &str, key: &str| -> Result<u64, String> {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
-            .ok_or_else(|| format!("no {key} in the configuration"))
-            .and_then(|v| parse_duration(v.trim()))
-            .map(|d| d.as_secs())
-    };
-    // The root route's own keys: the lines of the top-level `route:` block indented by exactly one level (child
-    // routes, such as the Watchdog's, sit deeper).
-    let root_route: String = am
-        .lines()
-        .skip_while(|l| *l != "route:")
-        .skip(1)
-        .take_while(|l| l.starts_with(' ') || l.is_empty())
-        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(Timing {
-        scrape_seconds: first(&prom, "scrape_interval")?,
-        evaluation_seconds: first(&prom, "evaluation_interval")?,
-        group_wait_seconds: first(&root_route, "group_wait")?,
-        group_interval_seconds: first(&root_route, "group_interval")?,
-    })
+/// The intervals and the routing from the running Prometheus's and Alertmanager's configuration.
+async fn read_config(ctx: &Ctx) -> Result<(Timing, Routing), Error> {
+    let prometheus = ctx.prometheus.config_yaml().await?;
+    let alertmanager = ctx.alertmanager.status().await?.config.parse()?;
+    Ok((config::timing(&prometheus, &alertmanager)?, Routing(alertmanager)))
 }
 
 async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
@@ -236,7 +211,7 @@ async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
 }
 
 /// Every alerting rule Prometheus runs has a scenario or a reason (the unit test checks alerts/ the same way).
-fn check_coverage(rules: &Rules) -> Result<(), String> {
+fn check_coverage(rules: &Rules) -> Result<(), Error> {
     let mut covered: BTreeSet<(String, String)> = NOT_LIVE
         .iter()
         .map(|n| (n.alert.to_string(), n.severity.to_string()))
@@ -244,11 +219,11 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
     for s in scenarios() {
         covered.extend(s.expects.iter().map(|e| (e.alert.to_string(), e.severity.to_string())));
     }
-    let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).collect();
+    let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).cloned().collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("alerts with neither a scenario nor a reason: {missing:?}"))
+        Err(Error::Uncovered(missing))
     }
 }
 
@@ -290,6 +265,9 @@ pub struct Settled {
     pub diagnosis: Option<String>,
 }
 
+/// The SLO burn-rate alerts, which a young stack's short history can hold open.
+const SLO_ALERTS: [&str; 2] = ["AppAvailabilityBudgetBurn", "AppLatencyBudgetBurn"];
+
 type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
 
 async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), String> {
@@ -301,20 +279,20 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
             labels.get("alertname").map(String::as_str) != Some("Watchdog")
                 && labels.get("severity").map(String::as_str) != Some("info")
         };
-        let name = |l: &BTreeMap<String, String>| {
-            format!(
-                "{}{{{}}}",
-                l.get("alertname").map(String::as_str).unwrap_or("?"),
-                l.get("severity").map(String::as_str).unwrap_or("")
+        let key = |l: &BTreeMap<String, String>| {
+            (
+                l.get("alertname").map(String::as_str).unwrap_or("?").to_string(),
+                l.get("severity").map(String::as_str).unwrap_or("").to_string(),
             )
         };
-        let busy: BTreeSet<String> = prom
+        let active: BTreeSet<(String, String)> = prom
             .iter()
             .map(|a| &a.labels)
             .chain(am.iter().map(|a| &a.labels))
             .filter(|l| noisy(l))
-            .map(name)
+            .map(key)
             .collect();
+        let busy: BTreeSet<String> = active.iter().map(|(a, s)| format!("{a}{{{s}}}")).collect();
         if busy.is_empty() {
             return Ok(());
         }
@@ -335,9 +313,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
             ctx.say(&found);
             settled.diagnosis.get_or_insert(found);
         }
-        let only_slo = busy
-            .iter()
-            .all(|b| b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{"));
+        let only_slo = active.iter().all(|(alert, _)| SLO_ALERTS.contains(&alert.as_str()));
         if round >= 8 && only_slo && warm_up.is_none() {
             ctx.say(
                 "settling: only the SLO burn alerts remain; healthy reads at 100/s fill the young stack's SLO windows",
@@ -401,11 +377,24 @@ async fn diagnosis(ctx: &Ctx) -> String {
 }
 
 /// Healthy load for `length`: no notification may arrive but the Watchdog heartbeat, which must keep arriving.
-async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
+async fn quiet_period(ctx: &Ctx, routing: &Routing, length: Duration) -> Proof {
     let claim = format!(
         "a quiet period of steady, healthy load ({}) sends no notification but the Watchdog heartbeat",
         format_duration(length)
     );
+    let heartbeat_receiver = match routing.receiver("Watchdog", "none", &[]) {
+        Ok(Some(receiver)) => receiver,
+        outcome => {
+            return Proof {
+                claim,
+                passed: false,
+                figures: match outcome {
+                    Err(e) => format!("Alertmanager's routing: {e}"),
+                    _ => "Alertmanager routes the Watchdog to a receiver that sends nothing".to_string(),
+                },
+            }
+        }
+    };
     let since = match ctx.last_notification_id().await {
         Ok(id) => id,
         Err(e) => {
@@ -428,10 +417,10 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
         .notifications(&[("after", &after), ("limit", "1000")])
         .await
         .unwrap_or_default();
-    let heartbeats = received.iter().filter(|n| n.receiver == "heartbeat").count();
+    let heartbeats = received.iter().filter(|n| n.receiver == heartbeat_receiver).count();
     let others: Vec<String> = received
         .iter()
-        .filter(|n| n.receiver != "heartbeat")
+        .filter(|n| n.receiver != heartbeat_receiver)
         .map(|n| format!("{} {} to {}", n.alertname, n.status, n.receiver))
         .collect();
     // The Watchdog route repeats every minute, on the next group_interval tick: one every 60-75 s. At least one per
@@ -459,7 +448,7 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
 }
 
 /// Starts every scenario as soon as the faults of its `after` list are removed, and collects the results.
-async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, timing: Timing) -> Vec<ScenarioResult> {
+async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing: Timing) -> Vec<ScenarioResult> {
     let all = scenarios();
     let chosen: Vec<_> = all
         .into_iter()
@@ -478,12 +467,12 @@ async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, timing: Timing) -> Vec<Sce
             .map(|tx| tx.subscribe())
             .collect();
         let done = cleared[s.name].clone();
-        let (ctx, rules) = (ctx.clone(), rules.clone());
+        let (ctx, rules, routing) = (ctx.clone(), rules.clone(), routing.clone());
         tasks.spawn(async move {
             for mut w in waits {
                 let _ = w.wait_for(|c| *c).await;
             }
-            runner::run(ctx, s, &rules, timing, done).await
+            runner::run(ctx, s, &rules, &routing, timing, done).await
         });
     }
     let mut results = tasks.join_all().await;

@@ -9,21 +9,12 @@ use serde::Serialize;
 use tokio::time::sleep;
 
 use super::catalog::{Expect, Inhibited, Scenario};
+use super::config::Routing;
 use super::faults::Dilution;
 use super::proofs::Proof;
 use super::stack::{now_ms, Ctx};
 use super::verdict::{self, Bounds, Delivery, Note, Observed, Timing};
 use crate::clients::{Notification, PrometheusAlert};
-
-/// Severity → the inbox receiver Alertmanager routes it to (monitoring/alertmanager/routes.tsv tests the same).
-pub fn receiver_for(severity: &str) -> Option<&'static str> {
-    match severity {
-        "critical" => Some("pager"),
-        "warning" => Some("ticket"),
-        "none" => Some("heartbeat"),
-        _ => None,
-    }
-}
 
 /// One row of the inventory.
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +143,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     scenario: Scenario,
     rules: &Rules,
+    routing: &Routing,
     timing: Timing,
     release: tokio::sync::watch::Sender<bool>,
 ) -> ScenarioResult {
@@ -176,7 +168,14 @@ pub async fn run(
             ));
             return result;
         };
-        let notifies = receiver_for(e.severity).is_some();
+        let receiver = match routing.receiver(e.alert, e.severity, e.labels) {
+            Ok(receiver) => receiver,
+            Err(err) => {
+                result.error = Some(err.to_string());
+                return result;
+            }
+        };
+        let notifies = receiver.is_some();
         let Bounds { fire, resolve } = verdict::bounds(timing, for_seconds, e.detect, e.clear, notifies);
         watches.push(Watch {
             expect: e.clone(),
@@ -184,7 +183,7 @@ pub async fn run(
                 scenario: scenario.name.to_string(),
                 alert: e.alert.to_string(),
                 severity: e.severity.to_string(),
-                receiver: receiver_for(e.severity).map(str::to_string),
+                receiver,
                 for_seconds,
                 fire_bound_seconds: fire,
                 fired_seconds: None,
