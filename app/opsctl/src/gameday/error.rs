@@ -20,6 +20,32 @@ pub enum Error {
         value: String,
         reason: String,
     },
+    #[error("Redis {what}: {source}")]
+    Redis {
+        what: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("Redis {0}: timed out")]
+    RedisTimeout(String),
+    #[error("--redis-addr {0:?} is not host:port")]
+    RedisAddr(String),
+    #[error("connect to Redis at {addr}{}: {source}", user.as_ref().map(|u| format!(" as {u} (redis-admin.password)")).unwrap_or_default())]
+    RedisConnect {
+        addr: String,
+        user: Option<String>,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("Redis {what}: the reply lacks {expected}")]
+    RedisReply { what: String, expected: &'static str },
     #[error("alerts with neither a scenario nor a reason: {0:?}")]
     Uncovered(Vec<(String, String)>),
+}
+
+/// While the faults still report errors as text.
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
 use super::proofs::{self, Proof};
-use super::stack::{now_ms, redis_call, redis_command, redis_info_field, Ctx, Redis, SLO_REQUESTS};
+use super::stack::{now_ms, Ctx, Redis, SLO_REQUESTS};
 use crate::load::{self, LoadArgs};
 
 /// The faults the catalog uses.
@@ -189,23 +189,25 @@ impl Fault {
             }
             Fault::RedisMaxmemory => {
                 let redis = &ctx.redis;
-                let original = with_retries(|| config_get(redis, "maxmemory")).await?;
+                let original = with_retries(|| async { Ok(redis.config_get("maxmemory").await?) }).await?;
                 // A working set that fills the limit. Without it the cache holds about 1 MiB, so the memory of
                 // client connections swings the ratio: a burst of connections (the redis-clients drill runs
                 // beside this one) read at the wrong moment once set the limit so high that the ratio sat at
                 // 58%. Beside this one (about 80 MiB in use) such a burst is under 2%.
                 with_retries(|| async {
                     redis_ballast(redis, true).await?;
-                    let used: u64 = redis_info_field(redis, "memory", "used_memory").await?;
+                    let used: u64 = redis.info_field("memory", "used_memory").await?;
                     // 4% above what is used now: the ratio sits near 96%, above the 90% threshold.
                     let max = used + used / 25;
-                    redis_command(redis, &["CONFIG", "SET", "maxmemory", &max.to_string()]).await
+                    Ok(redis
+                        .run::<()>(&["CONFIG", "SET", "maxmemory", &max.to_string()])
+                        .await?)
                 })
                 .await?;
                 h.ready();
                 h.until(Phase::Clear).await;
                 with_retries(|| async {
-                    redis_command(redis, &["CONFIG", "SET", "maxmemory", &original]).await?;
+                    redis.run::<()>(&["CONFIG", "SET", "maxmemory", &original]).await?;
                     redis_ballast(redis, false).await
                 })
                 .await?;
@@ -215,7 +217,7 @@ impl Fault {
             Fault::RedisDenyGet => {
                 let (redis, user) = (&ctx.redis, ctx.args.redis_app_user.as_str());
                 let before = acl_command_rules(redis, user).await?;
-                redis_command(redis, &["ACL", "SETUSER", user, "-get"]).await?;
+                redis.run::<()>(&["ACL", "SETUSER", user, "-get"]).await?;
                 h.ready();
                 h.until(Phase::Clear).await;
                 restore_command_rules(redis, user, &before).await?;
@@ -339,23 +341,14 @@ async fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Stri
         .map_err(|e| format!("rename to {}: {e}", path.display()))
 }
 
-async fn config_get(redis: &Redis, name: &str) -> Result<String, String> {
-    let reply = redis_command(redis, &["CONFIG", "GET", name]).await?;
-    reply
-        .lines()
-        .nth(1)
-        .map(str::to_string)
-        .ok_or_else(|| format!("CONFIG GET {name}: unexpected reply {reply:?}"))
-}
-
 /// The command rules of `user`'s root permissions as `ACL LIST` shows them (`-@all`, `+get`, `+client|setname`,
 /// `allcommands`, …), in order. Passwords, key and channel patterns, flags and selectors are left out: the
 /// redis-errors drill changes commands only, and the list's password hashes are not for messages.
 async fn acl_command_rules(redis: &Redis, user: &str) -> Result<Vec<String>, String> {
-    let list = redis_command(redis, &["ACL", "LIST"]).await?;
+    let list: Vec<String> = redis.run(&["ACL", "LIST"]).await?;
     let rules = list
-        .lines()
-        .map(acl_tokens)
+        .iter()
+        .map(|line| acl_tokens(line))
         .find(|tokens| tokens.len() >= 2 && tokens[0] == "user" && tokens[1] == user)
         .ok_or_else(|| {
             format!("Redis has no ACL user {user:?}: --redis-app-user names the user of the app's APP_REDIS_URL")
@@ -394,12 +387,12 @@ fn acl_tokens(line: &str) -> Vec<String> {
 async fn restore_command_rules(redis: &Redis, user: &str, before: &[String]) -> Result<(), String> {
     let mut args = vec!["ACL", "SETUSER", user, "nocommands"];
     args.extend(before.iter().map(String::as_str));
-    redis_call(
-        redis,
-        &format!("ACL SETUSER {user} <its command rules before the drill>"),
-        &args,
-    )
-    .await?;
+    redis
+        .run_named::<()>(
+            &format!("ACL SETUSER {user} <its command rules before the drill>"),
+            &args,
+        )
+        .await?;
     let after = acl_command_rules(redis, user).await?;
     if after == before {
         Ok(())
@@ -421,9 +414,9 @@ async fn redis_ballast(redis: &Redis, write: bool) -> Result<(), String> {
         end \
         return 1";
     let action = if write { "write" } else { "remove" };
-    redis_command(redis, &["EVAL", SCRIPT, "1", "gameday:ballast:", action])
-        .await
-        .map(drop)
+    Ok(redis
+        .run::<()>(&["EVAL", SCRIPT, "1", "gameday:ballast:", action])
+        .await?)
 }
 
 /// Runs `step` until it succeeds, up to five times a second apart: for the Redis drills that run beside the
@@ -459,13 +452,15 @@ pub fn background_load(args: LoadArgs) -> (watch::Sender<bool>, JoinHandle<load:
 async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     let ctx = h.ctx.clone();
     let redis = ctx.redis.clone();
-    let original = config_get(&redis, "maxclients").await?;
-    let connected: u64 = redis_info_field(&redis, "clients", "connected_clients").await?;
+    let original = redis.config_get("maxclients").await?;
+    let connected: u64 = redis.info_field("clients", "connected_clients").await?;
     // Room for 60 more clients; hold 85% of the new limit (the rule's threshold is 80%), which leaves the app's
     // pool and the exporter enough free slots to reconnect.
     let max = connected + 60;
     let hold = (max * 85).div_ceil(100).saturating_sub(connected);
-    redis_command(&redis, &["CONFIG", "SET", "maxclients", &max.to_string()]).await?;
+    redis
+        .run::<()>(&["CONFIG", "SET", "maxclients", &max.to_string()])
+        .await?;
     let mut held = Vec::new();
     for _ in 0..hold {
         held.push(
@@ -487,7 +482,7 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     h.ready();
     // Other clients come and go (the app's pool reconnects after a restart): keep the total near 85%.
     while h.holding() {
-        if let Ok(now) = redis_info_field::<u64>(&redis, "clients", "connected_clients").await {
+        if let Ok(now) = redis.info_field::<u64>("clients", "connected_clients").await {
             let want = (max * 85).div_ceil(100);
             if now < want {
                 for _ in now..want {
@@ -505,7 +500,7 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
         }
     }
     drop(held);
-    redis_command(&redis, &["CONFIG", "SET", "maxclients", &original]).await?;
+    redis.run::<()>(&["CONFIG", "SET", "maxclients", &original]).await?;
     Ok(vec![])
 }
 
@@ -941,6 +936,7 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gameday::error::Error;
     use crate::secrets::{Secret, Secrets};
     use std::process::{Child, Command, Stdio};
 
@@ -1075,7 +1071,7 @@ mod tests {
         };
         let test = TestRedis { child, dir, redis };
         for _ in 0..100 {
-            if redis_command(&test.redis, &["PING"]).await.is_ok() {
+            if test.redis.run::<String>(&["PING"]).await.is_ok() {
                 return test;
             }
             sleep(Duration::from_millis(50)).await;
@@ -1091,27 +1087,33 @@ mod tests {
             addr: redis.addr.clone(),
             auth: Some(("app".into(), Secret::new("app-pass"))),
         };
-        let list = || async { redis_command(redis, &["ACL", "LIST"]).await.unwrap() };
+        let list = || async { redis.run::<Vec<String>>(&["ACL", "LIST"]).await.unwrap() };
         let before_list = list().await;
         let before = acl_command_rules(redis, "app").await.unwrap();
         assert!(before.contains(&"+get".to_string()), "{before:?}");
-        assert_eq!(redis_command(&app, &["GET", "app:k"]).await, Ok(String::new()));
+        assert_eq!(app.run::<Option<String>>(&["GET", "app:k"]).await.unwrap(), None);
 
-        redis_command(redis, &["ACL", "SETUSER", "app", "-get"]).await.unwrap();
-        let denied = redis_command(&app, &["GET", "app:k"]).await.unwrap_err();
-        assert!(denied.contains("NOPERM"), "{denied}");
-        assert_eq!(redis_command(&app, &["SET", "app:k", "v"]).await, Ok("OK".to_string()));
+        redis.run::<()>(&["ACL", "SETUSER", "app", "-get"]).await.unwrap();
+        let denied = app.run::<Option<String>>(&["GET", "app:k"]).await.unwrap_err();
+        assert!(
+            matches!(&denied, Error::Redis { source, .. } if source.code() == Some("NOPERM")),
+            "{denied:?}"
+        );
+        assert_eq!(app.run::<String>(&["SET", "app:k", "v"]).await.unwrap(), "OK");
 
         restore_command_rules(redis, "app", &before).await.unwrap();
         assert_eq!(list().await, before_list, "every user's rules as before");
-        assert_eq!(redis_command(&app, &["GET", "app:k"]).await, Ok("v".to_string()));
+        assert_eq!(
+            app.run::<Option<String>>(&["GET", "app:k"]).await.unwrap().as_deref(),
+            Some("v")
+        );
 
         // Without the admin password, nothing runs: the default user is off.
         let anonymous = Redis {
             addr: redis.addr.clone(),
             auth: None,
         };
-        assert!(redis_command(&anonymous, &["ACL", "LIST"]).await.is_err());
+        assert!(anonymous.run::<Vec<String>>(&["ACL", "LIST"]).await.is_err());
         let missing = acl_command_rules(redis, "nobody").await.unwrap_err();
         assert!(missing.contains("--redis-app-user"), "{missing}");
     }

@@ -10,6 +10,7 @@ mod connections;
 mod error;
 mod faults;
 mod proofs;
+mod redis;
 mod report;
 mod runner;
 mod stack;
