@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
+use super::error::Error;
 use super::proofs::{self, Proof};
 use super::stack::{now_ms, Ctx, Redis, SLO_REQUESTS};
 use crate::load::{self, LoadArgs};
@@ -55,16 +56,16 @@ enum Phase {
 /// A fault in place.
 pub struct Active {
     phase: watch::Sender<Phase>,
-    cleared: Option<oneshot::Receiver<Result<u64, String>>>,
-    task: JoinHandle<Result<Vec<Proof>, String>>,
+    cleared: Option<oneshot::Receiver<Result<u64, Arc<Error>>>>,
+    task: JoinHandle<Result<Vec<Proof>, Arc<Error>>>,
 }
 
 /// What a fault task gets: the stack, and its side of the phase handshake.
 struct Handle {
     ctx: Arc<Ctx>,
     phase: watch::Receiver<Phase>,
-    ready: Option<oneshot::Sender<Result<(), String>>>,
-    cleared: Option<oneshot::Sender<Result<u64, String>>>,
+    ready: Option<oneshot::Sender<Result<(), Arc<Error>>>>,
+    cleared: Option<oneshot::Sender<Result<u64, Arc<Error>>>>,
 }
 
 impl Handle {
@@ -83,7 +84,7 @@ impl Handle {
     }
 
     /// Reports the fault removed at `at` (Unix ms); what waits for `clear` goes on.
-    fn cleared(&mut self, result: Result<u64, String>) {
+    fn cleared(&mut self, result: Result<u64, Arc<Error>>) {
         if let Some(tx) = self.cleared.take() {
             let _ = tx.send(result);
         }
@@ -105,7 +106,7 @@ impl Fault {
     }
 
     /// Injects the fault; returns once it is in place (or failed to be).
-    pub async fn inject(self, ctx: Arc<Ctx>) -> Result<Active, String> {
+    pub async fn inject(self, ctx: Arc<Ctx>) -> Result<Active, Error> {
         let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (cleared_tx, cleared_rx) = oneshot::channel();
@@ -116,7 +117,7 @@ impl Fault {
             cleared: Some(cleared_tx),
         };
         let task = tokio::spawn(async move {
-            let result = self.run(&mut handle).await;
+            let result = self.run(&mut handle).await.map_err(Arc::new);
             // A fault that failed before being ready reports it through `ready`; one that failed while clearing,
             // through `cleared`.
             if let Err(e) = &result {
@@ -134,16 +135,16 @@ impl Fault {
                 cleared: Some(cleared_rx),
                 task,
             }),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(match task.await {
-                Ok(Err(e)) => e,
-                Ok(Ok(_)) => "the fault ended before it was in place".to_string(),
-                Err(e) => format!("the fault task panicked: {e}"),
+                Ok(Err(e)) => e.into(),
+                Ok(Ok(_)) => Error::FaultEndedEarly,
+                Err(e) => Error::FaultPanicked(e),
             }),
         }
     }
 
-    async fn run(self, h: &mut Handle) -> Result<Vec<Proof>, String> {
+    async fn run(self, h: &mut Handle) -> Result<Vec<Proof>, Error> {
         let ctx = h.ctx.clone();
         match self {
             Fault::Stop(program) => {
@@ -158,9 +159,11 @@ impl Fault {
             }
             Fault::EmptyTargets(job) => {
                 let path = ctx.args.prometheus_dir.join("targets").join(format!("{job}.yml"));
-                let original = tokio::fs::read_to_string(&path)
-                    .await
-                    .map_err(|e| format!("read {}: {e}", path.display()))?;
+                let original = tokio::fs::read_to_string(&path).await.map_err(|source| Error::File {
+                    action: "read",
+                    path: path.clone(),
+                    source,
+                })?;
                 write_atomically(&path, "[]\n").await?;
                 h.ready();
                 h.until(Phase::Clear).await;
@@ -170,26 +173,30 @@ impl Fault {
             Fault::BrokenRule => {
                 let dir = ctx.args.prometheus_dir.join("drills");
                 let path = dir.join("gameday-broken-rule.yml");
-                tokio::fs::create_dir_all(&dir)
-                    .await
-                    .map_err(|e| format!("create {}: {e}", dir.display()))?;
+                tokio::fs::create_dir_all(&dir).await.map_err(|source| Error::File {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
                 // `on()` with several series on each side: "many-to-many matching not allowed" at every evaluation.
                 let rule = "# Written by `opsctl gameday` for the broken-rule drill; removed when it ends.\n\
                             groups:\n  - name: gameday-broken-rule\n    rules:\n      - record: gameday:broken\n        \
                             expr: up * on () up\n";
                 write_atomically(&path, rule).await?;
-                ctx.prometheus.reload().await.map_err(|e| e.to_string())?;
+                ctx.prometheus.reload().await?;
                 h.ready();
                 h.until(Phase::Clear).await;
-                tokio::fs::remove_file(&path)
-                    .await
-                    .map_err(|e| format!("remove {}: {e}", path.display()))?;
-                ctx.prometheus.reload().await.map_err(|e| e.to_string())?;
+                tokio::fs::remove_file(&path).await.map_err(|source| Error::File {
+                    action: "remove",
+                    path: path.clone(),
+                    source,
+                })?;
+                ctx.prometheus.reload().await?;
                 Ok(vec![])
             }
             Fault::RedisMaxmemory => {
                 let redis = &ctx.redis;
-                let original = with_retries(|| async { Ok(redis.config_get("maxmemory").await?) }).await?;
+                let original = with_retries(|| redis.config_get("maxmemory")).await?;
                 // A working set that fills the limit. Without it the cache holds about 1 MiB, so the memory of
                 // client connections swings the ratio: a burst of connections (the redis-clients drill runs
                 // beside this one) read at the wrong moment once set the limit so high that the ratio sat at
@@ -199,9 +206,7 @@ impl Fault {
                     let used: u64 = redis.info_field("memory", "used_memory").await?;
                     // 4% above what is used now: the ratio sits near 96%, above the 90% threshold.
                     let max = used + used / 25;
-                    Ok(redis
-                        .run::<()>(&["CONFIG", "SET", "maxmemory", &max.to_string()])
-                        .await?)
+                    redis.run::<()>(&["CONFIG", "SET", "maxmemory", &max.to_string()]).await
                 })
                 .await?;
                 h.ready();
@@ -302,7 +307,7 @@ impl Fault {
                 h.ready();
                 h.until(Phase::Clear).await;
                 let _ = stop.send(true);
-                let report = load.await.map_err(|e| e.to_string())?;
+                let report = load.await?;
                 ctx.say(&format!(
                     "cache-misses: {} reads of missing keys, {} errors",
                     report.completed, report.errors
@@ -316,43 +321,45 @@ impl Fault {
 impl Active {
     /// Removes the fault; returns when it was removed (Unix ms), once the fault's own after-work that could
     /// disturb other scenarios (a proof's last requests) is over.
-    pub async fn clear(&mut self) -> Result<u64, String> {
+    pub async fn clear(&mut self) -> Result<u64, Error> {
         let _ = self.phase.send(Phase::Clear);
         match self.cleared.take() {
-            Some(rx) => rx.await.unwrap_or_else(|_| Ok(now_ms())),
+            Some(rx) => rx.await.unwrap_or_else(|_| Ok(now_ms())).map_err(Error::from),
             None => Ok(now_ms()),
         }
     }
 
     /// Ends whatever the fault still does after clearing; returns its proofs.
-    pub async fn finish(self) -> Result<Vec<Proof>, String> {
+    pub async fn finish(self) -> Result<Vec<Proof>, Error> {
         let _ = self.phase.send(Phase::Finish);
-        self.task.await.map_err(|e| format!("the fault task panicked: {e}"))?
+        Ok(self.task.await.map_err(Error::FaultPanicked)??)
     }
 }
 
-async fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), String> {
+async fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension("gameday-tmp");
-    tokio::fs::write(&tmp, text)
-        .await
-        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(|e| format!("rename to {}: {e}", path.display()))
+    tokio::fs::write(&tmp, text).await.map_err(|source| Error::File {
+        action: "write",
+        path: tmp.clone(),
+        source,
+    })?;
+    tokio::fs::rename(&tmp, path).await.map_err(|source| Error::File {
+        action: "rename to",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The command rules of `user`'s root permissions as `ACL LIST` shows them (`-@all`, `+get`, `+client|setname`,
 /// `allcommands`, …), in order. Passwords, key and channel patterns, flags and selectors are left out: the
 /// redis-errors drill changes commands only, and the list's password hashes are not for messages.
-async fn acl_command_rules(redis: &Redis, user: &str) -> Result<Vec<String>, String> {
+async fn acl_command_rules(redis: &Redis, user: &str) -> Result<Vec<String>, Error> {
     let list: Vec<String> = redis.run(&["ACL", "LIST"]).await?;
     let rules = list
         .iter()
         .map(|line| acl_tokens(line))
         .find(|tokens| tokens.len() >= 2 && tokens[0] == "user" && tokens[1] == user)
-        .ok_or_else(|| {
-            format!("Redis has no ACL user {user:?}: --redis-app-user names the user of the app's APP_REDIS_URL")
-        })?;
+        .ok_or_else(|| Error::NoAclUser(user.to_string()))?;
     Ok(rules
         .into_iter()
         .skip(2)
@@ -384,7 +391,7 @@ fn acl_tokens(line: &str) -> Vec<String> {
 
 /// Gives `user` back the command rules it had: all of them dropped and the saved ones applied, in one command
 /// (Redis applies a SETUSER's rules together, so the app never sees a user without commands), then checked.
-async fn restore_command_rules(redis: &Redis, user: &str, before: &[String]) -> Result<(), String> {
+async fn restore_command_rules(redis: &Redis, user: &str, before: &[String]) -> Result<(), Error> {
     let mut args = vec!["ACL", "SETUSER", user, "nocommands"];
     args.extend(before.iter().map(String::as_str));
     redis
@@ -397,16 +404,18 @@ async fn restore_command_rules(redis: &Redis, user: &str, before: &[String]) -> 
     if after == before {
         Ok(())
     } else {
-        Err(format!(
-            "Redis user {user}'s command rules are {after:?} after the drill, not {before:?} as before"
-        ))
+        Err(Error::AclNotRestored {
+            user: user.to_string(),
+            after,
+            before: before.to_vec(),
+        })
     }
 }
 
 /// The redis-maxmemory drill's working set: 64 keys of 1 MiB under `gameday:ballast:`, written (expiring within the
 /// hour, in case the drill dies) or removed by one script, so that one connection does it even while the
 /// redis-clients drill holds most of maxclients.
-async fn redis_ballast(redis: &Redis, write: bool) -> Result<(), String> {
+async fn redis_ballast(redis: &Redis, write: bool) -> Result<(), Error> {
     const SCRIPT: &str = "local value = string.rep('x', 1048576) \
         for i = 1, 64 do \
           if ARGV[1] == 'write' then redis.call('SET', KEYS[1] .. i, value, 'EX', 3600) \
@@ -414,17 +423,17 @@ async fn redis_ballast(redis: &Redis, write: bool) -> Result<(), String> {
         end \
         return 1";
     let action = if write { "write" } else { "remove" };
-    Ok(redis
+    redis
         .run::<()>(&["EVAL", SCRIPT, "1", "gameday:ballast:", action])
-        .await?)
+        .await
 }
 
 /// Runs `step` until it succeeds, up to five times a second apart: for the Redis drills that run beside the
 /// redis-clients drill, whose burst past maxclients refuses every new connection for half a second.
-async fn with_retries<T, F, Fut>(mut step: F) -> Result<T, String>
+async fn with_retries<T, F, Fut>(mut step: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, Error>>,
 {
     let mut tries = 0;
     loop {
@@ -449,7 +458,7 @@ pub fn background_load(args: LoadArgs) -> (watch::Sender<bool>, JoinHandle<load:
     (tx, handle)
 }
 
-async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
+async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     let redis = ctx.redis.clone();
     let original = redis.config_get("maxclients").await?;
@@ -466,7 +475,7 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
         held.push(
             tokio::net::TcpStream::connect(&redis.addr)
                 .await
-                .map_err(|e| format!("connect to Redis: {e}"))?,
+                .map_err(Error::RedisSocket)?,
         );
     }
     // A burst past the limit: Redis accepts each connection, answers "max number of clients reached", closes it,
@@ -504,18 +513,21 @@ async fn redis_clients(h: &mut Handle) -> Result<Vec<Proof>, String> {
     Ok(vec![])
 }
 
-async fn pg_connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
+async fn pg_connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, Error> {
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| format!("connect to Postgres: {e}"))?;
+        .map_err(|source| Error::Postgres {
+            what: "connect to Postgres",
+            source,
+        })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
 }
 
-async fn ensure_lock_table(db: &tokio_postgres::Config) -> Result<(), String> {
+async fn ensure_lock_table(db: &tokio_postgres::Config) -> Result<(), Error> {
     let c = pg_connect(db).await?;
     // The lock drills start together; concurrent CREATE TABLE IF NOT EXISTS can still collide on the catalog's
     // unique index, so the creation is serialised by a transaction-scoped advisory lock.
@@ -527,17 +539,23 @@ async fn ensure_lock_table(db: &tokio_postgres::Config) -> Result<(), String> {
          COMMIT;",
     )
     .await
-    .map_err(|e| format!("create gameday_lock: {e}"))
+    .map_err(|source| Error::Postgres {
+        what: "create gameday_lock",
+        source,
+    })
 }
 
-async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, String> {
+async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let db = h.ctx.pg.clone();
     ensure_lock_table(&db).await?;
     let holder = pg_connect(&db).await?;
     holder
         .batch_execute("BEGIN; SELECT n FROM gameday_lock WHERE id = 1 FOR UPDATE;")
         .await
-        .map_err(|e| format!("lock the row: {e}"))?;
+        .map_err(|source| Error::Postgres {
+            what: "lock the row",
+            source,
+        })?;
     let waiter = pg_connect(&db).await?;
     let blocked = tokio::spawn(async move {
         waiter
@@ -549,20 +567,29 @@ async fn pg_lock(h: &mut Handle) -> Result<Vec<Proof>, String> {
     holder
         .batch_execute("ROLLBACK")
         .await
-        .map_err(|e| format!("release the lock: {e}"))?;
+        .map_err(|source| Error::Postgres {
+            what: "release the lock",
+            source,
+        })?;
     match blocked.await {
         Ok(Ok(())) => Ok(vec![]),
-        Ok(Err(e)) => Err(format!("the blocked update failed: {e}")),
-        Err(e) => Err(e.to_string()),
+        Ok(Err(source)) => Err(Error::Postgres {
+            what: "the blocked update failed",
+            source,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// One deadlock: two sessions each lock a row, then ask for the other's; Postgres aborts one after
 /// deadlock_timeout. Rows 2 and 3: row 1 is the lock drill's, which may be holding it at the same time.
-async fn deadlock_once(db: &tokio_postgres::Config) -> Result<(), String> {
+async fn deadlock_once(db: &tokio_postgres::Config) -> Result<(), Error> {
     let a = pg_connect(db).await?;
     let b = pg_connect(db).await?;
-    let err = |e: tokio_postgres::Error| format!("deadlock drill: {e}");
+    let err = |source| Error::Postgres {
+        what: "deadlock drill",
+        source,
+    };
     a.batch_execute("BEGIN; UPDATE gameday_lock SET n = n + 1 WHERE id = 2;")
         .await
         .map_err(err)?;
@@ -577,18 +604,18 @@ async fn deadlock_once(db: &tokio_postgres::Config) -> Result<(), String> {
     sleep(Duration::from_millis(200)).await;
     let rb = b.batch_execute("UPDATE gameday_lock SET n = n + 1 WHERE id = 2").await;
     let _ = b.batch_execute("ROLLBACK").await;
-    let ra = a_waits.await.map_err(|e| e.to_string())?;
+    let ra = a_waits.await?;
     let deadlocked = [&ra, &rb]
         .iter()
         .any(|r| matches!(r, Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)));
     if deadlocked {
         Ok(())
     } else {
-        Err(format!("no deadlock was detected: {ra:?} / {rb:?}"))
+        Err(Error::NoDeadlock(format!("{ra:?} / {rb:?}")))
     }
 }
 
-async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
+async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let db = h.ctx.pg.clone();
     let probe = pg_connect(&db).await?;
     let row = probe
@@ -598,7 +625,10 @@ async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
             &[],
         )
         .await
-        .map_err(|e| format!("read connection settings: {e}"))?;
+        .map_err(|source| Error::Postgres {
+            what: "read connection settings",
+            source,
+        })?;
     let (max, reserved, open): (i32, i32, i32) = (row.get(0), row.get(1), row.get(2));
     // 85% of what non-superusers may open (the rule's threshold is 80%).
     let target = ((max - reserved) * 85 + 99) / 100;
@@ -617,7 +647,7 @@ async fn pg_connections(h: &mut Handle) -> Result<Vec<Proof>, String> {
     Ok(vec![])
 }
 
-async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, String> {
+async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let db = h.ctx.pg.clone();
     let c = pg_connect(&db).await?;
     // Postgres reads a table larger than a quarter of shared_buffers through a small ring of buffers, so every
@@ -629,7 +659,10 @@ async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, String> {
             &[],
         )
         .await
-        .map_err(|e| format!("read shared_buffers: {e}"))?;
+        .map_err(|source| Error::Postgres {
+            what: "read shared_buffers",
+            source,
+        })?;
     let bytes: i64 = row.get(0);
     let rows = (bytes / 800).max(10_000);
     c.batch_execute(&format!(
@@ -637,12 +670,18 @@ async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, String> {
          CREATE TABLE gameday_scan AS SELECT g AS id, repeat('x', 700) AS pad FROM generate_series(1, {rows}) g;"
     ))
     .await
-    .map_err(|e| format!("create gameday_scan: {e}"))?;
+    .map_err(|source| Error::Postgres {
+        what: "create gameday_scan",
+        source,
+    })?;
     h.ready();
     while h.holding() {
         c.batch_execute("SELECT count(*) FROM gameday_scan")
             .await
-            .map_err(|e| format!("scan gameday_scan: {e}"))?;
+            .map_err(|source| Error::Postgres {
+                what: "scan gameday_scan",
+                source,
+            })?;
         tokio::select! {
             _ = sleep(Duration::from_secs(1)) => {}
             _ = h.until(Phase::Clear) => {}
@@ -650,18 +689,24 @@ async fn pg_buffer_cache(h: &mut Handle) -> Result<Vec<Proof>, String> {
     }
     c.batch_execute("DROP TABLE gameday_scan")
         .await
-        .map_err(|e| format!("drop gameday_scan: {e}"))?;
+        .map_err(|source| Error::Postgres {
+            what: "drop gameday_scan",
+            source,
+        })?;
     Ok(vec![])
 }
 
-async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), String> {
+async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), Error> {
     let url = format!("{}/fault", ctx.args.admin.trim_end_matches('/'));
     let request = match &body {
         Some(b) => ctx.http.post(&url).json(b),
         None => ctx.http.delete(&url),
     };
     let request = ctx.admin_auth.apply(request);
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let response = request.send().await.map_err(|source| Error::Http {
+        what: url.clone(),
+        source,
+    })?;
     let status = response.status();
     if status != StatusCode::OK {
         let text = response.text().await.unwrap_or_default();
@@ -670,13 +715,18 @@ async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), Str
         } else {
             "is APP_FAULT_INJECTION_ENABLED=true?"
         };
-        return Err(format!("{url}: HTTP {status}: {text} ({hint})"));
+        return Err(Error::AppFault {
+            url,
+            status,
+            body: text,
+            hint,
+        });
     }
     Ok(())
 }
 
 /// Waits until `expr` (one series) is above `threshold`, for at most `limit`.
-async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> Result<f64, String> {
+async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> Result<f64, Error> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Ok(samples) = ctx.prometheus.query(expr).await {
@@ -687,7 +737,11 @@ async fn wait_above(ctx: &Ctx, expr: &str, threshold: f64, limit: Duration) -> R
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("{expr} stayed at or below {threshold} for {limit:?}"));
+            return Err(Error::Threshold {
+                expr: expr.to_string(),
+                threshold,
+                limit,
+            });
         }
         sleep(Duration::from_secs(2)).await;
     }
@@ -707,14 +761,17 @@ struct SloWindow {
     errors: f64,
 }
 
-async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
+async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, Error> {
     let sum = |series: &str, matchers: &str| {
         let expr = format!(
             "sum(increase(http_server_request_duration_seconds_{series}{{{SLO_REQUESTS}{matchers}}}[{window}]))"
         );
         async move {
-            let samples = ctx.prometheus.query(&expr).await.map_err(|e| format!("{expr}: {e}"))?;
-            Ok::<f64, String>(
+            let samples = ctx.prometheus.query(&expr).await.map_err(|source| Error::Query {
+                expr: expr.clone(),
+                source,
+            })?;
+            Ok::<f64, Error>(
                 samples
                     .first()
                     .map(|s| s.number())
@@ -743,7 +800,7 @@ async fn slo_window(ctx: &Ctx, window: &str) -> Result<SloWindow, String> {
 /// rate, which is the bound. Healthy traffic shortens it, as a real service's volume would: the drill reads how
 /// many bad requests the 30m window holds and sends enough `GET /helloworld` to bring both ratios under the
 /// threshold in about three minutes, as far as the machine keeps up.
-async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, String> {
+async fn slo_burn(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     let hour = slo_window(&ctx, "1h").await?;
     let slow_target = LATENCY_BUDGET * FAST_BURN * 1.2;
@@ -803,7 +860,7 @@ pub struct Dilution {
 }
 
 impl Dilution {
-    pub async fn start(ctx: &Ctx, who: &str) -> Result<Dilution, String> {
+    pub async fn start(ctx: &Ctx, who: &str) -> Result<Dilution, Error> {
         let window = slo_window(ctx, "30m").await?;
         let needed = (window.slow / (LATENCY_BUDGET * SLOW_BURN * 0.8))
             .max(window.errors / (AVAILABILITY_BUDGET * SLOW_BURN * 0.8));
@@ -825,9 +882,9 @@ impl Dilution {
         })
     }
 
-    pub async fn stop(self, ctx: &Ctx, when: &str) -> Result<(), String> {
+    pub async fn stop(self, ctx: &Ctx, when: &str) -> Result<(), Error> {
         let _ = self.stop.send(true);
-        let report = self.task.await.map_err(|e| e.to_string())?;
+        let report = self.task.await?;
         ctx.say(&format!(
             "{}: healthy traffic {when}: {} requests at {:.0}/s, {} errors",
             self.who, report.completed, report.achieved_rate, report.errors
@@ -855,7 +912,7 @@ const POOL_EXHAUSTION_BURST: Duration = Duration::from_millis(700);
 /// drills loaded the machine: fired at 187 s, bound 160 s).
 const POOL_EXHAUSTION_KEYS: usize = 40;
 
-async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
+async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     // The app lets one write per key at a time reach Postgres (the others wait in memory), so one hot row holds one
     // connection: to hold them all, the drill locks more rows than the pool has connections, each with its writer.
@@ -867,7 +924,10 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
             .json(&json!({"key": key, "value": 0}))
             .send()
             .await
-            .map_err(|e| format!("seed {key}: {e}"))?;
+            .map_err(|source| Error::Http {
+                what: format!("seed {key}"),
+                source,
+            })?;
     }
     let locker = pg_connect(&ctx.pg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -902,10 +962,10 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
     );
     let mut ready = false;
     while h.holding() {
-        locker
-            .batch_execute(&lock)
-            .await
-            .map_err(|e| format!("lock the hot keys: {e}"))?;
+        locker.batch_execute(&lock).await.map_err(|source| Error::Postgres {
+            what: "lock the hot keys",
+            source,
+        })?;
         if !ready {
             h.ready();
             ready = true;
@@ -914,16 +974,16 @@ async fn pool_exhaustion(h: &mut Handle) -> Result<Vec<Proof>, String> {
             _ = sleep(POOL_EXHAUSTION_BURST) => {}
             _ = h.until(Phase::Clear) => {}
         }
-        locker
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| format!("unlock the hot keys: {e}"))?;
+        locker.batch_execute("COMMIT").await.map_err(|source| Error::Postgres {
+            what: "unlock the hot keys",
+            source,
+        })?;
         sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
     let (mut ok, mut failed) = (0, 0);
     for w in writers {
-        let (o, f) = w.await.map_err(|e| e.to_string())?;
+        let (o, f) = w.await?;
         ok += o;
         failed += f;
     }
@@ -991,7 +1051,8 @@ mod tests {
         // A file the game day needs that is missing stops it before anything runs, naming the file.
         std::fs::remove_file(dir.join("redis-admin.password")).unwrap();
         let err = Ctx::new(gameday_args(&[]), &Secrets::load(&dir)).err().unwrap();
-        assert!(err.contains("redis-admin.password"), "{err}");
+        assert!(matches!(&err, Error::Secret(_)), "{err:?}");
+        assert!(err.to_string().contains("redis-admin.password"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1115,6 +1176,7 @@ mod tests {
         };
         assert!(anonymous.run::<Vec<String>>(&["ACL", "LIST"]).await.is_err());
         let missing = acl_command_rules(redis, "nobody").await.unwrap_err();
-        assert!(missing.contains("--redis-app-user"), "{missing}");
+        assert!(matches!(&missing, Error::NoAclUser(u) if u == "nobody"), "{missing:?}");
+        assert!(missing.to_string().contains("--redis-app-user"), "{missing}");
     }
 }

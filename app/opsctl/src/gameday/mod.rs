@@ -29,7 +29,7 @@ use crate::duration::{format_duration, parse_duration};
 use crate::secrets::Secrets;
 use catalog::{scenarios, NOT_LIVE};
 use config::Routing;
-use error::Error;
+pub use error::Error;
 use proofs::Proof;
 use runner::{Rules, ScenarioResult};
 use stack::{now_ms, Ctx};
@@ -107,10 +107,10 @@ pub struct Outcome {
 }
 
 /// Runs the game day; the error is a reason it could not run at all (a secret file it needs among them).
-pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String> {
+pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error> {
     let ctx = Arc::new(Ctx::new(args.clone(), secrets)?);
     let started = now_ms();
-    let (timing, routing) = read_config(&ctx).await.map_err(|e| e.to_string())?;
+    let (timing, routing) = read_config(&ctx).await?;
     let rules = read_rules(&ctx).await?;
     ctx.say(&format!(
         "intervals: scrape {}s, evaluation {}s, group_wait {}s, group_interval {}s; {} alerting rules",
@@ -120,7 +120,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
         timing.group_interval_seconds,
         rules.len()
     ));
-    check_coverage(&rules).map_err(|e| e.to_string())?;
+    check_coverage(&rules)?;
 
     // The game day's own key space, then steady background traffic for the whole run. Four writes at a time: on a
     // young stack a burst of slow commits would weigh on the latency SLO's long windows for many minutes.
@@ -133,10 +133,9 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     };
     let seeded = crate::load::run(&seed, std::future::pending()).await;
     if seeded.seed_errors > 0 || seeded.seeded_keys == 0 {
-        return Err(format!(
-            "could not write the game day's keys ({} failed)",
-            seeded.seed_errors
-        ));
+        return Err(Error::Seed {
+            failed: seeded.seed_errors,
+        });
     }
     let (stop_background, background) = faults::background_load(ctx.load_args());
 
@@ -152,7 +151,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     let results = run_scenarios(&ctx, &rules, &routing, timing).await;
 
     let _ = stop_background.send(true);
-    let background = background.await.map_err(|e| e.to_string())?;
+    let background = background.await?;
     proofs.push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
     for p in &proofs {
         ctx.say(&format!(
@@ -201,8 +200,8 @@ async fn read_config(ctx: &Ctx) -> Result<(Timing, Routing), Error> {
     Ok((config::timing(&prometheus, &alertmanager)?, Routing(alertmanager)))
 }
 
-async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
-    let groups = ctx.prometheus.rules().await.map_err(|e| e.to_string())?;
+async fn read_rules(ctx: &Ctx) -> Result<Rules, Error> {
+    let groups = ctx.prometheus.rules().await?;
     let mut rules = BTreeMap::new();
     for rule in groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_alert()) {
         let severity = rule.labels.get("severity").cloned().unwrap_or_default();
@@ -236,14 +235,14 @@ fn check_coverage(rules: &Rules) -> Result<(), Error> {
 /// minutes (cold caches, the first connections) can keep a burn-rate alert's long-window leg above its threshold
 /// for a long time at the background rate. When only the SLO alerts remain after two minutes, healthy reads at
 /// 100/s fill the windows with the traffic an established service would have; the log says so.
-async fn settle(ctx: &Ctx) -> Result<Settled, String> {
+async fn settle(ctx: &Ctx) -> Result<Settled, Error> {
     let started = now_ms();
     let mut settled = Settled::default();
     let mut warm_up = None;
     let result = settle_loop(ctx, &mut warm_up, &mut settled).await;
     if let Some((stop, load)) = warm_up {
         let _ = stop.send(true);
-        let report: crate::load::stats::Report = load.await.map_err(|e| e.to_string())?;
+        let report: crate::load::stats::Report = load.await?;
         ctx.say(&format!(
             "warm-up load stopped: {} requests, {} failed",
             report.completed, report.errors
@@ -271,11 +270,11 @@ const SLO_ALERTS: [&str; 2] = ["AppAvailabilityBudgetBurn", "AppLatencyBudgetBur
 
 type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
 
-async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), String> {
+async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), Error> {
     let deadline = now_ms() + 600_000;
     for round in 0u32.. {
-        let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
-        let am = ctx.alertmanager.alerts().await.map_err(|e| e.to_string())?;
+        let prom = ctx.prometheus.alerts().await?;
+        let am = ctx.alertmanager.alerts().await?;
         let noisy = |labels: &BTreeMap<String, String>| {
             labels.get("alertname").map(String::as_str) != Some("Watchdog")
                 && labels.get("severity").map(String::as_str) != Some("info")
@@ -302,11 +301,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
         }
         if now_ms() > deadline {
             ctx.say(&diagnosis(ctx).await);
-            return Err(format!(
-                "the stack did not settle within 10 minutes: {busy:?} still active; an earlier game day's \
-                 SLO burn keeps the SLO tickets open for hours (their short windows are 2 h and 6 h): wait, \
-                 or start from empty state with `make clean && make up`"
-            ));
+            return Err(Error::NotSettled { busy });
         }
         ctx.say(&format!("settling: waiting for {busy:?} to end"));
         if round % 4 == 1 {

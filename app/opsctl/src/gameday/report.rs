@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use super::error::Error;
 use super::Outcome;
 
 fn secs(v: Option<f64>) -> String {
@@ -199,12 +200,20 @@ pub fn summary(o: &Outcome) -> Vec<String> {
 }
 
 /// Writes `gameday.md` and `gameday.json` into `dir`.
-pub fn write(dir: &Path, o: &Outcome) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let json = serde_json::to_string_pretty(o).map_err(|e| e.to_string())?;
+pub fn write(dir: &Path, o: &Outcome) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::File {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(o)?;
     for (name, text) in [("gameday.md", markdown(o)), ("gameday.json", json)] {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|source| Error::File {
+            action: "write",
+            path,
+            source,
+        })?;
     }
     Ok(())
 }

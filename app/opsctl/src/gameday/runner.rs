@@ -246,7 +246,7 @@ pub async fn run(
             match Dilution::start(&ctx, scenario.name).await {
                 Ok(d) => dilution = Some(d),
                 Err(e) => {
-                    result.error = Some(e);
+                    result.error = Some(e.to_string());
                     return result;
                 }
             }
@@ -255,7 +255,7 @@ pub async fn run(
     }
     if let Some(d) = dilution {
         if let Err(e) = d.stop(&ctx, "before the fault").await {
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             return result;
         }
     }
@@ -404,7 +404,7 @@ pub async fn run(
     }
     match active.finish().await {
         Ok(proofs) => result.proofs = proofs,
-        Err(e) => result.error = result.error.take().or(Some(e)),
+        Err(e) => result.error = result.error.take().or(Some(e.to_string())),
     }
 
     for w in watches.iter_mut() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Client;
 
+use super::error::Error;
 pub use super::redis::Redis;
 use super::GamedayArgs;
 use crate::clients::{http_client, Alertmanager, Auth, Inbox, Prometheus};
@@ -45,16 +46,15 @@ pub fn now_ms() -> u64 {
 impl Ctx {
     /// The stack as `args` and `secrets` describe it; fails on a secret file the game day needs that cannot be
     /// read, or a `--database-url` that does not parse.
-    pub fn new(args: GamedayArgs, secrets: &Secrets) -> Result<Self, String> {
+    pub fn new(args: GamedayArgs, secrets: &Secrets) -> Result<Self, Error> {
         let http = http_client(Duration::from_secs(10), 32);
-        let web = Auth::basic(WEB_USER, secrets.get(SecretFile::WebPassword)?);
-        let admin_auth = Auth::bearer(secrets.get(SecretFile::AppAdminToken)?);
-        let pg = postgres_config(&args.database_url, secrets.get(SecretFile::PostgresPassword)?)?;
+        let secret = |file| secrets.get(file).map_err(Error::Secret);
+        let web = Auth::basic(WEB_USER, secret(SecretFile::WebPassword)?);
+        let admin_auth = Auth::bearer(secret(SecretFile::AppAdminToken)?);
+        let pg = postgres_config(&args.database_url, secret(SecretFile::PostgresPassword)?)?;
         let redis = Redis {
             addr: args.redis_addr.clone(),
-            auth: secrets
-                .get(SecretFile::RedisAdminPassword)?
-                .map(|password| (REDIS_ADMIN_USER.to_string(), password)),
+            auth: secret(SecretFile::RedisAdminPassword)?.map(|password| (REDIS_ADMIN_USER.to_string(), password)),
         };
         Ok(Ctx {
             prometheus: Prometheus::new(http.clone(), &args.prometheus).with_auth(web.clone()),
@@ -94,28 +94,34 @@ impl Ctx {
     }
 
     /// Runs `<ctl> <action> <program>` (the supervisor's control command, `native/ctl.sh` natively).
-    pub async fn supervisor(&self, action: &str, program: &str) -> Result<(), String> {
+    pub async fn supervisor(&self, action: &str, program: &str) -> Result<(), Error> {
         let command = format!("{} {action} {program}", self.args.ctl);
         let output = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&command)
             .output()
             .await
-            .map_err(|e| format!("{command}: {e}"))?;
+            .map_err(|source| Error::SupervisorSpawn {
+                command: command.clone(),
+                source,
+            })?;
         if output.status.success() {
             self.say(&format!("supervisor: {action} {program}"));
             Ok(())
         } else {
-            Err(format!(
-                "{command}: {}{}",
-                String::from_utf8_lossy(&output.stdout).trim(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ))
+            Err(Error::Supervisor {
+                command,
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout).trim(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            })
         }
     }
 
     /// Waits until the app answers its liveness route.
-    pub async fn wait_app_healthy(&self, limit: Duration) -> Result<(), String> {
+    pub async fn wait_app_healthy(&self, limit: Duration) -> Result<(), Error> {
         let url = format!("{}/healthcheck", self.args.app.trim_end_matches('/'));
         let deadline = Instant::now() + limit;
         loop {
@@ -125,19 +131,15 @@ impl Ctx {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("{url} did not answer within {limit:?}"));
+                return Err(Error::AppUnhealthy { url, limit });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// The id of the newest notification in the inbox (0 when empty): later ones are the game day's.
-    pub async fn last_notification_id(&self) -> Result<u64, String> {
-        let newest = self
-            .inbox
-            .notifications(&[("limit", "1")])
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn last_notification_id(&self) -> Result<u64, Error> {
+        let newest = self.inbox.notifications(&[("limit", "1")]).await?;
         Ok(newest.first().map(|n| n.id).unwrap_or(0))
     }
 }
@@ -145,11 +147,8 @@ impl Ctx {
 /// The drills' Postgres: host, port and database from `--database-url`; with the secrets, the superuser
 /// `postgres` and `postgres.password` instead of the URL's user (the drills lock rows, open connections and read
 /// settings the app's role may not), else the URL as it is.
-pub fn postgres_config(url: &str, password: Option<Secret>) -> Result<tokio_postgres::Config, String> {
-    // The URL may hold a password: the message names the option, not the value.
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("--database-url is not a Postgres URL: {e}"))?;
+pub fn postgres_config(url: &str, password: Option<Secret>) -> Result<tokio_postgres::Config, Error> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(Error::DatabaseUrl)?;
     if let Some(password) = password {
         config.user(POSTGRES_USER).password(password.expose());
         // The app's tables live in its own schema, which is not on the superuser's search path.
@@ -183,6 +182,7 @@ mod tests {
         assert_eq!(secured.get_dbname(), Some("app"));
         assert_eq!(secured.get_ports(), &[45432]);
         let err = postgres_config("not a url at all://", None).unwrap_err();
-        assert!(err.contains("--database-url"), "{err}");
+        assert!(matches!(err, Error::DatabaseUrl(_)), "{err}");
+        assert!(err.to_string().contains("--database-url"), "{err}");
     }
 }
