@@ -498,3 +498,47 @@ async fn check_inhibitions(
         row.passed = !row.delivered_while_inhibited;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(state: &str, labels: &[(&str, &str)]) -> PrometheusAlert {
+        PrometheusAlert {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            state: state.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_expected_alert_is_told_apart_by_name_severity_and_labels() {
+        let labels = [
+            ("alertname", "PrometheusTargetDown"),
+            ("severity", "warning"),
+            ("job", "process"),
+        ];
+        let l: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(matches(
+            &l,
+            "PrometheusTargetDown",
+            Some("warning"),
+            &[("job", "process")]
+        ));
+        assert!(matches(&l, "PrometheusTargetDown", None, &[]));
+        assert!(!matches(&l, "PrometheusTargetDown", Some("critical"), &[]));
+        assert!(!matches(&l, "PrometheusTargetDown", None, &[("job", "app")]));
+        assert!(!matches(&l, "AppTargetDown", None, &[]));
+    }
+
+    #[test]
+    fn a_firing_instance_counts_over_a_pending_one() {
+        let alerts = [
+            alert("pending", &[("alertname", "A"), ("instance", "1")]),
+            alert("firing", &[("alertname", "A"), ("instance", "2")]),
+            alert("pending", &[("alertname", "B")]),
+        ];
+        assert_eq!(active_in(&alerts, "A", None, &[]).as_deref(), Some("firing"));
+        assert_eq!(active_in(&alerts, "B", None, &[]).as_deref(), Some("pending"));
+        assert_eq!(active_in(&alerts, "C", None, &[]), None);
+    }
+}
