@@ -90,6 +90,24 @@ mod tests {
     }
 
     #[test]
+    fn every_expected_alert_of_the_catalog_is_routed_and_only_info_alerts_notify_nobody() {
+        let routing = Routing(shipped());
+        for scenario in crate::gameday::catalog::scenarios() {
+            for e in &scenario.expects {
+                let receiver = routing.receiver(e.alert, e.severity, e.labels).unwrap();
+                assert_eq!(
+                    receiver.is_none(),
+                    e.severity == "info",
+                    "{}: {} ({}) goes to {receiver:?}",
+                    scenario.name,
+                    e.alert,
+                    e.severity
+                );
+            }
+        }
+    }
+
+    #[test]
     fn intervals_come_from_the_global_section_and_the_root_route() {
         let prometheus = "global:\n  scrape_interval: 5s\n  scrape_timeout: 4s\n  evaluation_interval: 15s\n\
                           scrape_configs:\n  - job_name: x\n    scrape_interval: 1m\n";
