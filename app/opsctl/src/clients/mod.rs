@@ -6,7 +6,9 @@ mod alertmanager;
 mod inbox;
 mod prometheus;
 
-pub use alertmanager::{Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus};
+pub use alertmanager::{
+    Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus, ConfigError, ConfigFile, Receiver, Route,
+};
 pub use inbox::{Heartbeat, Inbox, Notification, Webhook, WebhookAlert};
 pub use prometheus::{AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Sample, Target};
 

@@ -369,8 +369,24 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    /// (alert, severity) of every alerting rule in the repository's `alerts/`, by a line scan: an `- alert:` line
-    /// starts a rule and the next `severity:` line is its severity.
+    #[derive(serde::Deserialize)]
+    struct RuleFile {
+        groups: Vec<Group>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Group {
+        rules: Vec<RuleEntry>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct RuleEntry {
+        alert: Option<String>,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    }
+
+    /// (alert, severity) of every alerting rule in the repository's `alerts/`, parsed.
     fn shipped_alerts() -> BTreeSet<(String, String)> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../alerts");
         let mut found = BTreeSet::new();
@@ -380,25 +396,14 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let mut current: Option<String> = None;
-            for line in text.lines() {
-                let line = line.trim();
-                if let Some(name) = line.strip_prefix("- alert:") {
-                    current = Some(name.trim().to_string());
-                } else if let Some(severity) = line.strip_prefix("severity:") {
-                    if let Some(name) = current.take() {
-                        found.insert((name, severity.trim().to_string()));
-                    }
-                } else if line.starts_with("- record:") {
-                    current = None;
+            let file: RuleFile = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for rule in file.groups.into_iter().flat_map(|g| g.rules) {
+                if let Some(alert) = rule.alert {
+                    found.insert((alert, rule.labels.get("severity").cloned().unwrap_or_default()));
                 }
             }
         }
-        assert!(
-            found.len() > 20,
-            "the scan found too few alerts in {}: {found:?}",
-            dir.display()
-        );
+        assert!(found.len() > 20, "too few alerts in {}: {found:?}", dir.display());
         found
     }
 

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::sleep;
 
+use super::error::Error;
 use super::proofs::Proof;
 use super::stack::Ctx;
 
@@ -28,6 +29,29 @@ const REFUSALS: u32 = 3;
 /// Time limit of each exchange with the app.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why one exchange with the app's API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connect: {0} (raise the open-file limit of opsctl: ulimit -n)")]
+    OutOfFiles(#[source] std::io::Error),
+    #[error("send: {0}")]
+    Send(#[source] std::io::Error),
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not an HTTP answer: {0:?}")]
+    NotHttp(String),
+    #[error("closed mid-answer")]
+    ClosedMidAnswer,
+    #[error("closed before an answer")]
+    ClosedBeforeAnswer,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP {status} {body}")]
+    Status { status: u16, body: String },
+}
+
 /// Connections held open, each by a task that keeps it alive.
 pub struct Held {
     pub count: usize,
@@ -39,24 +63,27 @@ pub struct Held {
 }
 
 /// `host:port` of an `http://` URL.
-fn authority(url: &str) -> Result<String, String> {
+fn authority(url: &str) -> Result<String, Error> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: the drill speaks plain http:// only"))?;
+        .ok_or_else(|| Error::NotPlainHttp(url.to_string()))?;
     Ok(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
-async fn one_number(ctx: &Ctx, expr: &str) -> Result<f64, String> {
-    let samples = ctx.prometheus.query(expr).await.map_err(|e| format!("{expr}: {e}"))?;
+async fn one_number(ctx: &Ctx, expr: &str) -> Result<f64, Error> {
+    let samples = ctx.prometheus.query(expr).await.map_err(|source| Error::Query {
+        expr: expr.to_string(),
+        source,
+    })?;
     samples
         .first()
         .map(|s| s.number())
         .filter(|v| v.is_finite())
-        .ok_or_else(|| format!("{expr}: no value (is the app scraped?)"))
+        .ok_or_else(|| Error::NoValue { expr: expr.to_string() })
 }
 
 /// Opens connections until `HOLD_SHARE` of the API's limit is open, counting the ones other clients hold.
-pub async fn hold(ctx: &Ctx) -> Result<Held, String> {
+pub async fn hold(ctx: &Ctx) -> Result<Held, Error> {
     let limit = one_number(ctx, r#"max(http_server_connection_max{job="app", listener="api"})"#).await? as usize;
     let open = one_number(ctx, r#"max(http_server_open_connections{job="app", listener="api"})"#)
         .await
@@ -72,12 +99,13 @@ pub async fn hold(ctx: &Ctx) -> Result<Held, String> {
     for _ in 0..count {
         let stream = match open_served(&addr, &host).await {
             Ok(stream) => stream,
-            Err(e) => {
+            Err(source) => {
                 let _ = stop.send(true);
-                return Err(format!(
-                    "app-connections: opening connection {} of {count}: {e}",
-                    tasks.len() + 1
-                ));
+                return Err(Error::OpenConnection {
+                    n: tasks.len() + 1,
+                    count,
+                    source,
+                });
             }
         };
         // Spread over the period, so the requests come at a steady rate rather than all at once.
@@ -124,7 +152,7 @@ impl Held {
         };
         let before = match rejected_connections(ctx).await {
             Ok(v) => v,
-            Err(e) => return fail(e),
+            Err(e) => return fail(e.to_string()),
         };
         let mut filled = Vec::new();
         let mut refused = 0u32;
@@ -132,21 +160,21 @@ impl Held {
         // Other clients may open or close connections meanwhile: fill until refused rather than by arithmetic.
         for _ in 0..self.limit + 64 {
             let answer = async {
-                let mut stream = TcpStream::connect(&self.addr).await.map_err(|e| e.to_string())?;
+                let mut stream = TcpStream::connect(&self.addr).await.map_err(ExchangeError::Connect)?;
                 let (status, body) = exchange(&mut stream, &self.host).await?;
-                Ok::<_, String>((stream, status, body))
+                Ok::<_, ExchangeError>((stream, status, body))
             }
             .await;
             match answer {
                 Ok((stream, 200, _)) => filled.push(stream),
-                Ok((_, 503, body)) if body.contains(r#""status":"error""#) => {
+                Ok((_, 503, body)) if is_error_body(&body) => {
                     refused += 1;
                     if refused == REFUSALS {
                         break;
                     }
                 }
                 Ok((_, status, body)) => odd.push(format!("HTTP {status} {body}")),
-                Err(e) => odd.push(e),
+                Err(e) => odd.push(e.to_string()),
             }
             if odd.len() > 3 {
                 break;
@@ -169,7 +197,7 @@ impl Held {
              {scrape_ms} ms at the limit{}",
             self.count,
             self.limit,
-            counted.as_ref().map_or_else(|e| e.clone(), |d| format!("{d:.0}")),
+            counted.as_ref().map_or_else(|e| e.to_string(), |d| format!("{d:.0}")),
             if scraped { "200" } else { "with an error" },
             if odd.is_empty() {
                 String::new()
@@ -185,37 +213,51 @@ impl Held {
     }
 }
 
+/// Whether a refusal's body is the app's JSON error (`{"status":"error", …}`).
+fn is_error_body(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["status"] == "error")
+}
+
 /// `http_server_rejected_connections_total{listener="api"}` read from the admin listener itself: Prometheus would
 /// be a scrape late.
-async fn rejected_connections(ctx: &Ctx) -> Result<f64, String> {
+async fn rejected_connections(ctx: &Ctx) -> Result<f64, Error> {
     let url = format!("{}/metrics", ctx.args.admin.trim_end_matches('/'));
     let text = ctx
         .http
         .get(&url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(|source| Error::Http {
+            what: url.clone(),
+            source,
+        })?
         .text()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|source| Error::Http {
+            what: url.clone(),
+            source,
+        })?;
     text.lines()
         .find_map(|l| l.strip_prefix(r#"http_server_rejected_connections_total{listener="api"} "#))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{url}: no http_server_rejected_connections_total{{listener=\"api\"}}"))
+        .ok_or_else(|| Error::Metrics {
+            what: url,
+            detail: r#"no http_server_rejected_connections_total{listener="api"}"#.to_string(),
+        })
 }
 
 /// A new connection that has been served one request: it counts as open from then on.
-async fn open_served(addr: &str, host: &str) -> Result<TcpStream, String> {
+async fn open_served(addr: &str, host: &str) -> Result<TcpStream, ExchangeError> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| {
-        if e.raw_os_error() == Some(24) {
-            format!("connect: {e} (raise the open-file limit of opsctl: ulimit -n)")
+        if e.raw_os_error() == Some(libc::EMFILE) {
+            ExchangeError::OutOfFiles(e)
         } else {
-            format!("connect: {e}")
+            ExchangeError::Connect(e)
         }
     })?;
     match exchange(&mut stream, host).await? {
         (200, _) => Ok(stream),
-        (status, body) => Err(format!("HTTP {status} {body}")),
+        (status, body) => Err(ExchangeError::Status { status, body }),
     }
 }
 
@@ -248,13 +290,13 @@ async fn keep_alive(
 
 /// One `GET /healthcheck` on a keep-alive connection: the status and body of the answer (read to its
 /// `content-length`).
-async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), String> {
+async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), ExchangeError> {
     let request = format!("GET /healthcheck HTTP/1.1\r\nHost: {host}\r\nUser-Agent: opsctl-gameday\r\n\r\n");
     tokio::time::timeout(EXCHANGE_TIMEOUT, async {
         stream
             .write_all(request.as_bytes())
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(ExchangeError::Send)?;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 1024];
         loop {
@@ -264,7 +306,7 @@ async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), S
                     .split(' ')
                     .nth(1)
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
+                    .ok_or_else(|| ExchangeError::NotHttp(head.clone()))?;
                 let length: usize = head
                     .lines()
                     .find_map(|l| {
@@ -274,9 +316,9 @@ async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), S
                     })
                     .unwrap_or(0);
                 while buf.len() < end + 4 + length {
-                    let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+                    let n = stream.read(&mut chunk).await.map_err(ExchangeError::Read)?;
                     if n == 0 {
-                        return Err("closed mid-answer".to_string());
+                        return Err(ExchangeError::ClosedMidAnswer);
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
@@ -285,20 +327,20 @@ async fn exchange(stream: &mut TcpStream, host: &str) -> Result<(u16, String), S
                     String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string(),
                 ));
             }
-            let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            let n = stream.read(&mut chunk).await.map_err(ExchangeError::Read)?;
             if n == 0 {
-                return Err("closed before an answer".to_string());
+                return Err(ExchangeError::ClosedBeforeAnswer);
             }
             buf.extend_from_slice(&chunk[..n]);
         }
     })
     .await
-    .map_err(|_| format!("no answer within {EXCHANGE_TIMEOUT:?}"))?
+    .map_err(|_| ExchangeError::Timeout(EXCHANGE_TIMEOUT))?
 }
 
 /// Raises this process's soft limit on open files to `needed` where the hard limit allows (the soft one is often
 /// 1024, too few for the connections of a default limit beside the game day's other clients).
-fn raise_open_file_limit(needed: u64) -> Result<(), String> {
+fn raise_open_file_limit(needed: u64) -> Result<(), Error> {
     // rlim_t is u64 on Linux, not on every unix.
     #[allow(clippy::useless_conversion)]
     fn wide(v: libc::rlim_t) -> u64 {
@@ -311,7 +353,7 @@ fn raise_open_file_limit(needed: u64) -> Result<(), String> {
     // SAFETY: getrlimit and setrlimit read or write the struct they are given, nothing else.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err("getrlimit(RLIMIT_NOFILE) failed".to_string());
+            return Err(Error::Getrlimit);
         }
         if wide(limit.rlim_cur) < needed {
             let raised = libc::rlimit {
@@ -323,10 +365,10 @@ fn raise_open_file_limit(needed: u64) -> Result<(), String> {
         }
     }
     if wide(limit.rlim_cur) < needed {
-        return Err(format!(
-            "app-connections needs {needed} open files and opsctl may have {} (raise ulimit -n)",
-            limit.rlim_cur
-        ));
+        return Err(Error::OpenFiles {
+            needed,
+            have: wide(limit.rlim_cur),
+        });
     }
     Ok(())
 }
@@ -340,6 +382,14 @@ mod tests {
         assert_eq!(authority("http://127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
         assert_eq!(authority("http://127.0.0.1:8080/").unwrap(), "127.0.0.1:8080");
         assert!(authority("https://example.com").is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_the_apps_json_error_whatever_its_layout() {
+        assert!(is_error_body(r#"{"status":"error","message":"too many connections"}"#));
+        assert!(is_error_body(r#"{ "status": "error" }"#));
+        assert!(!is_error_body(r#"{"status":"ok","note":"\"status\":\"error\""}"#));
+        assert!(!is_error_body("Service Unavailable"));
     }
 
     #[tokio::test]

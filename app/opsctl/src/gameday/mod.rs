@@ -5,12 +5,16 @@
 //! inventory (markdown and JSON) and exits non-zero when anything failed.
 
 mod catalog;
+mod config;
 mod connections;
+mod error;
 mod faults;
 mod proofs;
+mod redis;
 mod report;
 mod runner;
 mod stack;
+mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,9 +29,12 @@ use tokio::time::sleep;
 use crate::duration::{format_duration, parse_duration};
 use crate::secrets::Secrets;
 use catalog::{scenarios, NOT_LIVE};
+use config::Routing;
+pub use error::Error;
 use proofs::Proof;
-use runner::{Rules, ScenarioResult, Timing};
+use runner::{Rules, ScenarioResult};
 use stack::{now_ms, Ctx};
+use verdict::Timing;
 
 /// Arguments of `opsctl gameday`.
 #[derive(Debug, Clone, Args)]
@@ -101,10 +108,10 @@ pub struct Outcome {
 }
 
 /// Runs the game day; the error is a reason it could not run at all (a secret file it needs among them).
-pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String> {
+pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error> {
     let ctx = Arc::new(Ctx::new(args.clone(), secrets)?);
     let started = now_ms();
-    let timing = read_timing(&ctx).await?;
+    let (timing, routing) = read_config(&ctx).await?;
     let rules = read_rules(&ctx).await?;
     ctx.say(&format!(
         "intervals: scrape {}s, evaluation {}s, group_wait {}s, group_interval {}s; {} alerting rules",
@@ -127,15 +134,14 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     };
     let seeded = crate::load::run(&seed, std::future::pending()).await;
     if seeded.seed_errors > 0 || seeded.seeded_keys == 0 {
-        return Err(format!(
-            "could not write the game day's keys ({} failed)",
-            seeded.seed_errors
-        ));
+        return Err(Error::Seed {
+            failed: seeded.seed_errors,
+        });
     }
     let (stop_background, background) = faults::background_load(ctx.load_args());
 
     let settled = settle(&ctx).await?;
-    let quiet = quiet_period(&ctx, args.quiet).await;
+    let quiet = quiet_period(&ctx, &routing, args.quiet).await;
     ctx.say(&format!(
         "quiet period: {} — {}",
         if quiet.passed { "passed" } else { "FAILED" },
@@ -143,10 +149,10 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     ));
     let mut proofs = vec![proofs::dashboards(&ctx).await];
 
-    let results = run_scenarios(&ctx, &rules, timing).await;
+    let results = run_scenarios(&ctx, &rules, &routing, timing).await;
 
     let _ = stop_background.send(true);
-    let background = background.await.map_err(|e| e.to_string())?;
+    let background = background.await?;
     proofs.push(proofs::random_paths(ctx.clone(), Duration::from_secs(timing.scrape_seconds)).await);
     for p in &proofs {
         ctx.say(&format!(
@@ -188,44 +194,15 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, String
     Ok(outcome)
 }
 
-/// Scrape and evaluation intervals from Prometheus's configuration, group wait and interval from the root route of
-/// Alertmanager's.
-async fn read_timing(ctx: &Ctx) -> Result<Timing, String> {
-    let prom = ctx.prometheus.config_yaml().await.map_err(|e| e.to_string())?;
-    let am = ctx
-        .alertmanager
-        .status()
-        .await
-        .map_err(|e| e.to_string())?
-        .config
-        .original;
-    let first = |text: &str, key: &str| -> Result<u64, String> {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
-            .ok_or_else(|| format!("no {key} in the configuration"))
-            .and_then(|v| parse_duration(v.trim()))
-            .map(|d| d.as_secs())
-    };
-    // The root route's own keys: the lines of the top-level `route:` block indented by exactly one level (child
-    // routes, such as the Watchdog's, sit deeper).
-    let root_route: String = am
-        .lines()
-        .skip_while(|l| *l != "route:")
-        .skip(1)
-        .take_while(|l| l.starts_with(' ') || l.is_empty())
-        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(Timing {
-        scrape_seconds: first(&prom, "scrape_interval")?,
-        evaluation_seconds: first(&prom, "evaluation_interval")?,
-        group_wait_seconds: first(&root_route, "group_wait")?,
-        group_interval_seconds: first(&root_route, "group_interval")?,
-    })
+/// The intervals and the routing from the running Prometheus's and Alertmanager's configuration.
+async fn read_config(ctx: &Ctx) -> Result<(Timing, Routing), Error> {
+    let prometheus = ctx.prometheus.config_yaml().await?;
+    let alertmanager = ctx.alertmanager.status().await?.config.parse()?;
+    Ok((config::timing(&prometheus, &alertmanager)?, Routing(alertmanager)))
 }
 
-async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
-    let groups = ctx.prometheus.rules().await.map_err(|e| e.to_string())?;
+async fn read_rules(ctx: &Ctx) -> Result<Rules, Error> {
+    let groups = ctx.prometheus.rules().await?;
     let mut rules = BTreeMap::new();
     for rule in groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_alert()) {
         let severity = rule.labels.get("severity").cloned().unwrap_or_default();
@@ -235,7 +212,7 @@ async fn read_rules(ctx: &Ctx) -> Result<Rules, String> {
 }
 
 /// Every alerting rule Prometheus runs has a scenario or a reason (the unit test checks alerts/ the same way).
-fn check_coverage(rules: &Rules) -> Result<(), String> {
+fn check_coverage(rules: &Rules) -> Result<(), Error> {
     let mut covered: BTreeSet<(String, String)> = NOT_LIVE
         .iter()
         .map(|n| (n.alert.to_string(), n.severity.to_string()))
@@ -243,11 +220,11 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
     for s in scenarios() {
         covered.extend(s.expects.iter().map(|e| (e.alert.to_string(), e.severity.to_string())));
     }
-    let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).collect();
+    let missing: Vec<_> = rules.keys().filter(|k| !covered.contains(*k)).cloned().collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("alerts with neither a scenario nor a reason: {missing:?}"))
+        Err(Error::Uncovered(missing))
     }
 }
 
@@ -259,14 +236,14 @@ fn check_coverage(rules: &Rules) -> Result<(), String> {
 /// minutes (cold caches, the first connections) can keep a burn-rate alert's long-window leg above its threshold
 /// for a long time at the background rate. When only the SLO alerts remain after two minutes, healthy reads at
 /// 100/s fill the windows with the traffic an established service would have; the log says so.
-async fn settle(ctx: &Ctx) -> Result<Settled, String> {
+async fn settle(ctx: &Ctx) -> Result<Settled, Error> {
     let started = now_ms();
     let mut settled = Settled::default();
     let mut warm_up = None;
     let result = settle_loop(ctx, &mut warm_up, &mut settled).await;
     if let Some((stop, load)) = warm_up {
         let _ = stop.send(true);
-        let report: crate::load::stats::Report = load.await.map_err(|e| e.to_string())?;
+        let report: crate::load::stats::Report = load.await?;
         ctx.say(&format!(
             "warm-up load stopped: {} requests, {} failed",
             report.completed, report.errors
@@ -289,31 +266,34 @@ pub struct Settled {
     pub diagnosis: Option<String>,
 }
 
+/// The SLO burn-rate alerts, which a young stack's short history can hold open.
+const SLO_ALERTS: [&str; 2] = ["AppAvailabilityBudgetBurn", "AppLatencyBudgetBurn"];
+
 type WarmUp = (watch::Sender<bool>, tokio::task::JoinHandle<crate::load::stats::Report>);
 
-async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), String> {
+async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Settled) -> Result<(), Error> {
     let deadline = now_ms() + 600_000;
     for round in 0u32.. {
-        let prom = ctx.prometheus.alerts().await.map_err(|e| e.to_string())?;
-        let am = ctx.alertmanager.alerts().await.map_err(|e| e.to_string())?;
+        let prom = ctx.prometheus.alerts().await?;
+        let am = ctx.alertmanager.alerts().await?;
         let noisy = |labels: &BTreeMap<String, String>| {
             labels.get("alertname").map(String::as_str) != Some("Watchdog")
                 && labels.get("severity").map(String::as_str) != Some("info")
         };
-        let name = |l: &BTreeMap<String, String>| {
-            format!(
-                "{}{{{}}}",
-                l.get("alertname").map(String::as_str).unwrap_or("?"),
-                l.get("severity").map(String::as_str).unwrap_or("")
+        let key = |l: &BTreeMap<String, String>| {
+            (
+                l.get("alertname").map(String::as_str).unwrap_or("?").to_string(),
+                l.get("severity").map(String::as_str).unwrap_or("").to_string(),
             )
         };
-        let busy: BTreeSet<String> = prom
+        let active: BTreeSet<(String, String)> = prom
             .iter()
             .map(|a| &a.labels)
             .chain(am.iter().map(|a| &a.labels))
             .filter(|l| noisy(l))
-            .map(name)
+            .map(key)
             .collect();
+        let busy: BTreeSet<String> = active.iter().map(|(a, s)| format!("{a}{{{s}}}")).collect();
         if busy.is_empty() {
             return Ok(());
         }
@@ -322,11 +302,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
         }
         if now_ms() > deadline {
             ctx.say(&diagnosis(ctx).await);
-            return Err(format!(
-                "the stack did not settle within 10 minutes: {busy:?} still active; an earlier game day's \
-                 SLO burn keeps the SLO tickets open for hours (their short windows are 2 h and 6 h): wait, \
-                 or start from empty state with `make clean && make up`"
-            ));
+            return Err(Error::NotSettled { busy });
         }
         ctx.say(&format!("settling: waiting for {busy:?} to end"));
         if round % 4 == 1 {
@@ -334,9 +310,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
             ctx.say(&found);
             settled.diagnosis.get_or_insert(found);
         }
-        let only_slo = busy
-            .iter()
-            .all(|b| b.starts_with("AppAvailabilityBudgetBurn{") || b.starts_with("AppLatencyBudgetBurn{"));
+        let only_slo = active.iter().all(|(alert, _)| SLO_ALERTS.contains(&alert.as_str()));
         if round >= 8 && only_slo && warm_up.is_none() {
             ctx.say(
                 "settling: only the SLO burn alerts remain; healthy reads at 100/s fill the young stack's SLO windows",
@@ -400,11 +374,24 @@ async fn diagnosis(ctx: &Ctx) -> String {
 }
 
 /// Healthy load for `length`: no notification may arrive but the Watchdog heartbeat, which must keep arriving.
-async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
+async fn quiet_period(ctx: &Ctx, routing: &Routing, length: Duration) -> Proof {
     let claim = format!(
         "a quiet period of steady, healthy load ({}) sends no notification but the Watchdog heartbeat",
         format_duration(length)
     );
+    let heartbeat_receiver = match routing.receiver("Watchdog", "none", &[]) {
+        Ok(Some(receiver)) => receiver,
+        outcome => {
+            return Proof {
+                claim,
+                passed: false,
+                figures: match outcome {
+                    Err(e) => format!("Alertmanager's routing: {e}"),
+                    _ => "Alertmanager routes the Watchdog to a receiver that sends nothing".to_string(),
+                },
+            }
+        }
+    };
     let since = match ctx.last_notification_id().await {
         Ok(id) => id,
         Err(e) => {
@@ -427,10 +414,10 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
         .notifications(&[("after", &after), ("limit", "1000")])
         .await
         .unwrap_or_default();
-    let heartbeats = received.iter().filter(|n| n.receiver == "heartbeat").count();
+    let heartbeats = received.iter().filter(|n| n.receiver == heartbeat_receiver).count();
     let others: Vec<String> = received
         .iter()
-        .filter(|n| n.receiver != "heartbeat")
+        .filter(|n| n.receiver != heartbeat_receiver)
         .map(|n| format!("{} {} to {}", n.alertname, n.status, n.receiver))
         .collect();
     // The Watchdog route repeats every minute, on the next group_interval tick: one every 60-75 s. At least one per
@@ -458,7 +445,7 @@ async fn quiet_period(ctx: &Ctx, length: Duration) -> Proof {
 }
 
 /// Starts every scenario as soon as the faults of its `after` list are removed, and collects the results.
-async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, timing: Timing) -> Vec<ScenarioResult> {
+async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing: Timing) -> Vec<ScenarioResult> {
     let all = scenarios();
     let chosen: Vec<_> = all
         .into_iter()
@@ -477,12 +464,12 @@ async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, timing: Timing) -> Vec<Sce
             .map(|tx| tx.subscribe())
             .collect();
         let done = cleared[s.name].clone();
-        let (ctx, rules) = (ctx.clone(), rules.clone());
+        let (ctx, rules, routing) = (ctx.clone(), rules.clone(), routing.clone());
         tasks.spawn(async move {
             for mut w in waits {
                 let _ = w.wait_for(|c| *c).await;
             }
-            runner::run(ctx, s, &rules, timing, done).await
+            runner::run(ctx, s, &rules, &routing, timing, done).await
         });
     }
     let mut results = tasks.join_all().await;

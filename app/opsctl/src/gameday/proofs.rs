@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 
+use super::error::Error;
 use super::stack::{Ctx, KEYS, KEY_PREFIX};
 use crate::clients::http_client;
 
@@ -199,13 +200,12 @@ impl Writers {
     }
 
     /// How many acknowledged writes Postgres does not hold with the acknowledged value.
-    async fn missing(&self, acked: &[(String, u64)]) -> Result<usize, String> {
-        let (client, connection) = self
-            .ctx
-            .pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn missing(&self, acked: &[(String, u64)]) -> Result<usize, Error> {
+        let pg = |source| Error::Postgres {
+            what: "read the writes back",
+            source,
+        };
+        let (client, connection) = self.ctx.pg.connect(tokio_postgres::NoTls).await.map_err(pg)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -216,7 +216,7 @@ impl Writers {
                 &[&keys],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(pg)?;
         let stored: std::collections::HashMap<String, i64> = rows
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
@@ -233,7 +233,7 @@ impl Writers {
 /// connection the app's listener took is answered with success, none is reset unanswered) and no acknowledged
 /// write is lost (each writer's key holds its last acknowledged value or a later one). A connection attempt refused
 /// while nothing listens carried no request and is retried; those are counted.
-pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
+pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, Error> {
     #[derive(Default)]
     struct Tally {
         ok: u64,
@@ -295,14 +295,14 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
             ctx.wait_app_healthy(Duration::from_secs(30)).await?;
         }
         sleep(Duration::from_secs(3)).await;
-        Ok::<(), String>(())
+        Ok::<(), Error>(())
     }
     .await;
     let _ = stop.send(true);
     let mut all = Tally::default();
     let mut lost = Vec::new();
     for (w, worker) in workers.into_iter().enumerate() {
-        let t = worker.await.map_err(|e| e.to_string())?;
+        let t = worker.await?;
         all.ok += t.ok;
         all.refused += t.refused;
         all.reset += t.reset;
@@ -314,10 +314,16 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, String> {
                 .get(format!("{base}/get/{key}"))
                 .send()
                 .await
-                .map_err(|e| format!("read back {key}: {}", crate::clients::describe_transport(&e)))?
+                .map_err(|source| Error::Http {
+                    what: format!("read back {key}"),
+                    source,
+                })?
                 .json::<serde_json::Value>()
                 .await
-                .map_err(|e| format!("read back {key}: {e}"))?;
+                .map_err(|source| Error::Http {
+                    what: format!("read back {key}"),
+                    source,
+                })?;
             match stored["value"].as_u64() {
                 Some(v) if v >= acked => {}
                 other => lost.push(format!("{key}: acknowledged {acked}, stored {other:?}")),
@@ -367,29 +373,32 @@ fn reset_before_answer(e: &reqwest::Error) -> bool {
 }
 
 /// Counts the request-duration series the app exposes.
-async fn app_http_series(ctx: &Ctx) -> Result<usize, String> {
+async fn app_http_series(ctx: &Ctx) -> Result<usize, Error> {
     let url = format!("{}/metrics", ctx.args.admin.trim_end_matches('/'));
+    let http = |source| Error::Http {
+        what: url.clone(),
+        source,
+    };
     let text = ctx
         .admin_auth
         .apply(ctx.http.get(&url))
         .send()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(http)?
         .text()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(http)?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("http_server_request_duration_seconds_bucket{"))
         .count())
 }
 
-async fn prometheus_http_series(ctx: &Ctx) -> Result<f64, String> {
+async fn prometheus_http_series(ctx: &Ctx) -> Result<f64, Error> {
     let samples = ctx
         .prometheus
         .query(r#"count(http_server_request_duration_seconds_bucket{job="app"})"#)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(samples.first().map(|s| s.number()).unwrap_or(0.0))
 }
 

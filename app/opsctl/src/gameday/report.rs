@@ -3,10 +3,15 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use super::error::Error;
 use super::Outcome;
 
 fn secs(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0} s")).unwrap_or_else(|| "—".to_string())
+}
+
+fn join(notes: &[super::verdict::Note]) -> String {
+    notes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 fn verdict(passed: bool) -> &'static str {
@@ -34,8 +39,8 @@ pub fn markdown(o: &Outcome) -> String {
         t.evaluation_seconds,
         t.group_wait_seconds,
         t.group_interval_seconds,
-        super::runner::SLACK_SECONDS,
-        super::runner::SLACK_SECONDS,
+        super::verdict::SLACK_SECONDS,
+        super::verdict::SLACK_SECONDS,
         settled(o),
     );
     md.push_str(
@@ -69,7 +74,7 @@ pub fn markdown(o: &Outcome) -> String {
                 if r.notes.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", r.notes.join("; "))
+                    format!(" ({})", join(&r.notes))
                 }
             );
         }
@@ -169,7 +174,7 @@ pub fn summary(o: &Outcome) -> Vec<String> {
                 s.name,
                 r.alert,
                 r.severity,
-                r.notes.join("; "),
+                join(&r.notes),
                 secs(r.fired_seconds),
                 r.fire_bound_seconds,
                 secs(r.notified_seconds),
@@ -195,12 +200,20 @@ pub fn summary(o: &Outcome) -> Vec<String> {
 }
 
 /// Writes `gameday.md` and `gameday.json` into `dir`.
-pub fn write(dir: &Path, o: &Outcome) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let json = serde_json::to_string_pretty(o).map_err(|e| e.to_string())?;
+pub fn write(dir: &Path, o: &Outcome) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::File {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(o)?;
     for (name, text) in [("gameday.md", markdown(o)), ("gameday.json", json)] {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|source| Error::File {
+            action: "write",
+            path,
+            source,
+        })?;
     }
     Ok(())
 }

@@ -8,33 +8,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::sleep;
 
-use super::catalog::{ClearOn, Expect, Inhibited, Scenario};
+use super::catalog::{Expect, Inhibited, Scenario};
+use super::config::Routing;
 use super::faults::Dilution;
 use super::proofs::Proof;
 use super::stack::{now_ms, Ctx};
+use super::verdict::{self, Bounds, Delivery, Note, Observed, Timing};
 use crate::clients::{Notification, PrometheusAlert};
-
-/// The intervals the bounds are made of, read from the running Prometheus and Alertmanager.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Timing {
-    pub scrape_seconds: u64,
-    pub evaluation_seconds: u64,
-    pub group_wait_seconds: u64,
-    pub group_interval_seconds: u64,
-}
-
-/// Time allowed on top of the intervals: Prometheus's resend delay, the webhook, and the game day's polling.
-pub const SLACK_SECONDS: u64 = 20;
-
-/// Severity → the inbox receiver Alertmanager routes it to (monitoring/alertmanager/routes.tsv tests the same).
-pub fn receiver_for(severity: &str) -> Option<&'static str> {
-    match severity {
-        "critical" => Some("pager"),
-        "warning" => Some("ticket"),
-        "none" => Some("heartbeat"),
-        _ => None,
-    }
-}
 
 /// One row of the inventory.
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +33,7 @@ pub struct Row {
     /// From the fault's removal to the resolved notification (to the alert's end in Prometheus for info alerts).
     pub resolved_seconds: Option<f64>,
     pub passed: bool,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 /// An inhibition check.
@@ -105,6 +85,8 @@ struct Watch {
     expect: Expect,
     row: Row,
     notified_ms: Option<u64>,
+    /// The receiver the firing notification went to, when not the expected one.
+    wrong_receiver: Option<String>,
 }
 
 fn matches(labels: &BTreeMap<String, String>, alert: &str, severity: Option<&str>, extra: &[(&str, &str)]) -> bool {
@@ -161,6 +143,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     scenario: Scenario,
     rules: &Rules,
+    routing: &Routing,
     timing: Timing,
     release: tokio::sync::watch::Sender<bool>,
 ) -> ScenarioResult {
@@ -185,28 +168,33 @@ pub async fn run(
             ));
             return result;
         };
-        let notifies = receiver_for(e.severity).is_some();
-        let base = timing.scrape_seconds + timing.evaluation_seconds + SLACK_SECONDS;
+        let receiver = match routing.receiver(e.alert, e.severity, e.labels) {
+            Ok(receiver) => receiver,
+            Err(err) => {
+                result.error = Some(err.to_string());
+                return result;
+            }
+        };
+        let notifies = receiver.is_some();
+        let Bounds { fire, resolve } = verdict::bounds(timing, for_seconds, e.detect, e.clear, notifies);
         watches.push(Watch {
             expect: e.clone(),
             row: Row {
                 scenario: scenario.name.to_string(),
                 alert: e.alert.to_string(),
                 severity: e.severity.to_string(),
-                receiver: receiver_for(e.severity).map(str::to_string),
+                receiver,
                 for_seconds,
-                fire_bound_seconds: e.detect
-                    + for_seconds
-                    + base
-                    + if notifies { timing.group_wait_seconds } else { 0 },
+                fire_bound_seconds: fire,
                 fired_seconds: None,
                 notified_seconds: None,
-                resolve_bound_seconds: e.clear + base + if notifies { timing.group_interval_seconds } else { 0 },
+                resolve_bound_seconds: resolve,
                 resolved_seconds: None,
                 passed: false,
                 notes: vec![],
             },
             notified_ms: None,
+            wrong_receiver: None,
         });
     }
     let mut inhibitions: Vec<(Inhibited, InhibitionRow)> = scenario
@@ -258,7 +246,7 @@ pub async fn run(
             match Dilution::start(&ctx, scenario.name).await {
                 Ok(d) => dilution = Some(d),
                 Err(e) => {
-                    result.error = Some(e);
+                    result.error = Some(e.to_string());
                     return result;
                 }
             }
@@ -267,7 +255,7 @@ pub async fn run(
     }
     if let Some(d) = dilution {
         if let Err(e) = d.stop(&ctx, "before the fault").await {
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             return result;
         }
     }
@@ -300,9 +288,7 @@ pub async fn run(
                     let ramp = (now_ms() - t0).div_ceil(1000);
                     for w in watches.iter_mut().filter(|w| w.expect.after_ramp) {
                         w.row.fire_bound_seconds += ramp;
-                        w.row
-                            .notes
-                            .push(format!("the bound includes the fault's {ramp} s ramp"));
+                        w.row.notes.push(Note::RampIncluded(ramp));
                     }
                     if scenario.fault.over_once_injected() {
                         release.now();
@@ -333,7 +319,7 @@ pub async fn run(
                         .any(|a| a.status == "firing" && matches(&a.labels, e.alert, Some(e.severity), e.labels));
                     if alert_matches {
                         if Some(n.receiver.as_str()) != w.row.receiver.as_deref() {
-                            w.row.notes.push(format!("notified to {} instead", n.receiver));
+                            w.wrong_receiver = Some(n.receiver.clone());
                         }
                         w.notified_ms = Some(n.received_at_unix_ms);
                         w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
@@ -344,13 +330,15 @@ pub async fn run(
             }
         }
         check_inhibitions(&ctx, &mut inhibitions, &watches, &alerts, since).await;
-        let done = watches
-            .iter()
-            .all(|w| match (scenario.clear_on, w.row.receiver.is_some()) {
-                (ClearOn::Delivered, true) => w.notified_ms.is_some(),
-                _ => w.row.fired_seconds.is_some(),
-            });
-        let fire_deadline = deadline(t0, watches.iter().map(|w| w.row.fire_bound_seconds));
+        let done = watches.iter().all(|w| {
+            verdict::fire_phase_done(
+                scenario.clear_on,
+                w.row.receiver.is_some(),
+                w.row.fired_seconds.is_some(),
+                w.notified_ms.is_some(),
+            )
+        });
+        let fire_deadline = verdict::deadline(t0, watches.iter().map(|w| w.row.fire_bound_seconds));
         if injected.is_some() && (done || now_ms() > fire_deadline) {
             break;
         }
@@ -370,7 +358,7 @@ pub async fn run(
     };
     release.now();
     ctx.say(&format!("{}: fault removed", scenario.name));
-    let resolve_deadline = deadline(t_clear, watches.iter().map(|w| w.row.resolve_bound_seconds));
+    let resolve_deadline = verdict::deadline(t_clear, watches.iter().map(|w| w.row.resolve_bound_seconds));
     loop {
         let alerts = ctx.prometheus.alerts().await.unwrap_or_default();
         for w in watches.iter_mut() {
@@ -392,6 +380,9 @@ pub async fn run(
                     .filter(|a| matches(&a.labels, e.alert, Some(e.severity), e.labels))
                 {
                     if a.status == "firing" && w.notified_ms.is_none() {
+                        if Some(n.receiver.as_str()) != w.row.receiver.as_deref() {
+                            w.wrong_receiver = Some(n.receiver.clone());
+                        }
                         w.notified_ms = Some(n.received_at_unix_ms);
                         w.row.notified_seconds = Some(secs(t0, n.received_at_unix_ms));
                     }
@@ -413,40 +404,32 @@ pub async fn run(
     }
     match active.finish().await {
         Ok(proofs) => result.proofs = proofs,
-        Err(e) => result.error = result.error.take().or(Some(e)),
+        Err(e) => result.error = result.error.take().or(Some(e.to_string())),
     }
 
     for w in watches.iter_mut() {
+        let notified_unexpectedly = w.row.receiver.is_none() && notified_any(&ctx, &w.expect, since).await;
         let r = &mut w.row;
-        let within = |v: Option<f64>, bound: u64| v.is_some_and(|v| v <= bound as f64);
-        let fired_in_time = match (scenario.clear_on, r.receiver.is_some()) {
-            // The notification can only arrive once delivery works again: the bound applies to Prometheus.
-            (ClearOn::Firing, true) => {
-                within(r.fired_seconds, r.fire_bound_seconds - timing.group_wait_seconds)
-                    && r.notified_seconds.is_some()
-            }
-            (ClearOn::Delivered, true) => within(r.notified_seconds, r.fire_bound_seconds),
-            (_, false) => within(r.fired_seconds, r.fire_bound_seconds),
+        let observed = Observed {
+            fired: r.fired_seconds,
+            notified: r.notified_seconds,
+            resolved: r.resolved_seconds,
+            wrong_receiver: w.wrong_receiver.clone(),
+            notified_unexpectedly,
         };
-        if r.fired_seconds.is_none() {
-            r.notes.push("never fired".to_string());
-        } else if r.receiver.is_some() && r.notified_seconds.is_none() {
-            r.notes.push("never reached a receiver".to_string());
-        } else if !fired_in_time {
-            r.notes.push("slower than its bound".to_string());
-        }
-        if r.receiver.is_none() && notified_any(&ctx, &w.expect, since).await {
-            r.notes.push("notified, but info alerts must not be".to_string());
-        }
-        let resolved_in_time = within(r.resolved_seconds, r.resolve_bound_seconds);
-        if r.fired_seconds.is_some() && r.resolved_seconds.is_none() {
-            r.notes.push("never resolved".to_string());
-        } else if r.resolved_seconds.is_some() && !resolved_in_time {
-            r.notes.push("resolved slower than its bound".to_string());
-        }
-        r.passed = fired_in_time
-            && resolved_in_time
-            && !r.notes.iter().any(|n| n.contains("instead") || n.contains("must not"));
+        let bounds = Bounds {
+            fire: r.fire_bound_seconds,
+            resolve: r.resolve_bound_seconds,
+        };
+        let v = verdict::judge(
+            &observed,
+            bounds,
+            scenario.clear_on,
+            r.receiver.is_some(),
+            timing.group_wait_seconds,
+        );
+        r.notes.extend(v.notes());
+        r.passed = v.passed();
     }
     result.rows = watches.into_iter().map(|w| w.row).collect();
     result.inhibitions = inhibitions.into_iter().map(|(_, row)| row).collect();
@@ -454,11 +437,6 @@ pub async fn run(
     let verdict = if result.passed() { "passed" } else { "FAILED" };
     ctx.say(&format!("{}: {verdict} in {:.0} s", scenario.name, result.seconds));
     result
-}
-
-/// When to stop waiting (Unix ms): two minutes past the longest bound, only to tell "slow" from "never".
-fn deadline(from: u64, bounds: impl Iterator<Item = u64>) -> u64 {
-    from + bounds.max().unwrap_or(0) * 1000 + 120_000
 }
 
 async fn notified_any(ctx: &Ctx, e: &Expect, since: u64) -> bool {
@@ -512,11 +490,55 @@ async fn check_inhibitions(
             }
             // Before the source ended, a delivery is a failed inhibition (also when the target won the race to
             // Alertmanager against its source). After it, the target's own window may still hold the fault.
-            match row.source_ended_ms {
-                Some(ended) if n.received_at_unix_ms >= ended.saturating_sub(2_000) => row.delivered_after = true,
-                _ => row.delivered_while_inhibited = true,
+            match verdict::delivery(n.received_at_unix_ms, row.source_ended_ms) {
+                Delivery::After => row.delivered_after = true,
+                Delivery::WhileInhibited => row.delivered_while_inhibited = true,
             }
         }
         row.passed = !row.delivered_while_inhibited;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(state: &str, labels: &[(&str, &str)]) -> PrometheusAlert {
+        PrometheusAlert {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            state: state.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_expected_alert_is_told_apart_by_name_severity_and_labels() {
+        let labels = [
+            ("alertname", "PrometheusTargetDown"),
+            ("severity", "warning"),
+            ("job", "process"),
+        ];
+        let l: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(matches(
+            &l,
+            "PrometheusTargetDown",
+            Some("warning"),
+            &[("job", "process")]
+        ));
+        assert!(matches(&l, "PrometheusTargetDown", None, &[]));
+        assert!(!matches(&l, "PrometheusTargetDown", Some("critical"), &[]));
+        assert!(!matches(&l, "PrometheusTargetDown", None, &[("job", "app")]));
+        assert!(!matches(&l, "AppTargetDown", None, &[]));
+    }
+
+    #[test]
+    fn a_firing_instance_counts_over_a_pending_one() {
+        let alerts = [
+            alert("pending", &[("alertname", "A"), ("instance", "1")]),
+            alert("firing", &[("alertname", "A"), ("instance", "2")]),
+            alert("pending", &[("alertname", "B")]),
+        ];
+        assert_eq!(active_in(&alerts, "A", None, &[]).as_deref(), Some("firing"));
+        assert_eq!(active_in(&alerts, "B", None, &[]).as_deref(), Some("pending"));
+        assert_eq!(active_in(&alerts, "C", None, &[]), None);
     }
 }
