@@ -4,6 +4,7 @@
 //!
 //! One module per fact file; a new fact is a new module and one line below.
 
+pub mod alertmanager;
 pub mod slo;
 pub mod topology;
 

@@ -7,15 +7,14 @@
 //! - README.md, region `alerts`: the same alerts grouped by receiver and severity; region `slos`: each SLO's
 //!   objective and the burn-rate alerts that guard it.
 
-mod routing;
 mod rules;
 mod slo;
 
 use std::path::Path;
 
 use crate::generated::{replace_region_in, Error, Output};
-use routing::Routing;
 use rules::Rule;
+use stack::alertmanager::{self as routing, Routing};
 
 pub const README: &str = "README.md";
 pub const RUNBOOK_INDEX: &str = "runbooks/README.md";

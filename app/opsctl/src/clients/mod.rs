@@ -6,9 +6,7 @@ mod alertmanager;
 mod inbox;
 mod prometheus;
 
-pub use alertmanager::{
-    Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus, ConfigError, ConfigFile, Receiver, Route,
-};
+pub use alertmanager::{Alertmanager, AlertmanagerAlert, AlertmanagerConfig, AlertmanagerStatus};
 pub use inbox::{Heartbeat, Inbox, Notification, Webhook, WebhookAlert};
 pub use prometheus::{AlertmanagerTarget, Prometheus, PrometheusAlert, Rule, RuleGroup, Sample, Target};
 

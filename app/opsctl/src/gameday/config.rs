@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::error::Error;
 use super::verdict::Timing;
-use crate::clients::ConfigFile;
 use crate::duration::parse_duration;
 
 /// The parts of Prometheus's configuration the bounds use.
@@ -37,9 +36,9 @@ fn seconds(key: &'static str, value: Option<&str>) -> Result<u64, Error> {
 
 /// Scrape and evaluation intervals from Prometheus's global section, group wait and interval from the root route
 /// of Alertmanager's (child routes, such as the Watchdog's, have their own).
-pub fn timing(prometheus_yaml: &str, alertmanager: &ConfigFile) -> Result<Timing, Error> {
+pub fn timing(prometheus_yaml: &str, alertmanager: &::stack::alertmanager::Routing) -> Result<Timing, Error> {
     let prometheus: PrometheusConfig = serde_yaml_ng::from_str(prometheus_yaml).map_err(Error::PrometheusConfig)?;
-    let root = &alertmanager.route;
+    let root = alertmanager;
     Ok(Timing {
         scrape_seconds: seconds("scrape_interval", prometheus.global.scrape_interval.as_deref())?,
         evaluation_seconds: seconds("evaluation_interval", prometheus.global.evaluation_interval.as_deref())?,
@@ -50,7 +49,7 @@ pub fn timing(prometheus_yaml: &str, alertmanager: &ConfigFile) -> Result<Timing
 
 /// Alertmanager's routing, as loaded.
 #[derive(Debug, Clone)]
-pub struct Routing(pub ConfigFile);
+pub struct Routing(pub ::stack::alertmanager::Routing);
 
 impl Routing {
     /// The receiver Alertmanager notifies of `alert` with `severity` and `labels`; `None` when it is routed to a
@@ -59,8 +58,10 @@ impl Routing {
         let mut all: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         all.insert("alertname".to_string(), alert.to_string());
         all.insert("severity".to_string(), severity.to_string());
-        let receiver = self.0.receiver_for(&all)?;
-        Ok(receiver.notifies().then(|| receiver.name.clone()))
+        // The first receiver the routing tree hands the alert to (the shipped routes use no `continue`).
+        let receivers = self.0.receivers_of(&all);
+        let receiver = receivers.first().ok_or_else(|| Error::NoReceiver(alert.to_string()))?;
+        Ok(self.0.notifies(receiver).then(|| receiver.clone()))
     }
 }
 
@@ -70,7 +71,7 @@ mod tests {
     use crate::clients::AlertmanagerConfig;
 
     /// The repository's Alertmanager configuration, as the native stack and compose load it.
-    fn shipped() -> ConfigFile {
+    fn shipped() -> ::stack::alertmanager::Routing {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../monitoring/alertmanager/alertmanager.yml"

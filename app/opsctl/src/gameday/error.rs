@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clients::{ClientError, ConfigError};
+use crate::clients::ClientError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,7 +13,9 @@ pub enum Error {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
-    AlertmanagerConfig(#[from] ConfigError),
+    AlertmanagerConfig(#[from] ::stack::alertmanager::Error),
+    #[error("Alertmanager's routing sends {0} to no receiver")]
+    NoReceiver(String),
     #[error("Prometheus's configuration is not valid YAML: {0}")]
     PrometheusConfig(#[source] serde_yaml_ng::Error),
     #[error("no {0} in the configuration")]

@@ -1,10 +1,12 @@
-//! Alertmanager's routing tree, read from `monitoring/alertmanager/alertmanager.yml`, and which receivers an
-//! alert's labels reach, decided as Alertmanager decides it: a route that matches hands the alert to the first of
+//! Alertmanager's routing tree (`monitoring/alertmanager/alertmanager.yml`, or the configuration a running
+//! Alertmanager reports), and which receivers an alert's labels reach, decided as Alertmanager decides it: a route that matches hands the alert to the first of
 //! its child routes that matches (and on past it while that child says `continue`), and keeps it when none does;
 //! a route without `receiver` inherits its parent's.
 //!
 //! Matchers supported: `name="value"` and `name!="value"` (quoted or not) in `matchers`, and the older `match`
 //! map. Regular-expression matchers (`=~`, `!~`, `match_re`) are refused with an error rather than guessed.
+//!
+//! One model for every tool: the generator's alert tables (xtask) and the game day's expected receivers (opsctl).
 
 use std::collections::BTreeMap;
 
@@ -14,15 +16,31 @@ use serde_yaml_ng::Value;
 /// The routing configuration, relative to the repository root.
 pub const FILE: &str = "monitoring/alertmanager/alertmanager.yml";
 
+/// Why a configuration could not be read as a routing tree.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not an Alertmanager configuration: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("the root route has no receiver")]
+    NoRootReceiver,
+    #[error("{0}: regular-expression matchers are not supported")]
+    Regex(String),
+    #[error("matcher `{0}` has no operator")]
+    NoOperator(String),
+}
+
 /// The routing tree and the receivers, in the order the file declares them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Routing {
     root: Route,
     /// Every receiver's name and whether it notifies anyone (has an integration such as `webhook_configs`).
     pub receivers: Vec<(String, bool)>,
+    /// The root route's `group_wait` and `group_interval` as written (child routes may have their own).
+    pub group_wait: Option<String>,
+    pub group_interval: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Route {
     receiver: String,
     matchers: Vec<Matcher>,
@@ -30,7 +48,7 @@ struct Route {
     routes: Vec<Route>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Matcher {
     name: String,
     equal: bool,
@@ -47,6 +65,8 @@ struct Config {
 #[derive(Deserialize)]
 struct RawRoute {
     receiver: Option<String>,
+    group_wait: Option<String>,
+    group_interval: Option<String>,
     #[serde(default)]
     matchers: Vec<String>,
     #[serde(default, rename = "match")]
@@ -60,9 +80,10 @@ struct RawRoute {
 }
 
 impl Routing {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-        let receiver = config.route.receiver.clone().ok_or("the root route has no receiver")?;
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let config: Config = serde_yaml_ng::from_str(text)?;
+        let receiver = config.route.receiver.clone().ok_or(Error::NoRootReceiver)?;
+        let (group_wait, group_interval) = (config.route.group_wait.clone(), config.route.group_interval.clone());
         let root = Route::build(config.route, &receiver)?;
         let receivers = config
             .receivers
@@ -75,7 +96,12 @@ impl Routing {
                 (name, notifies)
             })
             .collect();
-        Ok(Routing { root, receivers })
+        Ok(Routing {
+            root,
+            receivers,
+            group_wait,
+            group_interval,
+        })
     }
 
     /// The receivers an alert with these labels is delivered to, in routing order.
@@ -97,11 +123,9 @@ impl Routing {
 }
 
 impl Route {
-    fn build(raw: RawRoute, inherited: &str) -> Result<Route, String> {
+    fn build(raw: RawRoute, inherited: &str) -> Result<Route, Error> {
         if let Some(name) = raw.match_re.keys().next() {
-            return Err(format!(
-                "match_re on `{name}`: regular-expression matchers are not supported"
-            ));
+            return Err(Error::Regex(format!("match_re on `{name}`")));
         }
         let receiver = raw.receiver.unwrap_or_else(|| inherited.to_owned());
         let mut matchers = raw
@@ -149,23 +173,21 @@ impl Route {
 }
 
 impl Matcher {
-    fn parse(text: &str) -> Result<Matcher, String> {
+    fn parse(text: &str) -> Result<Matcher, Error> {
         let text = text.trim();
         let name_end = text
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .ok_or_else(|| format!("matcher `{text}` has no operator"))?;
+            .ok_or_else(|| Error::NoOperator(text.to_owned()))?;
         let (name, rest) = text.split_at(name_end);
         let rest = rest.trim_start();
         let (equal, value) = if rest.starts_with("=~") || rest.starts_with("!~") {
-            return Err(format!(
-                "matcher `{text}`: regular-expression matchers are not supported"
-            ));
+            return Err(Error::Regex(format!("matcher `{text}`")));
         } else if let Some(v) = rest.strip_prefix("!=") {
             (false, v)
         } else if let Some(v) = rest.strip_prefix('=') {
             (true, v)
         } else {
-            return Err(format!("matcher `{text}` has no operator"));
+            return Err(Error::NoOperator(text.to_owned()));
         };
         let value = value.trim();
         let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
@@ -252,6 +274,7 @@ receivers:
     fn regular_expression_matchers_are_refused() {
         let config = "route:\n  receiver: r\n  routes:\n    - matchers: ['severity=~\"crit.*\"']\n      receiver: p\n";
         let err = Routing::parse(config).unwrap_err();
-        assert!(err.contains("regular-expression"), "{err}");
+        assert!(matches!(err, Error::Regex(_)), "{err}");
+        assert!(err.to_string().contains("regular-expression"), "{err}");
     }
 }
