@@ -53,6 +53,11 @@ pub struct Scenario {
     pub clear_on: ClearOn,
     /// Scenarios whose faults must be removed before this one starts (they would disturb each other).
     pub after: &'static [&'static str],
+    /// Scenarios that must have ended, every alert resolved, before this one starts: this fault's errors would
+    /// hold their alerts open. The SLO drill's page stays open while its 30m window holds more than 6x the budget,
+    /// so a drill that answers 5xx (pool exhaustion: thousands of 503s) must wait for it to resolve, not only for
+    /// its fault to be removed (seen: AppAvailabilityBudgetBurn still firing at its 1860 s bound).
+    pub after_resolved: &'static [&'static str],
 }
 
 /// An alert the game day does not fire, and why.
@@ -120,6 +125,7 @@ pub fn scenarios() -> Vec<Scenario> {
             }],
             clear_on: ClearOn::Firing,
             after: &[],
+            after_resolved: &[],
         },
         Scenario {
             name: "inbox-down",
@@ -134,6 +140,7 @@ pub fn scenarios() -> Vec<Scenario> {
             }],
             clear_on: ClearOn::Firing,
             after: &["alertmanager-down"],
+            after_resolved: &[],
         },
         // --- then, side by side where they cannot disturb each other: faults off the request path, and the
         // --- app-side faults one at a time (each would spoil the others' proofs or be inhibited by them).
@@ -146,6 +153,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "exporter-down",
@@ -158,6 +166,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "broken-rule",
@@ -167,6 +176,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "redis-maxmemory",
@@ -176,6 +186,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "redis-clients",
@@ -188,6 +199,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "app-metrics-absent",
@@ -197,6 +209,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["app-restarts"],
+            after_resolved: &[],
         },
         Scenario {
             name: "postgres-down",
@@ -211,6 +224,7 @@ pub fn scenarios() -> Vec<Scenario> {
             }],
             clear_on: ClearOn::Delivered,
             after: &["app-restarts"],
+            after_resolved: &[],
         },
         Scenario {
             name: "pg-lock",
@@ -224,6 +238,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "pg-deadlock",
@@ -233,6 +248,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "pg-connections",
@@ -242,6 +258,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "pg-buffer-cache",
@@ -251,6 +268,7 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "app-connections",
@@ -265,6 +283,7 @@ pub fn scenarios() -> Vec<Scenario> {
             // it (its connections would go), nor beside a proof that counts failed requests: at the bound, every
             // new connection is refused, whoever opens it. The Postgres drills do not use the API.
             after: &["app-metrics-absent", "postgres-down"],
+            after_resolved: &[],
         },
         Scenario {
             name: "redis-down",
@@ -284,6 +303,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "redis-clients",
                 "app-connections",
             ],
+            after_resolved: &[],
         },
         Scenario {
             name: "app-down",
@@ -297,6 +317,7 @@ pub fn scenarios() -> Vec<Scenario> {
             }],
             clear_on: ClearOn::Delivered,
             after: &["redis-down"],
+            after_resolved: &[],
         },
         // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
         Scenario {
@@ -321,6 +342,28 @@ pub fn scenarios() -> Vec<Scenario> {
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["app-down"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "redis-acl",
+            what: "deny the app's Redis user the GET command (reads fall back to Postgres)",
+            fault: Fault::RedisDenyGet,
+            expects: vec![expect("AppCacheErrors", "warning", 0, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["slo-burn"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "cache-misses",
+            what: "read keys that do not exist at 60/s: the cache hit ratio falls",
+            fault: Fault::CacheMisses,
+            // The 5m ratio falls under 50% once misses outnumber the hits already in its window.
+            expects: vec![expect("AppCacheHitRatioLow", "warning", 60, 300)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["redis-acl"],
+            after_resolved: &[],
         },
         Scenario {
             name: "pool-exhaustion",
@@ -339,26 +382,8 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["slo-burn"],
-        },
-        Scenario {
-            name: "redis-acl",
-            what: "deny the app's Redis user the GET command (reads fall back to Postgres)",
-            fault: Fault::RedisDenyGet,
-            expects: vec![expect("AppCacheErrors", "warning", 0, 300)],
-            inhibited: vec![],
-            clear_on: ClearOn::Delivered,
-            after: &["pool-exhaustion"],
-        },
-        Scenario {
-            name: "cache-misses",
-            what: "read keys that do not exist at 60/s: the cache hit ratio falls",
-            fault: Fault::CacheMisses,
-            // The 5m ratio falls under 50% once misses outnumber the hits already in its window.
-            expects: vec![expect("AppCacheHitRatioLow", "warning", 60, 300)],
-            inhibited: vec![],
-            clear_on: ClearOn::Delivered,
-            after: &["redis-acl"],
+            after: &["cache-misses"],
+            after_resolved: &["slo-burn"],
         },
     ]
 }
@@ -366,7 +391,7 @@ pub fn scenarios() -> Vec<Scenario> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
 
     #[derive(serde::Deserialize)]
@@ -437,11 +462,56 @@ mod tests {
         assert!(both.is_empty(), "both covered and listed as not live: {both:?}");
     }
 
+    /// A scenario that starts only after the SLO drill's fault is removed (it waits for it, directly or through
+    /// another) runs while that drill waits for its page to resolve, unless it waits for the drill to end.
+    #[test]
+    fn no_fault_that_answers_5xx_runs_while_the_slo_drill_recovers() {
+        let all = scenarios();
+        let by_name: BTreeMap<_, _> = all.iter().map(|s| (s.name, s)).collect();
+        // Every scenario reachable from `name` through `after` alone (not through `after_resolved`).
+        fn waits_only_for_removal<'a>(name: &str, target: &str, by_name: &BTreeMap<&'a str, &'a Scenario>) -> bool {
+            let s = by_name[name];
+            if s.after_resolved
+                .iter()
+                .any(|d| *d == target || waits_ended(d, target, by_name))
+            {
+                return false;
+            }
+            s.after
+                .iter()
+                .any(|d| *d == target || waits_only_for_removal(d, target, by_name))
+        }
+        fn waits_ended<'a>(name: &str, target: &str, by_name: &BTreeMap<&'a str, &'a Scenario>) -> bool {
+            let s = by_name[name];
+            s.after_resolved.contains(&target)
+                || s.after
+                    .iter()
+                    .chain(s.after_resolved)
+                    .any(|d| waits_ended(d, target, by_name))
+        }
+        let slo = all
+            .iter()
+            .find(|s| s.fault.dilutes_standing_slo_pages())
+            .expect("an SLO drill");
+        for s in &all {
+            if s.name != slo.name && s.fault.answers_api_errors() {
+                assert!(
+                    !waits_only_for_removal(s.name, slo.name, &by_name),
+                    "{} answers 5xx and starts while {} may still be waiting for its page to resolve: list {} in \
+                     its after_resolved",
+                    s.name,
+                    slo.name,
+                    slo.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn scenarios_are_named_once_and_wait_only_for_earlier_ones() {
         let mut seen = BTreeSet::new();
         for s in scenarios() {
-            for dep in s.after {
+            for dep in s.after.iter().chain(s.after_resolved) {
                 assert!(
                     seen.contains(dep),
                     "{} waits for {dep}, which is not an earlier scenario",

@@ -444,7 +444,8 @@ async fn quiet_period(ctx: &Ctx, routing: &Routing, length: Duration) -> Proof {
     }
 }
 
-/// Starts every scenario as soon as the faults of its `after` list are removed, and collects the results.
+/// Starts every scenario as soon as the faults of its `after` list are removed and the scenarios of its
+/// `after_resolved` list have ended, and collects the results.
 async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing: Timing) -> Vec<ScenarioResult> {
     let all = scenarios();
     let chosen: Vec<_> = all
@@ -452,24 +453,32 @@ async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing:
         .filter(|s| ctx.args.only.is_empty() || ctx.args.only.iter().any(|o| o == s.name))
         .collect();
     let mut cleared: BTreeMap<&'static str, watch::Sender<bool>> = BTreeMap::new();
+    let mut ended: BTreeMap<&'static str, watch::Sender<bool>> = BTreeMap::new();
     for s in &chosen {
         cleared.insert(s.name, watch::channel(false).0);
+        ended.insert(s.name, watch::channel(false).0);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for s in chosen {
-        let waits: Vec<watch::Receiver<bool>> = s
-            .after
-            .iter()
-            .filter_map(|d| cleared.get(d))
-            .map(|tx| tx.subscribe())
-            .collect();
+        let subscribe = |names: &[&str], signals: &BTreeMap<&'static str, watch::Sender<bool>>| {
+            names
+                .iter()
+                .filter_map(|d| signals.get(d))
+                .map(|tx| tx.subscribe())
+                .collect::<Vec<watch::Receiver<bool>>>()
+        };
+        let mut waits = subscribe(s.after, &cleared);
+        waits.extend(subscribe(s.after_resolved, &ended));
         let done = cleared[s.name].clone();
+        let end = ended[s.name].clone();
         let (ctx, rules, routing) = (ctx.clone(), rules.clone(), routing.clone());
         tasks.spawn(async move {
             for mut w in waits {
                 let _ = w.wait_for(|c| *c).await;
             }
-            runner::run(ctx, s, &rules, &routing, timing, done).await
+            let result = runner::run(ctx, s, &rules, &routing, timing, done).await;
+            let _ = end.send(true);
+            result
         });
     }
     let mut results = tasks.join_all().await;

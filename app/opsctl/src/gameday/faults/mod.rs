@@ -103,6 +103,22 @@ impl Fault {
         matches!(self, Fault::AppSigterm | Fault::PgDeadlock)
     }
 
+    /// Faults under which the API answers 5xx by the thousand (each counts against the availability SLO): the
+    /// Postgres outage and lock drills' 503s, the pool's acquire timeouts, the app's restarts and fault injection.
+    /// One of these running while the SLO drill waits for its page to resolve holds that page open: the catalog's
+    /// order must prevent it (`after_resolved`), which a catalog test checks.
+    #[cfg(test)]
+    pub fn answers_api_errors(self) -> bool {
+        matches!(
+            self,
+            Fault::PostgresDown
+                | Fault::PoolExhaustion
+                | Fault::PgConnections
+                | Fault::SloBurn
+                | Fault::Stop("postgres")
+        )
+    }
+
     /// The SLO drill must start with its pages quiet, but an earlier fault's failed or slow requests can hold one
     /// open for half an hour (its 6x leg's 30m window): this fault clears them with a [`Dilution`] rather than
     /// waiting.
