@@ -226,9 +226,6 @@ fn mix(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
@@ -237,20 +234,7 @@ mod tests {
 
     use super::*;
     use crate::telemetry::span_fields::JsonSpanFields;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::Captured;
 
     /// Sends `request` through a router with the layer and a handler that logs a warning, with JSON logs set up
     /// as `init_logging` sets them up; returns the response and the parsed log lines.
@@ -277,7 +261,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let response =
             tracing::subscriber::with_default(subscriber, || runtime.block_on(router.oneshot(request)).unwrap());
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         let lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (response, lines)
     }

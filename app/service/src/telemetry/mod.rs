@@ -41,6 +41,32 @@ pub fn init_logging(format: LogFormat, filter: &str) -> LogFlushGuard {
     guard
 }
 
+/// An in-memory log writer for the telemetry tests: clones share one buffer, so a subscriber can write to one
+/// while the test reads another.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Captured {
+    /// Everything written so far, as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Logs for tests: silent unless `TEST_LOG` is set (to a filter such as `debug`), so test output stays readable.
 pub fn init_test_logging() {
     if let Ok(filter) = std::env::var("TEST_LOG") {

@@ -146,11 +146,10 @@ fn timestamp(now: SystemTime) -> humantime::Rfc3339Timestamp {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use serde_json::Value;
 
     use super::*;
+    use crate::telemetry::Captured;
 
     fn line() -> RequestLine<'static> {
         RequestLine {
@@ -176,9 +175,9 @@ mod tests {
     /// What `tracing-subscriber`, set up as `init_logging` sets it up, writes for the same request through the
     /// `tracing` fallback path of [`log`].
     fn through_subscriber(format: LogFormat, line: &RequestLine<'_>) -> String {
-        let out = Arc::new(Mutex::new(Vec::new()));
+        let out = Captured::default();
         let sink = out.clone();
-        let writer = move || WriteTo(sink.clone());
+        let writer = move || sink.clone();
         let builder = tracing_subscriber::fmt().with_target(true).with_writer(writer);
         let dispatch = match format {
             LogFormat::Json => tracing::Dispatch::new(
@@ -192,21 +191,7 @@ mod tests {
             LogFormat::Text => tracing::Dispatch::new(builder.with_ansi(false).finish()),
         };
         tracing::dispatcher::with_default(&dispatch, || log(line));
-        let logged = String::from_utf8(out.lock().unwrap().clone()).unwrap();
-        logged
-    }
-
-    struct WriteTo(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for WriteTo {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        out.text()
     }
 
     #[test]

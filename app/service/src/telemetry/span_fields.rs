@@ -179,27 +179,11 @@ impl<W: Write> io::Write for IoToFmt<'_, W> {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
     use serde_json::{json, Value};
     use tracing_subscriber::fmt::format::JsonFields;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::Captured;
 
     /// Logs one event inside a span with awkward fields, through the JSON format as `init_logging` sets it up,
     /// with the given span field formatter; returns the parsed line.
@@ -231,7 +215,7 @@ mod tests {
             span.record("later", "recorded after creation");
             span.in_scope(|| tracing::warn!(error = "boom", "dependency unavailable"));
         });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         serde_json::from_str(text.trim_end()).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
