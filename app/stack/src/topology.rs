@@ -34,9 +34,12 @@ pub struct Topology {
 pub struct Program {
     /// The native supervisor's program name.
     pub name: String,
-    /// Names of the hosts it runs on (keys of [`Topology::hosts`]); empty for a compose-only program.
+    /// Names of the hosts it runs on (keys of [`Topology::hosts`]); empty for a compose-only or replicated one.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// A replicated program: replicas on hosts of their own instead of `hosts`.
+    #[serde(default)]
+    pub replicas: Option<Replicas>,
     /// Its compose service, when it differs from `name`.
     #[serde(default)]
     compose: Option<String>,
@@ -49,6 +52,33 @@ pub struct Program {
 
 fn yes() -> bool {
     true
+}
+
+/// Replica N (1-based) of a replicated program runs on host `<program>-N` at address `<network>.N`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replicas {
+    /// The default number of replicas (compose runs exactly this many).
+    pub count: u8,
+    /// The first three octets of the replicas' addresses (`127.0.1`).
+    pub network: String,
+    /// The native/env.sh variable that overrides the count (`APP_REPLICAS`).
+    pub env: String,
+}
+
+impl Replicas {
+    /// The variable natively holding the network (`APP_NETWORK` for `APP_REPLICAS`).
+    pub fn network_env(&self) -> String {
+        format!("{}_NETWORK", self.env.trim_end_matches("_REPLICAS"))
+    }
+}
+
+/// One host a program runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// `local`, or `app-2` for replica 2 of the app.
+    pub name: String,
+    pub address: IpAddr,
 }
 
 /// One port a program listens on.
@@ -101,8 +131,29 @@ pub struct Job {
     /// A scrape timeout of its own (`4s`), when the global one does not fit.
     #[serde(default)]
     pub scrape_timeout: Option<String>,
+    /// A blackbox job: the listener is the exporter's, asked to probe this.
+    #[serde(default)]
+    pub probe: Option<Probe>,
     /// What it scrapes, and why it is set up so (comments of the generated files).
     pub about: String,
+}
+
+/// What a blackbox exporter job probes: one URL per host of a program's listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// The exporter's module (monitoring/blackbox/blackbox.yml).
+    pub module: String,
+    pub target: ProbeTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTarget {
+    pub program: String,
+    pub listener: String,
+    /// The path requested (`/helloworld`).
+    pub path: String,
 }
 
 /// A declaration that cannot be right.
@@ -118,6 +169,16 @@ impl Program {
     /// Its compose service: the name other services reach it by.
     pub fn compose_service(&self) -> &str {
         self.compose.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Its compose services: its own, or `<service>-N` for each replica.
+    pub fn compose_services(&self) -> Vec<String> {
+        match &self.replicas {
+            Some(r) => (1..=r.count)
+                .map(|n| format!("{}-{n}", self.compose_service()))
+                .collect(),
+            None => vec![self.compose_service().to_string()],
+        }
     }
 
     /// The listener called `name`.
@@ -154,9 +215,54 @@ impl Topology {
         self.programs.iter().filter(|p| p.native)
     }
 
-    /// The address of each host of `program`, in declaration order.
+    /// The hosts of `program`, in order: its declared hosts, or its replicas at their default count.
+    pub fn hosts_of(&self, program: &Program) -> Vec<Host> {
+        match &program.replicas {
+            // An address that does not parse is a validation error; it yields no host meanwhile.
+            Some(r) => (1..=r.count)
+                .filter_map(|n| {
+                    Some(Host {
+                        name: format!("{}-{n}", program.name),
+                        address: format!("{}.{n}", r.network).parse().ok()?,
+                    })
+                })
+                .collect(),
+            None => program
+                .hosts
+                .iter()
+                .map(|h| Host {
+                    name: h.clone(),
+                    address: self.hosts[h],
+                })
+                .collect(),
+        }
+    }
+
+    /// The address of each host of `program`, in order.
     pub fn addresses(&self, program: &Program) -> Vec<IpAddr> {
-        program.hosts.iter().map(|h| self.hosts[h]).collect()
+        self.hosts_of(program).into_iter().map(|h| h.address).collect()
+    }
+
+    /// The default native address of a listener on every host of the program: each replica's, in order.
+    pub fn addrs(&self, program: &str, listener: &str) -> Vec<SocketAddr> {
+        let p = self
+            .program(program)
+            .unwrap_or_else(|| panic!("{PATH} declares no program {program}"));
+        let l = p
+            .listener(listener)
+            .unwrap_or_else(|| panic!("{PATH}: program {program} has no listener {listener}"));
+        self.addresses(p)
+            .into_iter()
+            .map(|a| SocketAddr::new(a, l.port))
+            .collect()
+    }
+
+    /// The default native base URLs of an HTTP listener on every host of the program.
+    pub fn urls(&self, program: &str, listener: &str) -> Vec<String> {
+        self.addrs(program, listener)
+            .into_iter()
+            .map(|a| format!("http://{a}"))
+            .collect()
     }
 
     /// The default native address of a listener, on the program's first host: `127.0.0.1:8080`.
@@ -167,15 +273,10 @@ impl Topology {
         let p = self
             .program(program)
             .unwrap_or_else(|| panic!("{PATH} declares no program {program}"));
-        let l = p
-            .listener(listener)
-            .unwrap_or_else(|| panic!("{PATH}: program {program} has no listener {listener}"));
-        let host = self
-            .addresses(p)
+        self.addrs(program, listener)
             .first()
             .copied()
-            .unwrap_or_else(|| panic!("{PATH}: program {program} runs on no host"));
-        SocketAddr::new(host, l.port)
+            .unwrap_or_else(|| panic!("{PATH}: program {program} ({:?}) runs on no host", p.name))
     }
 
     /// The default native base URL of an HTTP listener: `http://127.0.0.1:8080`.
@@ -249,11 +350,38 @@ impl Topology {
                     p.compose_service()
                 ));
             }
-            if p.native && p.hosts.is_empty() {
+            if p.native && p.hosts.is_empty() && p.replicas.is_none() {
                 problems.push(format!("{who} runs natively on no host"));
             }
-            if !p.native && !p.hosts.is_empty() {
+            if !p.native && (!p.hosts.is_empty() || p.replicas.is_some()) {
                 problems.push(format!("{who} is not native but lists hosts"));
+            }
+            if let Some(r) = &p.replicas {
+                if !p.hosts.is_empty() {
+                    problems.push(format!("{who}: hosts and replicas both given"));
+                }
+                if r.count == 0 {
+                    problems.push(format!("{who}: 0 replicas"));
+                }
+                let octets: Vec<&str> = r.network.split('.').collect();
+                if octets.len() != 3 || octets.iter().any(|o| o.parse::<u8>().is_err()) || octets[0] != "127" {
+                    problems.push(format!(
+                        "{who}: network {} is not three octets of 127.0.0.0/8",
+                        r.network
+                    ));
+                }
+                if !r.env.ends_with("_REPLICAS") || !r.env.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                    problems.push(format!("{who}: env {} is not a FOO_REPLICAS name", r.env));
+                }
+                if self
+                    .programs
+                    .iter()
+                    .filter(|o| o.replicas.as_ref().map(|x| &x.network) == Some(&r.network))
+                    .count()
+                    > 1
+                {
+                    problems.push(format!("{who}: network {} is another program's", r.network));
+                }
             }
             let mut seen_hosts = BTreeSet::new();
             for h in &p.hosts {
@@ -283,11 +411,15 @@ impl Topology {
                     _ => {}
                 }
                 let addresses: Vec<Option<IpAddr>> = if p.native {
-                    p.hosts
-                        .iter()
-                        .filter_map(|h| self.hosts.get(h))
-                        .map(|a| Some(*a))
-                        .collect()
+                    if p.replicas.is_some() {
+                        self.hosts_of(p).into_iter().map(|h| Some(h.address)).collect()
+                    } else {
+                        p.hosts
+                            .iter()
+                            .filter_map(|h| self.hosts.get(h))
+                            .map(|a| Some(*a))
+                            .collect()
+                    }
                 } else {
                     vec![None]
                 };
@@ -318,6 +450,19 @@ impl Topology {
         for j in &self.jobs {
             let who = format!("job {}", j.name);
             check_ref(who.clone(), &j.name, &j.program, &j.listener, &mut problems);
+            if let Some(probe) = &j.probe {
+                match self.program(&probe.target.program) {
+                    None => problems.push(format!("{who}: probes no program {}", probe.target.program)),
+                    Some(p) if p.listener(&probe.target.listener).is_none() => problems.push(format!(
+                        "{who}: program {} has no listener {}",
+                        probe.target.program, probe.target.listener
+                    )),
+                    Some(_) => {}
+                }
+                if !probe.target.path.starts_with('/') {
+                    problems.push(format!("{who}: probe path {} does not start with /", probe.target.path));
+                }
+            }
             if let Some(t) = &j.scrape_timeout {
                 if !is_duration(t) {
                     problems.push(format!(
@@ -399,7 +544,16 @@ jobs:
     #[test]
     fn the_repositorys_declaration_is_valid_and_has_the_stacks_defaults() {
         let t = Topology::embedded();
-        assert_eq!(t.url("app", "api"), "http://127.0.0.1:8080");
+        assert_eq!(t.url("haproxy", "public"), "http://127.0.0.1:8080");
+        assert_eq!(
+            t.urls("app", "admin"),
+            ["http://127.0.1.1:8081", "http://127.0.1.2:8081"]
+        );
+        assert_eq!(t.addrs("alertmanager", "cluster").len(), 3);
+        assert_eq!(
+            t.program("prometheus").unwrap().compose_services(),
+            ["prometheus-1", "prometheus-2"]
+        );
         assert_eq!(t.addr("redis", "resp").to_string(), "127.0.0.1:6379");
         assert!(t.job_names().contains(&"app"));
         assert!(t.published_ports().contains(&3000));
@@ -442,6 +596,38 @@ jobs:
             .replace("port: 9093", "port: 8080")
             .replace("  - name: am\n    hosts: [local]", "  - name: am\n    hosts: [other]");
         Topology::parse(&text).unwrap();
+    }
+
+    #[test]
+    fn replicas_get_hosts_of_their_own_and_bad_replica_declarations_are_refused() {
+        let text = SMALL.replace(
+            "  - name: am\n    hosts: [local]",
+            "  - name: am\n    replicas: {count: 3, network: 127.0.3, env: AM_REPLICAS}",
+        );
+        let t = Topology::parse(&text).unwrap();
+        let am = t.program("am").unwrap();
+        let hosts: Vec<String> = t
+            .hosts_of(am)
+            .iter()
+            .map(|h| format!("{}@{}", h.name, h.address))
+            .collect();
+        assert_eq!(hosts, ["am-1@127.0.3.1", "am-2@127.0.3.2", "am-3@127.0.3.3"]);
+        assert_eq!(
+            am.compose_services(),
+            ["alertmanager-1", "alertmanager-2", "alertmanager-3"]
+        );
+        assert_eq!(am.replicas.as_ref().unwrap().network_env(), "AM_NETWORK");
+        let msg = invalid(&text.replace("network: 127.0.3", "network: 10.0.3"));
+        assert!(
+            msg.contains("network 10.0.3 is not three octets of 127.0.0.0/8"),
+            "{msg}"
+        );
+        let msg = invalid(&text.replace("count: 3", "count: 0"));
+        assert!(msg.contains("0 replicas"), "{msg}");
+        let msg = invalid(&text.replace("env: AM_REPLICAS", "env: AM_COUNT"));
+        assert!(msg.contains("not a FOO_REPLICAS name"), "{msg}");
+        let msg = invalid(&text.replace("    replicas:", "    hosts: [local]\n    replicas:"));
+        assert!(msg.contains("hosts and replicas both given"), "{msg}");
     }
 
     #[test]

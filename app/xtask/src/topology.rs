@@ -12,6 +12,7 @@ use crate::generated::{replace_region_in, Error, Output};
 const PROMETHEUS_YML: &str = "monitoring/prometheus/prometheus.yml";
 const ENV_FILE: &str = "native/topology.env";
 const COMPOSE_TARGETS: &str = "compose/prometheus/targets";
+const COMPOSE_HAPROXY_SERVERS: &str = "compose/haproxy/servers.cfg";
 /// The web user of Prometheus and Alertmanager and its password file, relative to prometheus.yml's directory
 /// (native/up.sh links the secrets there, compose mounts them there); native/secrets.sh makes the file.
 const WEB_AUTH: [&str; 2] = ["username: admin", "password_file: secrets/web.password"];
@@ -31,6 +32,7 @@ fn outputs(root: &Path, t: &Topology) -> Result<Vec<Output>, Error> {
         contents: native_env(t),
     }];
     out.extend(compose_targets(t));
+    out.push(compose_haproxy_servers(t));
     let path = root.join(PROMETHEUS_YML);
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
     let text = replace_region_in(&text, PROMETHEUS_YML, "alertmanagers", &alertmanagers(t))?;
@@ -56,9 +58,47 @@ fn native_env(t: &Topology) -> String {
         writeln!(s, "{env}=${{{env}:-{}}}  # {} {}", l.port, p.name, l.name).unwrap();
     }
     writeln!(s, "export {}", envs.join(" ")).unwrap();
+    s.push_str(
+        "\n# Replicated programs: how many replicas (overridable) and the network their hosts' addresses are in.\n",
+    );
+    let mut replica_vars = Vec::new();
+    for p in t.native_programs() {
+        if let Some(r) = &p.replicas {
+            let net = r.network_env();
+            writeln!(s, "{}=${{{}:-{}}}  # {} replicas", r.env, r.env, r.count, p.name).unwrap();
+            writeln!(
+                s,
+                "{net}={}  # replica N of {} runs at {}.N",
+                r.network, p.name, r.network
+            )
+            .unwrap();
+            replica_vars.push(r.env.clone());
+            replica_vars.push(net);
+        }
+    }
+    writeln!(s, "export {}", replica_vars.join(" ")).unwrap();
     s.push_str("\n# Every program the supervisor runs, in start order.\n");
     let programs: Vec<&str> = t.native_programs().map(|p| p.name.as_str()).collect();
     writeln!(s, "STACK_PROGRAMS=\"{}\"", programs.join(" ")).unwrap();
+    s.push_str(
+        "# program=hosts: host@address[,host@address], or *COUNT_VARIABLE@NETWORK_VARIABLE for a replicated one\n\
+         # (replica N: host <program>-N at <network>.N). native/env.sh's hosts_of reads it.\n",
+    );
+    let hosts: Vec<String> = t
+        .native_programs()
+        .map(|p| match &p.replicas {
+            Some(r) => format!("{}=*{}@{}", p.name, r.env, r.network_env()),
+            None => {
+                let list: Vec<String> = t
+                    .hosts_of(p)
+                    .iter()
+                    .map(|h| format!("{}@{}", h.name, h.address))
+                    .collect();
+                format!("{}={}", p.name, list.join(","))
+            }
+        })
+        .collect();
+    writeln!(s, "STACK_PROGRAM_HOSTS=\"{}\"", hosts.join(" ")).unwrap();
     s.push_str("# program=VARIABLE: the port that says each program is up (its first listener).\n");
     let ready: Vec<String> = t
         .native_programs()
@@ -66,14 +106,25 @@ fn native_env(t: &Topology) -> String {
         .collect();
     writeln!(s, "STACK_PROGRAM_PORTS=\"{}\"", ready.join(" ")).unwrap();
     s.push_str(
-        "# file=address:VARIABLE, one per host: what native/up.sh writes into Prometheus's targets/<file>.yml.\n",
+        "# file=program:VARIABLE, one per file: native/up.sh writes Prometheus's targets/<file>.yml with the listener\n\
+         # on every host of the program; a probe job adds >program:VARIABLE/path, the URL its exporter requests.\n",
     );
     let targets: Vec<String> = t
         .target_files()
         .into_iter()
-        .flat_map(|(file, p, l)| {
+        .map(|(file, p, l)| {
             let env = l.env.as_deref().expect("validated");
-            t.addresses(p).into_iter().map(move |a| format!("{file}={a}:{env}"))
+            let probe = t.job(file).and_then(|j| j.probe.as_ref()).map(|probe| {
+                let target = t.program(&probe.target.program).expect("validated");
+                let l = target.listener(&probe.target.listener).expect("validated");
+                format!(
+                    ">{}:{}{}",
+                    target.name,
+                    l.env.as_deref().expect("validated"),
+                    probe.target.path
+                )
+            });
+            format!("{file}={}:{env}{}", p.name, probe.unwrap_or_default())
         })
         .collect();
     writeln!(s, "STACK_TARGETS=\"{}\"", targets.join(" ")).unwrap();
@@ -91,20 +142,52 @@ fn compose_targets(t: &Topology) -> Vec<Output> {
     t.target_files()
         .into_iter()
         .map(|(file, p, l)| {
-            let what = match t.job(file) {
+            let job = t.job(file);
+            let what = match job {
                 Some(job) => format!("# Job {file}. {}\n", first_sentence(&job.about)),
                 None => ALERTMANAGERS_ABOUT.to_string(),
             };
+            let probe = job.and_then(|j| j.probe.as_ref()).map(|probe| {
+                let target = t.program(&probe.target.program).expect("validated");
+                let port = target.listener(&probe.target.listener).expect("validated").port;
+                format!("http://{}:{port}{}", target.compose_service(), probe.target.path)
+            });
+            let mut list = String::new();
+            for (service, host) in p.compose_services().iter().zip(t.hosts_of(p)) {
+                let probe = probe
+                    .as_ref()
+                    .map(|url| format!(", __param_target: \"{url}\""))
+                    .unwrap_or_default();
+                writeln!(
+                    list,
+                    "- targets: [\"{service}:{}\"]\n  labels: {{host: {}{probe}}}",
+                    l.port, host.name
+                )
+                .unwrap();
+            }
             Output {
                 path: Path::new(COMPOSE_TARGETS).join(format!("{file}.yml")),
-                contents: format!(
-                    "{what}{HEADER}{COMPOSE_ABOUT}- targets: [\"{}:{}\"]\n",
-                    p.compose_service(),
-                    l.port
-                ),
+                contents: format!("{what}{HEADER}{COMPOSE_ABOUT}{list}"),
             }
         })
         .collect()
+}
+
+/// HAProxy's backend in compose: one server per app replica, named for its host (as native/up.sh names them).
+fn compose_haproxy_servers(t: &Topology) -> Output {
+    let app = t.program("app").expect("the topology declares the app");
+    let port = app.listener("api").expect("the app has an api listener").port;
+    let mut s = format!(
+        "# HAProxy's servers in compose: every app replica's API (monitoring/haproxy/haproxy.cfg says why this is\n\
+         # a file of its own).\n{HEADER}backend app\n"
+    );
+    for (service, host) in app.compose_services().iter().zip(t.hosts_of(app)) {
+        writeln!(s, "    server {} {service}:{port}", host.name).unwrap();
+    }
+    Output {
+        path: COMPOSE_HAPROXY_SERVERS.into(),
+        contents: s,
+    }
 }
 
 /// Up to the first full stop that ends a sentence (the rest of a job's `about` is for prometheus.yml).
@@ -170,6 +253,17 @@ fn scrape_job(s: &mut String, job: &Job) {
     }
     basic_auth(s, "    ", job.auth);
     file_sd(s, "    ", &job.name);
+    if let Some(probe) = &job.probe {
+        // The target is the exporter; the URL it probes comes as the target's __param_target label (the one
+        // thing that differs between the native stack and compose) and becomes the instance.
+        writeln!(
+            s,
+            "    metrics_path: /probe\n    params:\n      module: [{}]\n    relabel_configs:\n      \
+             - source_labels: [__param_target]\n        target_label: instance",
+            probe.module
+        )
+        .unwrap();
+    }
 }
 
 #[cfg(test)]
@@ -185,7 +279,7 @@ programs:
       - {name: api, port: 8080, env: APP_PORT, published: true}
       - {name: admin, port: 8081, env: APP_ADMIN_PORT}
   - name: alertmanager
-    hosts: [local]
+    replicas: {count: 2, network: 127.0.3, env: ALERTMANAGER_REPLICAS}
     compose: am
     listeners: [{name: web, port: 9093, env: ALERTMANAGER_PORT}]
 alertmanagers: {targets: alertmanager-api, program: alertmanager, listener: web, auth: web}
@@ -242,11 +336,20 @@ jobs:
         );
         assert!(
             env.contains(
-                "\nSTACK_TARGETS=\"app=127.0.0.1:APP_ADMIN_PORT alertmanager=127.0.0.1:ALERTMANAGER_PORT \
-                 alertmanager-api=127.0.0.1:ALERTMANAGER_PORT\"\n"
+                "\nSTACK_TARGETS=\"app=app:APP_ADMIN_PORT alertmanager=alertmanager:ALERTMANAGER_PORT \
+                 alertmanager-api=alertmanager:ALERTMANAGER_PORT\"\n"
             ),
             "{env}"
         );
+        assert!(
+            env.contains("\nSTACK_PROGRAM_HOSTS=\"app=local@127.0.0.1 alertmanager=*ALERTMANAGER_REPLICAS@ALERTMANAGER_NETWORK\"\n"),
+            "{env}"
+        );
+        assert!(
+            env.contains("\nALERTMANAGER_REPLICAS=${ALERTMANAGER_REPLICAS:-2}  "),
+            "{env}"
+        );
+        assert!(env.contains("\nALERTMANAGER_NETWORK=127.0.3  "), "{env}");
     }
 
     #[test]
@@ -254,13 +357,22 @@ jobs:
         let out = generated();
         let app = contents(&out, "compose/prometheus/targets/app.yml");
         assert!(app.starts_with("# Job app. The app.\n"), "{app}");
-        assert!(app.ends_with("\n- targets: [\"app:8081\"]\n"), "{app}");
+        assert!(
+            app.ends_with("\n- targets: [\"app:8081\"]\n  labels: {host: local}\n"),
+            "{app}"
+        );
         let am = contents(&out, "compose/prometheus/targets/alertmanager-api.yml");
-        assert!(am.ends_with("\n- targets: [\"am:9093\"]\n"), "{am}");
+        assert!(
+            am.ends_with(
+                "\n- targets: [\"am-1:9093\"]\n  labels: {host: alertmanager-1}\n\
+                 - targets: [\"am-2:9093\"]\n  labels: {host: alertmanager-2}\n"
+            ),
+            "{am}"
+        );
         assert_eq!(
             out.len(),
-            1 + 3 + 1,
-            "the env file, one target file per job and the Alertmanagers', prometheus.yml"
+            1 + 3 + 1 + 1,
+            "the env file, one target file per job and the Alertmanagers', HAProxy's servers, prometheus.yml"
         );
     }
 
