@@ -87,6 +87,27 @@ hosts_of() {
   return 2
 }
 
+# urls_of PROGRAM PORT_VARIABLE: http://address:port of every host of PROGRAM, comma-separated (opsctl's lists).
+urls_of() {
+  local _host addr urls=()
+  while read -r _host addr; do urls+=("http://$addr:${!2}"); done < <(hosts_of "$1")
+  local IFS=,
+  echo "${urls[*]}"
+}
+# first_url PROGRAM PORT_VARIABLE: the first host's (Prometheus and Alertmanager replica 1).
+first_url() { local u; u=$(urls_of "$1" "$2"); echo "${u%%,*}"; }
+
+# stack_listeners: one line `address port` for every listener of every host of the stack.
+stack_listeners() {
+  local entry program vars var _host addr
+  for entry in $STACK_PROGRAM_LISTENERS; do
+    program=${entry%%=*} vars=${entry#*=}
+    while read -r _host addr; do
+      for var in ${vars//,/ }; do echo "$addr ${!var}"; done
+    done < <(hosts_of "$program")
+  done
+}
+
 # The supervisor's name of a program: the group `app:*` for a replicated one, whose processes are app:app-1 ...
 supervisor_name() {
   case " $STACK_PROGRAM_HOSTS " in

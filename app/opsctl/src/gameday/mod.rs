@@ -7,6 +7,7 @@
 mod catalog;
 mod config;
 mod connections;
+mod duplicates;
 mod error;
 mod faults;
 mod proofs;
@@ -48,6 +49,9 @@ pub struct GamedayArgs {
     /// Each app replica's admin listener (metrics, fault injection), in replica order.
     #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("app", "admin"))]
     pub admin: Vec<String>,
+    /// HAProxy's metrics endpoint (the drills wait for a restarted replica to be back in rotation).
+    #[arg(long, default_value_t = Topology::embedded().url("haproxy", "metrics"))]
+    pub haproxy_metrics: String,
     /// The Prometheus the game day reads (the first replica; the drills stop another one).
     #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,

@@ -105,7 +105,8 @@ impl Ctx {
 
     /// Runs `<ctl> <action> <program>` (the supervisor's control command, `native/ctl.sh` natively).
     pub async fn supervisor(&self, action: &str, program: &str) -> Result<(), Error> {
-        let command = format!("{} {action} {program}", self.args.ctl);
+        // Quoted: a replicated program's group is `app:*`, which the shell must not expand.
+        let command = format!("{} {action} '{program}'", self.args.ctl);
         let output = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&command)
@@ -169,6 +170,50 @@ impl Ctx {
             }
         }
         Err(last.expect("Ctx::new refuses an empty peer list"))
+    }
+
+    /// The supervisor's names of the app replicas, in order (`app:app-1`, …), one per `--replica-api`.
+    pub fn replica_names(&self) -> Vec<String> {
+        (1..=self.args.replica_api.len())
+            .map(|n| format!("app:app-{n}"))
+            .collect()
+    }
+
+    /// Waits until HAProxy's health checks have put server `host` (`app-1`) back in rotation.
+    pub async fn wait_replica_in_rotation(&self, host: &str, limit: Duration) -> Result<(), Error> {
+        let url = format!("{}/metrics", self.args.haproxy_metrics.trim_end_matches('/'));
+        let up = format!("haproxy_server_status{{proxy=\"app\",server=\"{host}\",state=\"UP\"}} 1");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await {
+                if let Ok(text) = r.text().await {
+                    if text.lines().any(|l| l.trim() == up) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotInRotation {
+                    server: host.to_string(),
+                    limit,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The host address of every Alertmanager peer (from `--alertmanager`), in order.
+    pub fn alertmanager_addresses(&self) -> Result<Vec<String>, Error> {
+        self.args
+            .alertmanager
+            .iter()
+            .map(|u| {
+                reqwest::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .ok_or_else(|| Error::BadUrl(u.clone()))
+            })
+            .collect()
     }
 
     /// The id of the newest notification in the inbox (0 when empty): later ones are the game day's.
