@@ -16,6 +16,8 @@ pub const EXPORTER_PREFIXES: &[&str] = &[
     "node_",
     "prometheus_",
     "alertmanager_",
+    "haproxy_",
+    "probe_",
 ];
 /// Series Prometheus makes: per-target scrape results and the alert state of its rules.
 pub const SYNTHETIC: &[&str] = &[

@@ -14,6 +14,8 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error(transparent)]
     AlertmanagerConfig(#[from] ::stack::alertmanager::Error),
+    #[error("--alertmanager, --admin and --replica-api each need at least one address")]
+    NoAddress,
     #[error("Alertmanager's routing sends {0} to no receiver")]
     NoReceiver(String),
     #[error("Prometheus's configuration is not valid YAML: {0}")]

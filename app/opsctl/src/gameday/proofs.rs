@@ -374,7 +374,7 @@ fn reset_before_answer(e: &reqwest::Error) -> bool {
 
 /// Counts the request-duration series the app exposes.
 async fn app_http_series(ctx: &Ctx) -> Result<usize, Error> {
-    let url = format!("{}/metrics", ctx.args.admin.trim_end_matches('/'));
+    let url = format!("{}/metrics", ctx.args.admin[0].trim_end_matches('/'));
     let http = |source| Error::Http {
         what: url.clone(),
         source,
