@@ -16,7 +16,8 @@ Checked, each failure named with the service or file it comes from:
     that can read it (group_add; not switching users with gosu); every secret path a service's environment, command,
     healthcheck or shared config names is mounted; the secrets stay out of git and of the build context;
   * the defences, each of which a file could drop silently: Prometheus and Alertmanager run with --web.config.file
-    (the generated web-config.yml), Redis with --aclfile (the generated ACL) and without persistence, healthchecks
+    (the generated web-config.yml), every Alertmanager peer with --cluster.tls-config (the shared cluster-tls.yml,
+    its certificates mounted), Redis with --aclfile (the generated ACL) and without persistence, healthchecks
     that call Prometheus or Alertmanager log in (compose/web-ready.sh with the web password), Grafana's datasource
     logs in with basic auth and a password from its environment, and no secret is on any command line;
   * every address a service, a Prometheus target, the Grafana datasource or an Alertmanager webhook points at
@@ -128,6 +129,8 @@ WEB_PASSWORD = f"{SECRETS_DIR}/web.password"
 WEB_READY = "compose/web-ready.sh"
 WEB_AUTH_PROGRAMS = {"prometheus", "alertmanager"}
 REDIS_ACL = f"{SECRETS_DIR}/redis-users.acl"
+# The Alertmanager peers' gossip TLS (--cluster.tls-config), shared with the native stack.
+CLUSTER_TLS = "monitoring/alertmanager/cluster-tls.yml"
 # HAProxy: the config shared with the native stack, and compose's servers (generated from the topology).
 HAPROXY_CONFIG = "monitoring/haproxy/haproxy.cfg"
 HAPROXY_SERVERS = "compose/haproxy/servers.cfg"
@@ -904,6 +907,18 @@ def check_defences(stack, filled_value):
                                               "would answer anyone"):
                 check(stack.repo_file(name, path) == WEB_CONFIG, where,
                       f"--web.config.file={path} is not {WEB_CONFIG}, mounted read-only")
+
+    # The gossip: mutual TLS with the shared config, whose certificate paths are mounted where it resolves them.
+    tls_yml = os.path.join(stack.repo, CLUSTER_TLS)
+    for name in stack.of("alertmanager"):
+        where = f"service {name}"
+        path = flag_value(command_args(stack.services[name]), "--cluster.tls-config")
+        if not check(path is not None, where, "gossips without --cluster.tls-config: any process that reaches the "
+                                              "cluster port could join and gossip silences in"):
+            continue
+        if check(stack.repo_file(name, path) == CLUSTER_TLS and os.path.exists(tls_yml), where,
+                 f"--cluster.tls-config={path} is not {CLUSTER_TLS}, mounted read-only"):
+            check_config_files(stack, name, f"{CLUSTER_TLS} in {name}", load_yaml(tls_yml), os.path.dirname(path))
 
     if check("redis" in stack.services, "services", "no redis service"):
         args = command_args(stack.services["redis"])

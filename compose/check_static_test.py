@@ -213,6 +213,9 @@ def cases(model, filled):
         # Alertmanager: one cluster.
         ("a peer that does not list every peer", drop_arg("alertmanager-2", "--cluster.peer=alertmanager-3:9094"),
          "--cluster.peer list"),
+        ("a peer gossiping without TLS", drop_flag("alertmanager-2", "--cluster.tls-config"), "cluster.tls-config"),
+        ("a peer without its gossip key", drop_mount("alertmanager-3", "/etc/alertmanager/secrets/cluster.key"),
+         "cluster.key"),
         ("a peer on another peer timeout",
          replace_arg("alertmanager-1", "--cluster.peer-timeout", "--cluster.peer-timeout=5s"), "peer-timeout"),
         ("a peer without gossip", drop_flag("alertmanager-3", "--cluster.listen-address"),
