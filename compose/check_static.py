@@ -16,16 +16,32 @@ Checked, each failure named with the service or file it comes from:
     that can read it (group_add; not switching users with gosu); every secret path a service's environment, command,
     healthcheck or shared config names is mounted; the secrets stay out of git and of the build context;
   * the defences, each of which a file could drop silently: Prometheus and Alertmanager run with --web.config.file
-    (the generated web-config.yml), Redis with --aclfile (the generated ACL) and without persistence, healthchecks
+    (the generated web-config.yml), every Alertmanager peer with --cluster.tls-config (the shared cluster-tls.yml,
+    its certificates mounted), Redis with --aclfile (the generated ACL) and without persistence, healthchecks
     that call Prometheus or Alertmanager log in (compose/web-ready.sh with the web password), Grafana's datasource
     logs in with basic auth and a password from its environment, and no secret is on any command line;
   * every address a service, a Prometheus target, the Grafana datasource or an Alertmanager webhook points at
     names a compose service (or an alias) and a port that a service in that network namespace listens on; listen
     ports are the ones set in each service's environment or command;
-  * every program of monitoring/topology.yml is a compose service listening on the ports declared there;
-  * Prometheus: the scrape jobs are the topology's, each file_sd file exists in compose/prometheus/targets/ and
-    every file there is used; the rule files match; the UI ports are the listeners the topology marks published;
-  * Grafana's dashboard provider reads the path where compose mounts dashboards/;
+  * every program of monitoring/topology.yml is a compose service listening on the ports declared there; a
+    replicated one is exactly its declared count of services, <service>-1 ... <service>-N, the same in all but their
+    names (image, command, environment, mounts, healthcheck), each with a named volume of its own;
+  * the published ports are the topology's `published: true` listeners, each published once, by the program's
+    service (replica 1 of a replicated program);
+  * the replicas' identities and links: each app replica's admin listener accepts its own name as Host (what
+    Prometheus scrapes); each Prometheus sets its own PROMETHEUS_REPLICA and runs with
+    --enable-feature=expand-external-labels (prometheus.yml's external_labels read it); every Alertmanager peer
+    gossips on the topology's cluster port, lists every peer with --cluster.peer and waits the contract's
+    --cluster.peer-timeout; every Alertmanager's webhook (127.0.0.1:8082 of its namespace) ends at the inbox,
+    through a relay bound to loopback only;
+  * HAProxy loads monitoring/haproxy/haproxy.cfg then compose/haproxy/servers.cfg, both mounted; the servers are
+    the app replicas by name at their API port; every HAProxy config finds the variables it expands in its
+    service's environment;
+  * Prometheus (each replica): the scrape jobs are the topology's, each file_sd file exists in
+    compose/prometheus/targets/ and every file there is used (a probe's __param_target is an address too); the rule
+    files match; the blackbox exporter defines the modules the jobs ask for;
+  * Grafana's dashboard provider reads the path where compose mounts dashboards/, and its one Prometheus
+    datasource reaches prometheus-1;
   * compose/.env.example lists every variable the compose file uses, the required ones without a value.
 
 Usage: check_static.py --config-json FILE [--repo ROOT] [--filled-value VALUE]
@@ -42,16 +58,38 @@ import tempfile
 import yaml
 
 
-def load_topology(repo):
-    """What these checks take from the topology: the scrape jobs (the alerts depend on these names), the file_sd
-    file that tells Prometheus where Alertmanager is, the UI ports (those compose publishes, at the native numbers)
-    and each program's compose service with its ports."""
-    with open(os.path.join(repo, TOPOLOGY)) as f:
-        topology = yaml.safe_load(f)
-    jobs = {job["name"] for job in topology["jobs"]}
-    ui_ports = {l["port"] for p in topology["programs"] for l in p["listeners"] if l.get("published")}
-    services = {p.get("compose") or p["name"]: {l["port"] for l in p["listeners"]} for p in topology["programs"]}
-    return jobs, topology["alertmanagers"]["targets"], ui_ports, services
+class Topology:
+    """What these checks take from monitoring/topology.yml: the scrape jobs (the alerts depend on these names), the
+    file_sd file that tells Prometheus where Alertmanager is, and each program's compose services (one, or
+    <service>-1 ... <service>-N for a replicated program) with their listeners."""
+
+    def __init__(self, repo):
+        with open(os.path.join(repo, TOPOLOGY)) as f:
+            topology = yaml.safe_load(f)
+        self.jobs = {job["name"] for job in topology["jobs"]}
+        self.alertmanager_targets = topology["alertmanagers"]["targets"]
+        # program name -> its compose service name (the replicas' prefix), and the declared replica count (None:
+        # runs once).
+        self.compose = {p["name"]: p.get("compose") or p["name"] for p in topology["programs"]}
+        self.replicas = {p["name"]: (p.get("replicas") or {}).get("count") for p in topology["programs"]}
+        self.listeners = {p["name"]: {l["name"]: l for l in p["listeners"]} for p in topology["programs"]}
+        # service -> program, for every service the topology declares.
+        self.program_of = {service: program for program in self.compose for service in self.services(program)}
+        # The UI ports: each published once, by the program's service (replica 1 of a replicated one).
+        self.publisher = {l["port"]: self.services(program)[0]
+                          for program, listeners in self.listeners.items()
+                          for l in listeners.values() if l.get("published")}
+
+    def services(self, program):
+        """The compose services of a program, in replica order."""
+        name, count = self.compose[program], self.replicas[program]
+        return [name] if count is None else [f"{name}-{n}" for n in range(1, count + 1)]
+
+    def ports(self, program):
+        return {l["port"] for l in self.listeners[program].values()}
+
+    def port(self, program, listener):
+        return self.listeners[program][listener]["port"]
 
 
 # The rule directory of the game day's broken-rule drill (see monitoring/prometheus/prometheus.yml).
@@ -61,7 +99,7 @@ GAMEDAY_DRILL_RULES = "drills/*.yml"
 TOPOLOGY = "monitoring/topology.yml"
 # Host paths outside the repository that may be mounted (read-only): the kernel views node_exporter reads.
 HOST_PATHS = {"/proc", "/sys", "/"}
-# Where each stateful service keeps its data: must be a named volume.
+# Where each stateful program keeps its data: a named volume of every replica's own.
 DATA_DIRS = {
     "postgres": "/var/lib/postgresql/data",
     "prometheus": "/prometheus",
@@ -72,6 +110,10 @@ DATA_DIRS = {
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "[::1]"}
 # scheme://[user[:password]@]host:port
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]*@)?([A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\]):(\d+)")
+# bash's /dev/tcp/HOST/PORT (the HAProxy images' healthchecks).
+DEV_TCP = re.compile(r"/dev/tcp/([A-Za-z0-9._-]+)/(\d+)")
+# An environment value that is an address (host:port) to connect to, e.g. a relay's server.
+HOST_PORT = re.compile(r"^([A-Za-z][A-Za-z0-9._-]*):(\d+)$")
 VERSION = re.compile(r"\d+\.\d+")
 
 # Where compose/secrets.sh writes the secrets (git-ignored, absent from a clean clone), and the script that makes
@@ -85,8 +127,15 @@ FILLED_VALUE = "check-only-value"
 WEB_CONFIG = f"{SECRETS_DIR}/web-config.yml"
 WEB_PASSWORD = f"{SECRETS_DIR}/web.password"
 WEB_READY = "compose/web-ready.sh"
-WEB_AUTH_SERVICES = {"prometheus", "alertmanager"}
+WEB_AUTH_PROGRAMS = {"prometheus", "alertmanager"}
 REDIS_ACL = f"{SECRETS_DIR}/redis-users.acl"
+# The Alertmanager peers' gossip TLS (--cluster.tls-config), shared with the native stack.
+CLUSTER_TLS = "monitoring/alertmanager/cluster-tls.yml"
+# HAProxy: the config shared with the native stack, and compose's servers (generated from the topology).
+HAPROXY_CONFIG = "monitoring/haproxy/haproxy.cfg"
+HAPROXY_SERVERS = "compose/haproxy/servers.cfg"
+# Alertmanager's --cluster.peer-timeout: how long a peer waits per position before it notifies.
+PEER_TIMEOUT = "15s"
 # Official images whose entrypoint switches from root to their own user with gosu, which sets that user's groups
 # from /etc/group and so drops group_add: a service of one that must read a secret has to name its user.
 GOSU_IMAGES = {"redis", "postgres"}
@@ -120,6 +169,17 @@ def flag_value(args, name):
     return None
 
 
+def flag_values(args, name):
+    """Every value of a flag that may be given several times (--cluster.peer, --enable-feature)."""
+    out = []
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif arg.startswith(name + "="):
+            out.append(arg.split("=", 1)[1])
+    return out
+
+
 def words(strings):
     """The words of command lines and shell snippets: what could be a path, split at spaces, quotes, '=' and
     redirections."""
@@ -136,7 +196,17 @@ class Stack:
         self.volumes = config.get("volumes", {}) or {}
         self.secrets_dir = os.path.join(self.repo, SECRETS_DIR)
         self.generated = generated_secrets(self.repo)
-        self.jobs, self.alertmanager_targets, self.ui_ports, self.service_ports = load_topology(self.repo)
+        self.topology = Topology(self.repo)
+        self.jobs, self.alertmanager_targets = self.topology.jobs, self.topology.alertmanager_targets
+        self.ui_ports = set(self.topology.publisher)
+
+    def of(self, program):
+        """The services of a program that exist in the model, in replica order."""
+        return [name for name in self.topology.services(program) if name in self.services]
+
+    def program(self, name):
+        """The topology's program that a service runs, or None (a compose-only helper like alertmanager-1-host)."""
+        return self.topology.program_of.get(name)
 
     def netns(self, name):
         """The service whose network namespace `name` runs in (itself unless network_mode: service:X)."""
@@ -160,7 +230,8 @@ class Stack:
         for key, value in (svc.get("environment") or {}).items():
             if value is None:
                 continue
-            if re.search(r"(LISTEN_ADDR|ADMIN_ADDR)$", key):
+            # *_BIND: HAProxy's binds (its configs read them as "${VAR}").
+            if re.search(r"(LISTEN_ADDR|ADMIN_ADDR|_BIND)$", key):
                 m = re.search(r":(\d+)$", value)
                 if m:
                     ports.add(int(m.group(1)))
@@ -169,7 +240,7 @@ class Stack:
         args = list(svc.get("entrypoint") or []) + list(svc.get("command") or [])
         for i, arg in enumerate(args):
             nxt = args[i + 1] if i + 1 < len(args) else ""
-            m = re.match(r"^-{1,2}(web\.listen-address|port)(?:=(.*))?$", arg)
+            m = re.match(r"^-{1,2}(web\.listen-address|cluster\.listen-address|port)(?:=(.*))?$", arg)
             if m:
                 value = m.group(2) if m.group(2) is not None else nxt
                 p = re.search(r"(?:^|:)(\d+)$", value)
@@ -181,7 +252,7 @@ class Stack:
 
     def web_auth_ports(self):
         """(network namespace, port) of each web listener that runs behind basic auth (--web.config.file)."""
-        return {(name, port) for name in WEB_AUTH_SERVICES if name in self.services
+        return {(self.netns(name), port) for program in WEB_AUTH_PROGRAMS for name in self.of(program)
                 if flag_value(command_args(self.services[name]), "--web.config.file") is not None
                 for port in self.listen_ports(name)}
 
@@ -204,6 +275,33 @@ class Stack:
         return check(port in self.ns_ports(ns), where,
                      f"{host}:{port}: nothing in {ns}'s network namespace listens on {port} "
                      f"(listening: {sorted(self.ns_ports(ns))})")
+
+    def forward(self, where, ns, port):
+        """Where a connection to `port` in network namespace `ns` ends: (namespace, port), followed through a relay
+        (an HAProxy whose FOO_RELAY_BIND listens there and FOO_RELAY_SERVER names where it forwards). A relay binds
+        loopback only: it extends one namespace, it is no door into it."""
+        for _ in range(len(self.services)):
+            relay = None
+            for name in self.services:
+                if self.netns(name) != ns:
+                    continue
+                for key, value in (self.services[name].get("environment") or {}).items():
+                    m = re.fullmatch(r"(.*)_RELAY_BIND", key)
+                    if m and str(value or "").endswith(f":{port}"):
+                        server = self.services[name]["environment"].get(f"{m.group(1)}_RELAY_SERVER")
+                        relay = (name, str(value), server)
+            if relay is None:
+                return ns, port
+            name, bind, server = relay
+            check(bind.rsplit(":", 1)[0] in {"127.0.0.1", "localhost"}, f"service {name}",
+                  f"relay binds {bind}: loopback only (127.0.0.1), so only its own namespace reaches it")
+            m = HOST_PORT.match(str(server or ""))
+            if not check(m is not None, f"service {name}", f"relay on {bind} forwards to {server!r}, not host:port"):
+                return None
+            ns, port = self.resolve(m.group(1)), int(m.group(2))
+            if ns is None:
+                return None
+        return None
 
     def host_path(self, service, container_path):
         """The host path that a container path of `service` comes from through its bind mounts, or None."""
@@ -315,6 +413,7 @@ def check_dockerfile(stack, service, build, seen):
 
 def check_services(stack):
     published = {}
+    volume_users = {}
     dockerfiles = set()
     for name, svc in sorted(stack.services.items()):
         where = f"service {name}"
@@ -336,19 +435,25 @@ def check_services(stack):
             check((spec or {}).get("condition") == "service_healthy", where,
                   f"depends_on {dep} does not wait for condition: service_healthy")
 
-        # Ports: UI only, loopback only, and on a port the service listens on.
+        # Ports: UI only, loopback only, on a port the service listens on, and each by the one service the
+        # topology names (replica 1 of a replicated program: a port is published once).
         for port in svc.get("ports") or []:
             pub = int(port.get("published") or 0)
             target = int(port["target"])
-            published[pub] = name
+            published.setdefault(pub, []).append(name)
             check(port.get("host_ip") == "127.0.0.1", where,
                   f"port {pub} is published on {port.get('host_ip') or 'every interface'}, not 127.0.0.1")
-            check(pub in stack.ui_ports, where,
-                  f"port {pub} is published but is not a UI port {sorted(stack.ui_ports)}")
             check(pub == target, where, f"port {target} is published as {pub}: keep the native port numbers")
             ns = stack.netns(name)
             check(target in stack.ns_ports(ns), where,
                   f"publishes port {target}, which nothing in its network namespace listens on")
+            owner = stack.topology.publisher.get(pub)
+            if check(owner is not None, where,
+                     f"port {pub} is published but is not a UI port {sorted(stack.ui_ports)} ({TOPOLOGY}: "
+                     f"published: true)"):
+                check(owner in stack.services and stack.netns(owner) == ns, where,
+                      f"publishes port {pub}, which {TOPOLOGY} publishes from {owner} (replica 1 of a replicated "
+                      f"program), not from {ns}'s network namespace")
 
         # Mounts.
         for vol in svc.get("volumes") or []:
@@ -381,10 +486,14 @@ def check_services(stack):
                       f"tmpfs {target} masks no bind mount: keep state in a named volume")
             else:
                 check(False, where, f"mount {target} has type {vol.get('type')!r} (bind, volume or tmpfs expected)")
-        if name in DATA_DIRS:
-            check(any(v.get("type") == "volume" and v.get("target") == DATA_DIRS[name]
+        program = stack.program(name)
+        if program in DATA_DIRS:
+            check(any(v.get("type") == "volume" and v.get("target") == DATA_DIRS[program]
                       for v in svc.get("volumes") or []), where,
-                  f"its data directory {DATA_DIRS[name]} is not a named volume")
+                  f"its data directory {DATA_DIRS[program]} is not a named volume")
+        for vol in svc.get("volumes") or []:
+            if vol.get("type") == "volume" and vol.get("source"):
+                volume_users.setdefault(vol["source"], set()).add(name)
 
         # Addresses it connects to, and the URLs it advertises (published ports).
         strings = [f"{k}={v}" for k, v in (svc.get("environment") or {}).items() if v is not None]
@@ -396,12 +505,23 @@ def check_services(stack):
                           f"advertises {host}:{port} ({s!r}), which is not a published UI port")
                 else:
                     stack.check_reference(where, host, port)
+        # Plain host:port values (a relay's server, the app's allowed Host).
+        for key, value in sorted((svc.get("environment") or {}).items()):
+            m = HOST_PORT.match(str(value or ""))
+            if m and m.group(1) not in LOCAL_HOSTS:
+                stack.check_reference(f"{where} {key}", m.group(1), m.group(2))
         for s in test[1:]:
-            for host, port in URL.findall(s):
+            for host, port in URL.findall(s) + DEV_TCP.findall(s):
                 stack.check_reference(f"{where} healthcheck", host, port, from_service=name)
 
+    for pub, names in sorted(published.items()):
+        check(len(names) == 1, "ports", f"port {pub} is published by {', '.join(names)}: once only")
     check(set(published) == stack.ui_ports, "ports",
           f"published ports {sorted(published)} differ from the UI ports {sorted(stack.ui_ports)}")
+    # A replica's state is its own: two Prometheus replicas on one TSDB, or Alertmanager peers on one silence
+    # file, would corrupt each other.
+    for volume, users in sorted(volume_users.items()):
+        check(len(users) == 1, f"volume {volume}", f"is mounted by {', '.join(sorted(users))}: give each its own")
 
 
 def load_yaml(path):
@@ -425,6 +545,10 @@ def check_targets(stack):
                     check(m.group(1) not in LOCAL_HOSTS, where,
                           f"target {target!r}: 127.0.0.1 is Prometheus's own container; name the service")
                     stack.check_reference(where, m.group(1), m.group(2))
+            # A probe's target (__param_target: the URL the blackbox exporter requests) is an address too.
+            for label, value in sorted(((group or {}).get("labels") or {}).items()):
+                for host, port in URL.findall(str(value)):
+                    stack.check_reference(f"{where} label {label}", host, port)
 
     prom_yml = os.path.join(stack.repo, "monitoring", "prometheus", "prometheus.yml")
     if not os.path.exists(prom_yml):
@@ -435,20 +559,27 @@ def check_targets(stack):
               f"target files {sorted(files)} differ from the jobs {sorted(expected)}")
         return
 
-    # Prometheus resolves relative paths against the config file's directory, inside its container.
-    where = stack.rel(prom_yml)
     cfg = load_yaml(prom_yml)
-    config_dir = "/etc/prometheus"
-    for arg in stack.services.get("prometheus", {}).get("command") or []:
-        if arg.startswith("--config.file="):
-            config_dir = os.path.dirname(arg.split("=", 1)[1])
+    replicas = stack.of("prometheus")
+    check(bool(replicas), "services", "no Prometheus service")
+    for service in replicas:
+        check_prometheus_config(stack, service, prom_yml, cfg, files)
+    check_blackbox_modules(stack, cfg)
+
+
+def check_prometheus_config(stack, service, prom_yml, cfg, files):
+    """What prometheus.yml names (file_sd files, rule files, password files) is mounted into one Prometheus
+    replica where it looks for it."""
+    # Prometheus resolves relative paths against the config file's directory, inside its container.
+    where = f"{stack.rel(prom_yml)} in {service}"
+    config_dir = config_dir_of(stack, service, "/etc/prometheus")
 
     def used_files(sd_configs):
         out = []
         for sd in sd_configs or []:
             for pattern in sd.get("files") or []:
                 container = os.path.normpath(os.path.join(config_dir, pattern))
-                host = stack.host_path("prometheus", container)
+                host = stack.host_path(service, container)
                 if check(host is not None, where, f"file_sd {pattern}: {container} is not mounted in compose"):
                     matched = glob.glob(host)
                     check(bool(matched), where, f"file_sd {pattern}: no such file {stack.rel(host)}")
@@ -468,26 +599,199 @@ def check_targets(stack):
           f"scrape jobs {sorted(jobs)} differ from the native ones {sorted(stack.jobs)}")
     for job, path in sorted(files.items()):
         check(os.path.realpath(path) in used, stack.rel(path), "is not used by any file_sd config of prometheus.yml")
-    check_config_files(stack, "prometheus", where, cfg, config_dir)
+    check_config_files(stack, service, where, cfg, config_dir)
     for pattern in cfg.get("rule_files") or []:
         if pattern == GAMEDAY_DRILL_RULES:
             # Empty by design: only the native game day drops a rule file there; a glob matching nothing is fine.
             continue
         container = os.path.normpath(os.path.join(config_dir, pattern))
-        host = stack.host_path("prometheus", container)
+        host = stack.host_path(service, container)
         if check(host is not None, where, f"rule_files {pattern}: {container} is not mounted in compose"):
             check(bool(glob.glob(host)), where, f"rule_files {pattern}: matches no file ({stack.rel(host)})")
 
 
+def check_blackbox_modules(stack, cfg):
+    """Every module a probing job asks for is one of the blackbox exporter's config, as it mounts it."""
+    exporters = stack.of("blackbox_exporter")
+    for sc in cfg.get("scrape_configs") or []:
+        modules = ((sc.get("params") or {}).get("module")) or []
+        for service in exporters if modules else []:
+            path = flag_value(command_args(stack.services[service]), "--config.file")
+            rel = stack.repo_file(service, path) if path else None
+            if not check(rel is not None and os.path.isfile(os.path.join(stack.repo, rel)), f"service {service}",
+                         f"--config.file {path} is not mounted from the repository"):
+                continue
+            known = set((load_yaml(os.path.join(stack.repo, rel)).get("modules") or {}))
+            for module in modules:
+                check(module in known, f"service {service}",
+                      f"job {sc.get('job_name')} asks for module {module}, which {rel} does not define")
+
+
 def check_topology(stack):
-    """Every program of the topology is a compose service that listens on the ports declared for it."""
-    for service, ports in sorted(stack.service_ports.items()):
-        if not check(service in stack.services, TOPOLOGY, f"compose service {service} does not exist"):
+    """Every program of the topology is a compose service, or for a replicated one exactly its declared count of
+    them, named <service>-1 ... <service>-N, each listening on the ports declared for it."""
+    topology = stack.topology
+    for program in sorted(topology.compose):
+        name, count = topology.compose[program], topology.replicas[program]
+        expected = topology.services(program)
+        if count is not None:
+            found = sorted(n for n in stack.services if re.fullmatch(re.escape(name) + r"-\d+", n))
+            check(found == sorted(expected), TOPOLOGY,
+                  f"{program} has {count} replicas, so compose services {', '.join(expected)}; compose has "
+                  f"{', '.join(found) or 'none'}")
+            check(name not in stack.services, f"service {name}",
+                  f"{program} is replicated ({count}): its services are {', '.join(expected)}, not {name}")
+        for service in expected:
+            if not check(service in stack.services, TOPOLOGY, f"compose service {service} does not exist"):
+                continue
+            missing = topology.ports(program) - stack.listen_ports(service)
+            check(not missing, f"service {service}",
+                  f"does not listen on {sorted(missing)}, its ports in {TOPOLOGY} "
+                  f"(listening: {sorted(stack.listen_ports(service))})")
+
+
+def replica_shape(stack, service):
+    """What must be the same in every replica of a program: image, command, environment, secrets' group, bind
+    mounts and healthcheck, with the replica's own name written as {self}. Its name, volume, network namespace,
+    published ports and start order may differ."""
+    svc = stack.services[service]
+
+    def own(value):
+        return re.sub(r"(?<![A-Za-z0-9_-])" + re.escape(service) + r"(?![A-Za-z0-9_-])", "{self}", str(value))
+
+    binds = sorted((v.get("source"), v.get("target")) for v in svc.get("volumes") or [] if v.get("type") == "bind")
+    return {
+        "image": svc.get("image"),
+        "command": command_args(svc),
+        "environment": {k: own(v) for k, v in sorted((svc.get("environment") or {}).items())},
+        "group_add": svc.get("group_add"),
+        "bind mounts": binds,
+        "healthcheck": (svc.get("healthcheck") or {}).get("test"),
+    }
+
+
+def check_replicas(stack):
+    """The replicas of a program are one program: the same in all but their names, with each one's own identity
+    where the shared configs need it (Prometheus's replica label, the app's allowed admin Host) and the cluster
+    flags that join the Alertmanagers."""
+    topology = stack.topology
+    for program in sorted(p for p, count in topology.replicas.items() if count is not None):
+        services = stack.of(program)
+        if len(services) < 2:
             continue
-        missing = ports - stack.listen_ports(service)
-        check(not missing, f"service {service}",
-              f"does not listen on {sorted(missing)}, its ports in {TOPOLOGY} "
-              f"(listening: {sorted(stack.listen_ports(service))})")
+        first = replica_shape(stack, services[0])
+        for service in services[1:]:
+            shape = replica_shape(stack, service)
+            for key in first:
+                check(shape[key] == first[key], f"service {service}",
+                      f"its {key} differs from {services[0]}'s: replicas differ only in their names")
+
+    # The app: Prometheus scrapes each replica's admin listener by its service name, which that listener must
+    # accept as its Host.
+    admin = topology.port("app", "admin")
+    for service in stack.of("app"):
+        allowed = str((stack.services[service].get("environment") or {}).get("APP_ADMIN_ALLOWED_HOSTS") or "")
+        check(f"{service}:{admin}" in allowed.split(","), f"service {service}",
+              f"APP_ADMIN_ALLOWED_HOSTS={allowed or '(unset)'} does not allow {service}:{admin}, the Host of "
+              f"Prometheus's scrapes: the admin listener would refuse them")
+
+    # Prometheus: prometheus.yml's external_labels read the replica's name from the environment, which
+    # Prometheus 2.42 expands only with --enable-feature=expand-external-labels (without it the label would be
+    # the literal "${PROMETHEUS_REPLICA}" on both, and their samples elsewhere would collide).
+    prom_yml = os.path.join(stack.repo, "monitoring", "prometheus", "prometheus.yml")
+    labels = (load_yaml(prom_yml).get("global") or {}).get("external_labels") or {} \
+        if os.path.exists(prom_yml) else {}
+    variables = sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", json.dumps(labels))))
+    seen = {}
+    for service in stack.of("prometheus"):
+        svc = stack.services[service]
+        where = f"service {service}"
+        features = [f for value in flag_values(command_args(svc), "--enable-feature") for f in value.split(",")]
+        if variables:
+            check("expand-external-labels" in features, where,
+                  f"runs without --enable-feature=expand-external-labels: the external labels "
+                  f"({', '.join(variables)}) of prometheus.yml would not be expanded")
+        env = svc.get("environment") or {}
+        for var in variables:
+            check(bool(env.get(var)), where, f"does not set {var}, which prometheus.yml's external_labels read")
+            seen.setdefault((var, env.get(var)), []).append(service)
+        check(env.get("PROMETHEUS_REPLICA") == service, where,
+              f"PROMETHEUS_REPLICA={env.get('PROMETHEUS_REPLICA') or '(unset)'}: must be its name, {service} "
+              f"(the replica label the contract names)")
+    for (var, value), services in sorted(seen.items(), key=str):
+        check(len(services) == 1, "services", f"{', '.join(services)} all set {var}={value}: each replica's own")
+
+    # Alertmanager: one gossip cluster. Every peer listens on the topology's cluster port and lists every peer
+    # (the same list everywhere), and waits the contract's peer timeout.
+    peers = stack.of("alertmanager")
+    cluster_port = topology.port("alertmanager", "cluster")
+    expected = sorted(f"{service}:{cluster_port}" for service in topology.services("alertmanager"))
+    for service in peers:
+        args = command_args(stack.services[service])
+        where = f"service {service}"
+        listen = flag_value(args, "--cluster.listen-address")
+        check(listen is not None and listen.endswith(f":{cluster_port}"), where,
+              f"--cluster.listen-address={listen if listen is not None else '(unset)'}: the gossip must listen on "
+              f"port {cluster_port} ({TOPOLOGY})")
+        listed = sorted(flag_values(args, "--cluster.peer"))
+        check(listed == expected, where,
+              f"its --cluster.peer list {listed} is not every peer {expected}")
+        for peer in listed:
+            m = HOST_PORT.match(peer)
+            if check(m is not None, where, f"--cluster.peer={peer} is not host:port"):
+                stack.check_reference(f"{where} --cluster.peer", m.group(1), m.group(2))
+        timeout = flag_value(args, "--cluster.peer-timeout")
+        check(timeout == PEER_TIMEOUT, where,
+              f"--cluster.peer-timeout={timeout or '(default)'}, not {PEER_TIMEOUT}: a peer at position p waits "
+              f"p x {PEER_TIMEOUT} before it notifies (the contract the game day times)")
+
+
+def haproxy_configs(stack, service):
+    """The repository files an HAProxy service loads (-f, in order), or None for each one not mounted from it."""
+    args = command_args(stack.services[service])
+    return [(args[i + 1], stack.repo_file(service, args[i + 1]))
+            for i, arg in enumerate(args) if arg == "-f" and i + 1 < len(args)]
+
+
+def check_haproxy(stack):
+    """HAProxy runs the shared config and compose's servers, and every HAProxy config (the relays' too) finds the
+    variables it expands in its service's environment."""
+    for name, svc in sorted(stack.services.items()):
+        configs = haproxy_configs(stack, name)
+        if not configs:
+            continue
+        env = svc.get("environment") or {}
+        for path, rel in configs:
+            if not check(rel is not None and os.path.isfile(os.path.join(stack.repo, rel)), f"service {name}",
+                         f"-f {path} is not a file mounted from the repository"):
+                continue
+            # Without comments, which may mention a variable (HAProxy's comments start at a '#' after a blank).
+            text = re.sub(r"(^|\s)#.*", "", open(os.path.join(stack.repo, rel)).read())
+            for var in sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))):
+                check(bool(env.get(var)), f"service {name}",
+                      f"{rel} expands ${{{var}}}, which the service's environment does not set")
+
+    for name in stack.of("haproxy"):
+        loaded = [rel for _, rel in haproxy_configs(stack, name)]
+        check(loaded == [HAPROXY_CONFIG, HAPROXY_SERVERS], f"service {name}",
+              f"loads {loaded}, not -f {HAPROXY_CONFIG} -f {HAPROXY_SERVERS} (both mounted read-only): the shared "
+              f"config, then compose's servers")
+
+    # The servers are the app's replicas, by name (HAProxy's server label is the host label of the alerts) and
+    # at their API port.
+    path = os.path.join(stack.repo, HAPROXY_SERVERS)
+    if not check(os.path.isfile(path), HAPROXY_SERVERS, "missing: run `make generate`"):
+        return
+    servers = re.findall(r"^\s*server\s+(\S+)\s+(\S+)", open(path).read(), re.M)
+    expected = stack.topology.services("app")
+    check([n for n, _ in servers] == expected, HAPROXY_SERVERS,
+          f"servers {[n for n, _ in servers]} are not the app replicas {expected}")
+    api = stack.topology.port("app", "api")
+    for server, address in servers:
+        m = HOST_PORT.match(address)
+        if check(m is not None and m.group(2) == str(api), HAPROXY_SERVERS,
+                 f"server {server} {address}: not <replica>:{api}, the app's API"):
+            stack.check_reference(f"{HAPROXY_SERVERS} server {server}", m.group(1), m.group(2))
 
 
 def check_grafana(stack):
@@ -515,6 +819,11 @@ def check_grafana(stack):
             for host, port in URL.findall(str(ds.get("url") or "")):
                 stack.check_reference(where, host, port, from_service="grafana")
                 ns = stack.netns("grafana") if host in LOCAL_HOSTS else stack.resolve(host)
+                if ds.get("type") == "prometheus":
+                    # One datasource, one Prometheus: the replica the game day and `xtask live` query.
+                    first = (stack.of("prometheus") or [None])[0]
+                    check(first is not None and ns == stack.netns(first), where,
+                          f"{host}:{port} reaches {ns}, not {first}, the Prometheus replica the dashboards read")
                 if (ns, int(port)) not in web_ports:
                     continue
                 # Behind --web.config.file: the datasource must log in, with a password Grafana takes from its
@@ -565,30 +874,51 @@ def check_config_files(stack, service, where, cfg, config_dir):
 
 def check_alertmanager(stack):
     path = os.path.join(stack.repo, "monitoring", "alertmanager", "alertmanager.yml")
-    if not os.path.exists(path) or "alertmanager" not in stack.services:
+    peers = stack.of("alertmanager")
+    if not os.path.exists(path) or not peers:
         return
     cfg = load_yaml(path)
-    check_config_files(stack, "alertmanager", stack.rel(path), cfg,
-                       config_dir_of(stack, "alertmanager", "/etc/alertmanager"))
-    for receiver in cfg.get("receivers") or []:
-        for hook in receiver.get("webhook_configs") or []:
-            for host, port in URL.findall(str(hook.get("url") or "")):
-                stack.check_reference(f"{stack.rel(path)} receiver {receiver.get('name')!r}", host, port,
-                                      from_service="alertmanager")
+    inbox = stack.of("inbox")
+    for service in peers:
+        where = f"{stack.rel(path)} in {service}"
+        check_config_files(stack, service, where, cfg, config_dir_of(stack, service, "/etc/alertmanager"))
+        for receiver in cfg.get("receivers") or []:
+            for hook in receiver.get("webhook_configs") or []:
+                for host, port in URL.findall(str(hook.get("url") or "")):
+                    at = f"{where} receiver {receiver.get('name')!r}"
+                    if not stack.check_reference(at, host, port, from_service=service):
+                        continue
+                    # Where the webhook really ends, through a relay of the peer's host: at the inbox.
+                    start = stack.netns(service) if host in LOCAL_HOSTS else stack.resolve(host)
+                    end = stack.forward(at, start, int(port))
+                    check(end is not None and bool(inbox) and end == (stack.netns(inbox[0]), stack.topology.port(
+                        "inbox", "http")), at, f"{host}:{port} from {service} ends at {end}, not at the inbox")
 
 
 def check_defences(stack, filled_value):
     """The defences of the native stack, each of which an edit of docker-compose.yml could drop without any other
     check noticing."""
-    for name in sorted(WEB_AUTH_SERVICES):
+    for program in sorted(WEB_AUTH_PROGRAMS):
+        check(bool(stack.of(program)), "services", f"no {program} service")
+        for name in stack.of(program):
+            where = f"service {name}"
+            path = flag_value(command_args(stack.services[name]), "--web.config.file")
+            if check(path is not None, where, "runs without --web.config.file: every endpoint, its API included, "
+                                              "would answer anyone"):
+                check(stack.repo_file(name, path) == WEB_CONFIG, where,
+                      f"--web.config.file={path} is not {WEB_CONFIG}, mounted read-only")
+
+    # The gossip: mutual TLS with the shared config, whose certificate paths are mounted where it resolves them.
+    tls_yml = os.path.join(stack.repo, CLUSTER_TLS)
+    for name in stack.of("alertmanager"):
         where = f"service {name}"
-        if not check(name in stack.services, "services", f"no {name} service"):
+        path = flag_value(command_args(stack.services[name]), "--cluster.tls-config")
+        if not check(path is not None, where, "gossips without --cluster.tls-config: any process that reaches the "
+                                              "cluster port could join and gossip silences in"):
             continue
-        path = flag_value(command_args(stack.services[name]), "--web.config.file")
-        if check(path is not None, where, "runs without --web.config.file: every endpoint, its API included, "
-                                          "would answer anyone"):
-            check(stack.repo_file(name, path) == WEB_CONFIG, where,
-                  f"--web.config.file={path} is not {WEB_CONFIG}, mounted read-only")
+        if check(stack.repo_file(name, path) == CLUSTER_TLS and os.path.exists(tls_yml), where,
+                 f"--cluster.tls-config={path} is not {CLUSTER_TLS}, mounted read-only"):
+            check_config_files(stack, name, f"{CLUSTER_TLS} in {name}", load_yaml(tls_yml), os.path.dirname(path))
 
     if check("redis" in stack.services, "services", "no redis service"):
         args = command_args(stack.services["redis"])
@@ -762,6 +1092,8 @@ def main():
 
     check_services(stack)
     check_topology(stack)
+    check_replicas(stack)
+    check_haproxy(stack)
     check_targets(stack)
     check_grafana(stack)
     check_alertmanager(stack)
@@ -769,7 +1101,7 @@ def main():
     check_secrets_stay_private(stack)
     check_env_example(stack)
 
-    for failure in failures:
+    for failure in dict.fromkeys(failures):   # once each: one relay serves many receivers
         print(f"compose: FAIL {failure}", file=sys.stderr)
     if failures:
         print(f"compose: {len(failures)} static check(s) failed, {passed} ok", file=sys.stderr)

@@ -10,7 +10,8 @@
 #      file is an error (which one the stack uses, only you know).
 # Both are git-ignored. compose/secrets/ is 0750 with files 0640 of group SECRETS_GID (the containers read them
 # through group_add; other local users cannot), compose/.env is 0600.
-# Needs bash, htpasswd (Debian: apache2-utils; macOS ships it), od and sha256sum (or macOS's shasum).
+# Needs bash, htpasswd (Debian: apache2-utils; macOS ships it), openssl (the Alertmanager gossip's certificates),
+# od and sha256sum (or macOS's shasum).
 #
 # Rotating a secret: delete its file in compose/secrets/ and its line in compose/.env (if it has one), run this
 # again, then `docker compose -f compose/docker-compose.yml up -d --force-recreate`: the services mount each file
@@ -57,6 +58,7 @@ tmp_dir=$(mktemp -d)
 trap 'rm -rf "$tmp_dir"' EXIT
 
 command -v htpasswd >/dev/null || die "htpasswd is missing (Debian and Ubuntu: apt-get install apache2-utils)"
+command -v openssl >/dev/null || die "openssl is missing (Debian and Ubuntu: apt-get install openssl)"
 command -v od >/dev/null || die "od is missing (coreutils)"
 if ! command -v sha256sum >/dev/null; then
   command -v shasum >/dev/null || die "sha256sum is missing (coreutils)"
