@@ -81,17 +81,13 @@ with open(sys.argv[1]) as f:
     walk(yaml.safe_load(f))
 PY
 }
-# The native targets as native/up.sh writes them: the topology's list (native/topology.env, generated from
+# The native targets as native/up.sh writes them (its write_targets, from native/topology.env, generated from
 # monitoring/topology.yml), at the default ports.
 native_targets() {
-  local dir=$1 entry rest var
   (
-    # shellcheck source=../native/topology.env
-    source "$ROOT/native/topology.env"
-    for entry in $STACK_TARGETS; do
-      rest=${entry#*=} var=${entry##*:}
-      printf -- "- targets: ['%s:%s']\n" "${rest%:*}" "${!var}" >> "$dir/targets/${entry%%=*}.yml"
-    done
+    # shellcheck source=../native/env.sh
+    source "$ROOT/native/env.sh"
+    write_targets "$1/targets"
   )
 }
 

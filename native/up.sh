@@ -60,7 +60,7 @@ prepare_state() {
     sed -E "s#http://127\.0\.0\.1:[0-9]+/hook/#http://127.0.0.1:$INBOX_PORT/hook/#g" "$am_config" \
       > "$STATE_DIR/alertmanager/alertmanager.yml"
   fi
-  write_targets
+  write_targets "$STATE_DIR/prometheus/targets"
   write_haproxy_servers
   cluster_flags
 }
@@ -89,42 +89,6 @@ cluster_flags() {
     done < <(hosts_of alertmanager)
   fi
   export ALERTMANAGER_CLUSTER_FLAGS
-}
-
-# Prometheus's file_sd files, from the topology's list (native/topology.env): the listener on every host of its
-# program, at this stack's port (the variable the entry names, as overridden), labelled with the host; a probe's
-# target also carries the URL it requests. Each file is replaced whole, so Prometheus never reads half of one; a
-# file no longer listed is removed.
-write_targets() {
-  local dir=$STATE_DIR/prometheus/targets entry file rest program var probe url host addr f
-  local -A wanted=()
-  for entry in $STACK_TARGETS; do
-    file=${entry%%=*} rest=${entry#*=} probe=
-    if [ "${rest#*>}" != "$rest" ]; then probe=${rest#*>} rest=${rest%%>*}; fi
-    program=${rest%%:*} var=${rest#*:}
-    url=
-    if [ -n "$probe" ]; then
-      local pprogram=${probe%%:*} pvar=${probe#*:} paddr
-      local ppath=/${pvar#*/}
-      pvar=${pvar%%/*}
-      paddr=$(hosts_of "$pprogram" | head -n 1 | cut -d' ' -f2)
-      url="http://$paddr:${!pvar}$ppath"
-    fi
-    {
-      while read -r host addr; do
-        # shellcheck disable=SC2016  # the single quotes are YAML's, inside a double-quoted expansion
-        printf -- "- targets: ['%s:%s']\n  labels: {host: %s%s}\n" "$addr" "${!var}" "$host" \
-          "${url:+, __param_target: '$url'}"
-      done < <(hosts_of "$program")
-    } > "$dir/$file.yml.tmp"
-    mv "$dir/$file.yml.tmp" "$dir/$file.yml"
-    wanted[$file]=1
-  done
-  for f in "$dir"/*.yml; do
-    [ -e "$f" ] || continue
-    file=$(basename "$f" .yml)
-    [ -n "${wanted[$file]+set}" ] || rm -f "$f"
-  done
 }
 
 init_postgres() {

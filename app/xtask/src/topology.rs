@@ -186,12 +186,20 @@ fn compose_targets(t: &Topology) -> Vec<Output> {
 fn compose_haproxy_servers(t: &Topology) -> Output {
     let app = t.program("app").expect("the topology declares the app");
     let port = app.listener("api").expect("the app has an api listener").port;
+    // Compose's DNS names the replicas: HAProxy resolves them at start and again every second (a re-created
+    // container has a new address), and starts even while one does not resolve yet.
     let mut s = format!(
         "# HAProxy's servers in compose: every app replica's API (monitoring/haproxy/haproxy.cfg says why this is\n\
-         # a file of its own).\n{HEADER}backend app\n"
+         # a file of its own), found through compose's DNS.\n{HEADER}resolvers stack\n    parse-resolv-conf\n    \
+         hold valid 1s\n\nbackend app\n"
     );
     for (service, host) in app.compose_services().iter().zip(t.hosts_of(app)) {
-        writeln!(s, "    server {} {service}:{port}", host.name).unwrap();
+        writeln!(
+            s,
+            "    server {} {service}:{port} resolvers stack init-addr last,libc,none",
+            host.name
+        )
+        .unwrap();
     }
     Output {
         path: COMPOSE_HAPROXY_SERVERS.into(),
