@@ -33,7 +33,56 @@ pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
     outputs.extend(crate::slo_dashboard::generate(root)?);
     outputs.extend(crate::slo_runbooks::generate(root)?);
     outputs.extend(crate::alert_tables::generate(root)?);
-    Ok(outputs)
+    merge_same_paths(root, outputs)
+}
+
+/// Several generators may each fill regions of one file (README.md has the topology's, the SLOs' and the
+/// alerts'), each starting from the file on disk: their outputs are combined into one, each region taken from the
+/// output that changed it, so that no generator undoes another's edit.
+fn merge_same_paths(root: &Path, outputs: Vec<Output>) -> Result<Vec<Output>, Error> {
+    let mut merged: Vec<Output> = Vec::new();
+    for output in outputs {
+        let Some(first) = merged.iter_mut().find(|o| o.path == output.path) else {
+            merged.push(output);
+            continue;
+        };
+        let path = output.path.display().to_string();
+        let on_disk = regions(&std::fs::read_to_string(root.join(&output.path)).unwrap_or_default());
+        for (name, body) in regions(&output.contents) {
+            // The regions this output changed from the file on disk are its generator's.
+            if !on_disk.iter().any(|(n, b)| *n == name && *b == body) {
+                first.contents = replace_region_in(&first.contents, &path, &name, &body)?;
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Every generated region of `text`: (name, the lines between its markers).
+fn regions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in text.split_inclusive('\n') {
+        match open.as_mut() {
+            Some((name, body)) => {
+                if line.contains(&format!("END generated:{name}")) {
+                    out.push(open.take().unwrap());
+                } else {
+                    body.push_str(line);
+                }
+            }
+            None => {
+                if let Some(i) = line.find("BEGIN generated:") {
+                    let name: String = line[i + "BEGIN generated:".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                        .collect();
+                    open = Some((name, String::new()));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What `generate` did: files written (or, with `--check`, stale) and files already up to date.
@@ -164,6 +213,40 @@ pub fn replace_region_in(text: &str, path: &str, name: &str, body: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_generators_filling_regions_of_one_file_are_merged() {
+        let disk = "a\n<!-- BEGIN generated:x -->\nold x\n<!-- END generated:x -->\n\
+                    <!-- BEGIN generated:y -->\nold y\n<!-- END generated:y -->\n";
+        let one = replace_region_in(disk, "f", "x", "new x").unwrap();
+        let two = replace_region_in(disk, "f", "y", "new y").unwrap();
+        let dir = std::env::temp_dir().join(format!("xtask-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), disk).unwrap();
+        let merged = merge_same_paths(
+            &dir,
+            vec![
+                Output {
+                    path: "f".into(),
+                    contents: one,
+                },
+                Output {
+                    path: "f".into(),
+                    contents: two,
+                },
+            ],
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(
+            regions(&merged[0].contents),
+            [
+                ("x".to_string(), "new x\n".to_string()),
+                ("y".to_string(), "new y\n".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn a_region_is_replaced_and_the_rest_kept() {

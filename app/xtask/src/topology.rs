@@ -13,6 +13,7 @@ const PROMETHEUS_YML: &str = "monitoring/prometheus/prometheus.yml";
 const ENV_FILE: &str = "native/topology.env";
 const COMPOSE_TARGETS: &str = "compose/prometheus/targets";
 const COMPOSE_HAPROXY_SERVERS: &str = "compose/haproxy/servers.cfg";
+const README: &str = "README.md";
 /// The web user of Prometheus and Alertmanager and its password file, relative to prometheus.yml's directory
 /// (native/up.sh links the secrets there, compose mounts them there); native/secrets.sh makes the file.
 const WEB_AUTH: [&str; 2] = ["username: admin", "password_file: secrets/web.password"];
@@ -33,6 +34,12 @@ fn outputs(root: &Path, t: &Topology) -> Result<Vec<Output>, Error> {
     }];
     out.extend(compose_targets(t));
     out.push(compose_haproxy_servers(t));
+    out.push(crate::generated::replace_region(
+        root,
+        README,
+        "topology",
+        &readme_table(t),
+    )?);
     let path = root.join(PROMETHEUS_YML);
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
     let text = replace_region_in(&text, PROMETHEUS_YML, "alertmanagers", &alertmanagers(t))?;
@@ -182,6 +189,27 @@ fn compose_targets(t: &Topology) -> Vec<Output> {
         .collect()
 }
 
+/// README's topology table: every native host, its address, and what runs there (with the listeners' ports).
+fn readme_table(t: &Topology) -> String {
+    let mut rows: Vec<(String, String, Vec<String>)> = Vec::new();
+    for p in t.native_programs() {
+        let ports: Vec<String> = p.listeners.iter().map(|l| format!("{} {}", l.name, l.port)).collect();
+        let what = format!("{} ({})", p.name, ports.join(", "));
+        for h in t.hosts_of(p) {
+            let address = h.address.to_string();
+            match rows.iter_mut().find(|(name, _, _)| *name == h.name) {
+                Some(row) => row.2.push(what.clone()),
+                None => rows.push((h.name, address, vec![what.clone()])),
+            }
+        }
+    }
+    let mut s = String::from("| host | address | programs (listener port) |\n|---|---|---|\n");
+    for (name, address, programs) in rows {
+        writeln!(s, "| {name} | {address} | {} |", programs.join(", ")).unwrap();
+    }
+    s
+}
+
 /// HAProxy's backend in compose: one server per app replica, named for its host (as native/up.sh names them).
 fn compose_haproxy_servers(t: &Topology) -> Output {
     let app = t.program("app").expect("the topology declares the app");
@@ -322,6 +350,11 @@ jobs:
         let root = std::env::temp_dir().join(format!("xtask-topology-{}-{n}", std::process::id()));
         std::fs::create_dir_all(root.join("monitoring/prometheus")).unwrap();
         std::fs::write(root.join(PROMETHEUS_YML), PROMETHEUS).unwrap();
+        std::fs::write(
+            root.join(README),
+            "# x\n<!-- BEGIN generated:topology -->\n<!-- END generated:topology -->\n",
+        )
+        .unwrap();
         let out = outputs(&root, &Topology::parse(SMALL).unwrap()).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         out
@@ -370,6 +403,20 @@ jobs:
     }
 
     #[test]
+    fn the_readme_table_has_a_row_per_host() {
+        let out = generated();
+        let readme = contents(&out, README);
+        assert!(
+            readme.contains("| local | 127.0.0.1 | app (api 8080, admin 8081) |\n"),
+            "{readme}"
+        );
+        assert!(
+            readme.contains("| alertmanager-2 | 127.0.3.2 | alertmanager (web 9093) |\n"),
+            "{readme}"
+        );
+    }
+
+    #[test]
     fn compose_targets_name_the_service_and_the_port() {
         let out = generated();
         let app = contents(&out, "compose/prometheus/targets/app.yml");
@@ -388,8 +435,8 @@ jobs:
         );
         assert_eq!(
             out.len(),
-            1 + 3 + 1 + 1,
-            "the env file, one target file per job and the Alertmanagers', HAProxy's servers, prometheus.yml"
+            1 + 3 + 1 + 1 + 1,
+            "the env file, one target file per job and the Alertmanagers', HAProxy's servers, README, prometheus.yml"
         );
     }
 
