@@ -26,7 +26,7 @@ shift
 case $tool in
   redis-cli) REDISCLI_AUTH=$(secret redis-admin.password) exec redis-cli -p "$REDIS_PORT" --user admin "$@" ;;
   psql) PGPASSWORD=$(secret postgres.password) exec psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d app "$@" ;;
-  amtool) exec amtool --alertmanager.url="http://127.0.0.1:$ALERTMANAGER_PORT" \
+  amtool) exec amtool --alertmanager.url="${AMTOOL_URL:-$(first_url alertmanager ALERTMANAGER_PORT)}" \
     --http.config.file="$SECRETS_DIR/http-client.yml" "$@" ;;
   query)
     "$0" curl /api/v1/query --data-urlencode "query=${1:?query needs a PromQL expression}" | python3 -c '
@@ -40,7 +40,7 @@ for r in body["data"]["result"]:
 ' ;;
   curl)
     url=${1:?curl needs a URL or a Prometheus path}; shift
-    case $url in /*) url=http://127.0.0.1:$PROMETHEUS_PORT$url ;; esac
+    case $url in /*) url=${PROMETHEUS_URL:-$(first_url prometheus PROMETHEUS_PORT)}$url ;; esac
     exec curl --netrc-file <(printf 'default login admin password %s\n' "$(secret web.password)") -sS "$url" "$@" ;;
   *) log "unknown tool '$tool' (redis-cli, psql, amtool, query, curl)"; exit 2 ;;
 esac

@@ -18,13 +18,14 @@ source "$REPO_ROOT/native/topology.env"
 SECRETS_DIR=${SECRETS_DIR:-$STATE_DIR/secrets}
 PG_BIN=${PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)}
 
-# Binaries of the workspace; debug builds are enough for a local stack and build twice as fast here.
+# Binaries of the workspace: the app replicas run the release build (what users load-test is the optimized
+# service); the inbox and the operator tools are debug builds, which build twice as fast here.
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 BIN_DIR=${BIN_DIR:-$CARGO_TARGET_DIR/debug}
+APP_BIN_DIR=${APP_BIN_DIR:-$CARGO_TARGET_DIR/release}
 
-# What the app and the inbox read (see .env.example); the supervisor passes its environment to its programs.
-APP_LISTEN_ADDR=${APP_LISTEN_ADDR:-127.0.0.1:$APP_PORT}
-APP_ADMIN_ADDR=${APP_ADMIN_ADDR:-127.0.0.1:$APP_ADMIN_PORT}
+# What the app and the inbox read (see .env.example); the supervisor passes its environment to its programs
+# (each app replica gets its own APP_LISTEN_ADDR and APP_ADMIN_ADDR, on its host's address: supervisord.conf).
 APP_ADMIN_TOKEN_FILE=${APP_ADMIN_TOKEN_FILE:-$SECRETS_DIR/app-admin.token}
 APP_LOG_FORMAT=${APP_LOG_FORMAT:-json}
 # The game day drives the SLO alerts through the admin listener's fault injection, so the local stack enables it.
@@ -39,7 +40,7 @@ STACK_SECRETS_DIR=$SECRETS_DIR
 PROMETHEUS_PASSWORD_FILE=$SECRETS_DIR/web.password
 
 export REPO_ROOT STATE_DIR TEST_STATE_DIR SECRETS_DIR STACK_SECRETS_DIR PROMETHEUS_PASSWORD_FILE \
-  PG_BIN CARGO_TARGET_DIR BIN_DIR APP_LISTEN_ADDR APP_ADMIN_ADDR APP_ADMIN_TOKEN_FILE APP_LOG_FORMAT \
+  PG_BIN CARGO_TARGET_DIR BIN_DIR APP_BIN_DIR APP_ADMIN_TOKEN_FILE APP_LOG_FORMAT \
   APP_FAULT_INJECTION_ENABLED INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE INBOX_WEBHOOK_TOKEN_FILE
 
 # Reads the secrets native/secrets.sh made into the variables the programs take them from (supervisord passes
@@ -64,4 +65,53 @@ curl_web() { curl --netrc-file <(printf 'default login admin password %s\n' "$(t
 
 supervisorctl_() { supervisorctl -c "$REPO_ROOT/native/supervisord.conf" "$@"; }
 log() { printf '[native] %s\n' "$*" >&2; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_open PORT [ADDRESS]: something accepts connections there (default address 127.0.0.1).
+port_open() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
+
+# hosts_of PROGRAM: one line `host address` per host it runs on, from the topology (native/topology.env); a
+# replicated program's replicas as many as its *_REPLICAS variable says: app-1 127.0.1.1, app-2 127.0.1.2 ...
+hosts_of() {
+  local entry spec count net i h
+  for entry in $STACK_PROGRAM_HOSTS; do
+    [ "${entry%%=*}" = "$1" ] || continue
+    spec=${entry#*=}
+    if [ "${spec#\*}" != "$spec" ]; then
+      count=${spec#\*} count=${count%@*} net=${spec#*@}
+      for ((i = 1; i <= ${!count}; i++)); do echo "$1-$i ${!net}.$i"; done
+    else
+      for h in ${spec//,/ }; do echo "${h%@*} ${h#*@}"; done
+    fi
+    return 0
+  done
+  log "unknown program '$1' (known: $STACK_PROGRAMS)"
+  return 2
+}
+
+# urls_of PROGRAM PORT_VARIABLE: http://address:port of every host of PROGRAM, comma-separated (opsctl's lists).
+urls_of() {
+  local _host addr urls=()
+  while read -r _host addr; do urls+=("http://$addr:${!2}"); done < <(hosts_of "$1")
+  local IFS=,
+  echo "${urls[*]}"
+}
+# first_url PROGRAM PORT_VARIABLE: the first host's (Prometheus and Alertmanager replica 1).
+first_url() { local u; u=$(urls_of "$1" "$2"); echo "${u%%,*}"; }
+
+# stack_listeners: one line `address port` for every listener of every host of the stack.
+stack_listeners() {
+  local entry program vars var _host addr
+  for entry in $STACK_PROGRAM_LISTENERS; do
+    program=${entry%%=*} vars=${entry#*=}
+    while read -r _host addr; do
+      for var in ${vars//,/ }; do echo "$addr ${!var}"; done
+    done < <(hosts_of "$program")
+  done
+}
+
+# The supervisor's name of a program: the group `app:*` for a replicated one, whose processes are app:app-1 ...
+supervisor_name() {
+  case " $STACK_PROGRAM_HOSTS " in
+    *" $1=*"*) echo "$1:*" ;;
+    *) echo "$1" ;;
+  esac
+}

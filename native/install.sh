@@ -4,7 +4,8 @@ set -euo pipefail
 
 packages=(postgresql redis-server prometheus prometheus-alertmanager prometheus-postgres-exporter
   prometheus-redis-exporter prometheus-node-exporter prometheus-process-exporter supervisor wrk docker-compose
-  python3-yaml curl ca-certificates apache2-utils procps shellcheck)
+  python3-yaml curl ca-certificates apache2-utils procps shellcheck haproxy prometheus-blackbox-exporter nftables
+  openssl)
 
 missing=()
 for p in "${packages[@]}"; do

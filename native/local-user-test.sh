@@ -39,10 +39,10 @@ redis_as() { local user=$1 file=$2; shift 2; REDISCLI_AUTH=$(secret "$file") red
 # Prints "none" when COMMAND prints nothing, else what it printed.
 none() { local out; out=$("$@" 2>&1 | head -n 5); echo "${out:-none}"; }
 
-prom=http://127.0.0.1:$PROMETHEUS_PORT
-am=http://127.0.0.1:$ALERTMANAGER_PORT
+prom=$(first_url prometheus PROMETHEUS_PORT)
+am=$(first_url alertmanager ALERTMANAGER_PORT)
 inbox=http://127.0.0.1:$INBOX_PORT
-admin=http://127.0.0.1:$APP_ADMIN_PORT
+admin=$(first_url app APP_ADMIN_PORT)
 forged_alert='[{"labels":{"alertname":"ForgedPage","severity":"critical","service":"app"}}]'
 forged_silence='{"matchers":[{"name":"alertname","value":".+","isRegex":true}],"startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"x","comment":"x"}'
 forged_hook='{"version":"4","status":"firing","receiver":"heartbeat","alerts":[{"status":"firing","labels":{"alertname":"Watchdog"}}]}'
@@ -88,6 +88,49 @@ check "nobody cannot send an alert to Alertmanager" '^401' as_attacker curl -s -
 check "nobody cannot create a silence" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
   -H 'Content-Type: application/json' -d "$forged_silence" "$am/api/v2/silences"
 check "Alertmanager answers with the credentials" '^200' web_status "$am/api/v2/status"
+# Every replica and peer guards itself, not only the first one.
+for url in $(urls_of prometheus PROMETHEUS_PORT | tr , ' ') $(urls_of alertmanager ALERTMANAGER_PORT | tr , ' '); do
+  check "nobody cannot read $url" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' "$url/metrics"
+  check "$url answers with the credentials" '^200' web_status "$url/metrics"
+done
+
+echo "== the Alertmanager cluster (its gossip would carry silences and the notification log)"
+# A peer of nobody's own, run as nobody with a configuration of its own, asks to join the cluster: the peers
+# answer only a peer that presents the cluster's certificate. While it tries, the first peer must still count
+# exactly the stack's peers; beside it, the first peer sees every real peer (the check cannot pass on a cluster
+# that is simply not formed).
+peers_seen() {
+  curl_web -s --max-time 5 "$am/api/v2/status" |
+    python3 -c 'import json, sys; print("peers", len(json.load(sys.stdin)["cluster"]["peers"]))'
+}
+rogue_peer() {
+  local dir pid first
+  dir=$(mktemp -d)
+  chmod 0777 "$dir"
+  printf 'route: {receiver: none}\nreceivers: [{name: none}]\n' > "$dir/alertmanager.yml"
+  chmod 0644 "$dir/alertmanager.yml"
+  first=$(hosts_of alertmanager | head -n 1 | cut -d' ' -f2):$ALERTMANAGER_CLUSTER_PORT
+  as_attacker prometheus-alertmanager --config.file="$dir/alertmanager.yml" --storage.path="$dir" \
+    --web.listen-address=127.0.9.250:19093 --cluster.listen-address=127.0.9.250:19094 \
+    --cluster.advertise-address=127.0.9.250:19094 --cluster.peer="$first" >"$dir/log" 2>&1 &
+  pid=$!
+  sleep 6
+  peers_seen
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  rm -rf "$dir"
+}
+if [ "$ALERTMANAGER_REPLICAS" -gt 1 ]; then
+  check "the first peer sees every peer of the stack" "^peers $ALERTMANAGER_REPLICAS\$" peers_seen
+  check "nobody's own Alertmanager cannot join the cluster" "^peers $ALERTMANAGER_REPLICAS\$" rogue_peer
+fi
+
+echo "== HAProxy"
+check "HAProxy's metrics listener serves nothing but /metrics (no stats page)" '^404' \
+  as_attacker curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAPROXY_METRICS_PORT/stats"
+check "HAProxy's metrics answer" '^200' status "http://127.0.0.1:$HAPROXY_METRICS_PORT/metrics"
+check "HAProxy's worker does not run as root" '^haproxy$' \
+  bash -c "ps -o user= --ppid \"\$(supervisorctl -c '$REPO_ROOT/native/supervisord.conf' pid haproxy)\" | sort -u"
 
 echo "== the on-call inbox (finding 6)"
 check "nobody cannot post a forged heartbeat" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \

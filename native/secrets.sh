@@ -17,6 +17,10 @@
 #   web-config.yml         derived: --web.config.file of Prometheus and Alertmanager
 #   http-client.yml        derived: --http.config.file of amtool (and any client that reads Prometheus's format)
 #   redis-users.acl        derived: Redis's aclfile (hashed passwords; the `default` user is off)
+#   cluster-ca.crt, cluster.crt, cluster.key
+#                          Alertmanager's gossip: a CA of the stack's own and one certificate (server and client,
+#                          name `alertmanager`) that every peer presents and requires (mutual TLS); the CA's key
+#                          signs that one certificate and is deleted, so nothing else can ever be signed
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
@@ -35,6 +39,23 @@ for name in web.password webhook.token app-admin.token postgres.password pg-app.
     mv "$dir/$name.tmp" "$dir/$name"
   fi
 done
+
+# The gossip's CA and the peers' certificate (P-256, ten years: a local stack's; rotate by deleting the three
+# files and restarting every peer). Made together, so a half-made set is made again.
+if [ ! -s "$dir/cluster.crt" ] || [ ! -s "$dir/cluster.key" ] || [ ! -s "$dir/cluster-ca.crt" ]; then
+  tmp=$(mktemp -d)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=sre-stack Alertmanager cluster CA" -keyout "$tmp/ca.key" -out "$tmp/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=alertmanager" \
+    -keyout "$tmp/peer.key" -out "$tmp/peer.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:alertmanager\nextendedKeyUsage=serverAuth,clientAuth\n' > "$tmp/ext"
+  openssl x509 -req -in "$tmp/peer.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$tmp/ext" -out "$tmp/peer.crt" 2>/dev/null
+  mv "$tmp/peer.key" "$dir/cluster.key"
+  mv "$tmp/peer.crt" "$dir/cluster.crt"
+  mv "$tmp/ca.crt" "$dir/cluster-ca.crt"
+  rm -rf "$tmp"
+fi
 
 read_secret() { tr -d '\n' < "$dir/$1"; }
 sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }

@@ -14,12 +14,12 @@ source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
-# Prints every port of the stack (each listener of the topology, native/topology.env) that answers on loopback.
+# Prints every address:port of the stack (each listener of every host, native/topology.env) that answers.
 answering_ports() {
-  local var
-  for var in $STACK_PORT_VARS; do
-    if port_open "${!var}"; then echo "${!var}"; fi
-  done
+  local addr port
+  while read -r addr port; do
+    if port_open "$port" "$addr"; then echo "$addr:$port"; fi
+  done < <(stack_listeners)
 }
 stop_stack() {
   if [ "${KEEP_STACK:-0}" = 1 ]; then
@@ -56,8 +56,8 @@ TEST_REDIS_ADMIN_URL=redis://admin:$(tr -d '\n' <"$SECRETS_DIR/redis-admin.passw
 export TEST_DATABASE_ADMIN_URL TEST_REDIS_ADMIN_URL
 
 step "smoke test of the running stack"
-"$BIN_DIR/opsctl" smoke --app "http://127.0.0.1:$APP_PORT" --admin "http://127.0.0.1:$APP_ADMIN_PORT" \
-  --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT" \
+"$BIN_DIR/opsctl" smoke --app "http://127.0.0.1:$APP_PORT" --admin "$(urls_of app APP_ADMIN_PORT)" \
+  --prometheus "$(first_url prometheus PROMETHEUS_PORT)" --alertmanager "$(first_url alertmanager ALERTMANAGER_PORT)" \
   --inbox "http://127.0.0.1:$INBOX_PORT"
 
 step "what a local user can do: every attack of the threat model, as nobody"
@@ -70,7 +70,7 @@ if [ "${GAMEDAY:-1}" = 1 ]; then
 else
   echo "skipped (GAMEDAY=0)"
   "$BIN_DIR/opsctl" load --url "http://127.0.0.1:$APP_PORT" --rate 50 --duration 40s --keys 200
-  "$BIN_DIR/xtask" live --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --require-data
+  "$BIN_DIR/xtask" live --prometheus "$(first_url prometheus PROMETHEUS_PORT)" --require-data
 fi
 
 step "the service's integration tests (real Postgres and Redis of the stack; make check ran the rest)"
@@ -80,7 +80,7 @@ NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
 
 
 step "every metric a rule, dashboard or runbook uses exists in what Prometheus scraped (make check linted them)"
-"$BIN_DIR/xtask" live --prometheus "http://127.0.0.1:$PROMETHEUS_PORT"
+"$BIN_DIR/xtask" live --prometheus "$(first_url prometheus PROMETHEUS_PORT)"
 
 if [ "${KEEP_STACK:-0}" != 1 ]; then
   step "make down stops every program and leaves nothing listening"

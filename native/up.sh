@@ -33,7 +33,11 @@ prepare_state() {
   # everything below it is its owner's alone, and every program starts with umask 077 (native/supervisord.conf).
   install -d -m 0710 -o root -g postgres "$STATE_DIR"
   install -d -m 0700 "$STATE_DIR/logs" "$STATE_DIR/redis" "$STATE_DIR/alertmanager" "$STATE_DIR/inbox" \
-    "$STATE_DIR/prometheus" "$STATE_DIR/prometheus/data" "$STATE_DIR/prometheus/targets"
+    "$STATE_DIR/prometheus" "$STATE_DIR/prometheus/targets" "$STATE_DIR/haproxy"
+  # Each replica's own storage; the configuration (prometheus/, alertmanager/) is one, shared by every replica.
+  local host addr
+  while read -r host addr; do install -d -m 0700 "$STATE_DIR/$host" "$STATE_DIR/$host/data"; done < <(hosts_of prometheus)
+  while read -r host addr; do install -d -m 0700 "$STATE_DIR/$host"; done < <(hosts_of alertmanager)
   install -d -m 0700 -o postgres -g postgres "$STATE_DIR/postgres"
   "$REPO_ROOT/native/secrets.sh"
   load_secrets
@@ -44,6 +48,7 @@ prepare_state() {
   ln -sfn "$REPO_ROOT/alerts" "$STATE_DIR/prometheus/rules"
   ln -sfn "$SECRETS_DIR" "$STATE_DIR/prometheus/secrets"
   ln -sfn "$SECRETS_DIR" "$STATE_DIR/alertmanager/secrets"
+  ln -sfn "$REPO_ROOT/monitoring/alertmanager/cluster-tls.yml" "$STATE_DIR/alertmanager/cluster-tls.yml"
   # Alertmanager's receivers post to the inbox at its default address. With the default port the repo's file is
   # used as is; another INBOX_PORT gets a copy with only that address changed (Alertmanager 0.25 cannot read a
   # webhook URL from a file), so a second stack on other ports never pages the first one's inbox.
@@ -56,27 +61,69 @@ prepare_state() {
       > "$STATE_DIR/alertmanager/alertmanager.yml"
   fi
   write_targets
+  write_haproxy_servers
+  cluster_flags
 }
 
-# Prometheus's file_sd files, from the topology's list (native/topology.env): one target per entry, at this
-# stack's port (the variable the entry names, as overridden). Each file is replaced whole, so Prometheus never
-# reads half of one; a file no longer listed is removed.
+# HAProxy's backend: one server per app replica, named for its host (monitoring/haproxy/haproxy.cfg).
+write_haproxy_servers() {
+  local f=$STATE_DIR/haproxy/servers.cfg host addr
+  {
+    echo "# Written by native/up.sh from the topology: every app replica's API."
+    echo "backend app"
+    while read -r host addr; do echo "    server $host $addr:$APP_REPLICA_PORT"; done < <(hosts_of app)
+  } > "$f.tmp"
+  mv "$f.tmp" "$f"
+}
+
+# Alertmanager's cluster flags, the same for every peer: each one joins all of them (itself included, as the
+# Prometheus Operator does), over mutual TLS. One replica runs without a cluster, so it never waits to settle.
+cluster_flags() {
+  local host addr
+  if [ "$ALERTMANAGER_REPLICAS" -le 1 ]; then
+    ALERTMANAGER_CLUSTER_FLAGS="--cluster.listen-address="
+  else
+    ALERTMANAGER_CLUSTER_FLAGS="--cluster.tls-config=$STATE_DIR/alertmanager/cluster-tls.yml --cluster.peer-timeout=15s"
+    while read -r host addr; do
+      ALERTMANAGER_CLUSTER_FLAGS+=" --cluster.peer=$addr:$ALERTMANAGER_CLUSTER_PORT"
+    done < <(hosts_of alertmanager)
+  fi
+  export ALERTMANAGER_CLUSTER_FLAGS
+}
+
+# Prometheus's file_sd files, from the topology's list (native/topology.env): the listener on every host of its
+# program, at this stack's port (the variable the entry names, as overridden), labelled with the host; a probe's
+# target also carries the URL it requests. Each file is replaced whole, so Prometheus never reads half of one; a
+# file no longer listed is removed.
 write_targets() {
-  local dir=$STATE_DIR/prometheus/targets entry file rest addr var f
-  local -A targets=()
+  local dir=$STATE_DIR/prometheus/targets entry file rest program var probe url host addr f
+  local -A wanted=()
   for entry in $STACK_TARGETS; do
-    file=${entry%%=*} rest=${entry#*=}
-    addr=${rest%:*} var=${rest##*:}
-    targets[$file]+="${targets[$file]:+, }'$addr:${!var}'"
-  done
-  for file in "${!targets[@]}"; do
-    printf -- "- targets: [%s]\n" "${targets[$file]}" > "$dir/$file.yml.tmp"
+    file=${entry%%=*} rest=${entry#*=} probe=
+    if [ "${rest#*>}" != "$rest" ]; then probe=${rest#*>} rest=${rest%%>*}; fi
+    program=${rest%%:*} var=${rest#*:}
+    url=
+    if [ -n "$probe" ]; then
+      local pprogram=${probe%%:*} pvar=${probe#*:} paddr
+      local ppath=/${pvar#*/}
+      pvar=${pvar%%/*}
+      paddr=$(hosts_of "$pprogram" | head -n 1 | cut -d' ' -f2)
+      url="http://$paddr:${!pvar}$ppath"
+    fi
+    {
+      while read -r host addr; do
+        # shellcheck disable=SC2016  # the single quotes are YAML's, inside a double-quoted expansion
+        printf -- "- targets: ['%s:%s']\n  labels: {host: %s%s}\n" "$addr" "${!var}" "$host" \
+          "${url:+, __param_target: '$url'}"
+      done < <(hosts_of "$program")
+    } > "$dir/$file.yml.tmp"
     mv "$dir/$file.yml.tmp" "$dir/$file.yml"
+    wanted[$file]=1
   done
   for f in "$dir"/*.yml; do
     [ -e "$f" ] || continue
     file=$(basename "$f" .yml)
-    [ -n "${targets[$file]+set}" ] || rm -f "$f"
+    [ -n "${wanted[$file]+set}" ] || rm -f "$f"
   done
 }
 
@@ -139,13 +186,18 @@ SQL
 }
 
 ensure_binaries() {
-  local need=0 p
-  for p in $programs; do
-    case $p in app|inbox) [ -x "$BIN_DIR/$p" ] || need=1 ;; esac
-  done
-  [ $need = 0 ] && return 0
-  log "building the workspace binaries (debug)"
-  (cd "$REPO_ROOT" && cargo build --workspace --bins --quiet)
+  case " $programs " in
+    *" app "*) [ -x "$APP_BIN_DIR/app" ] || {
+      log "building the app (release)"
+      (cd "$REPO_ROOT" && cargo build --release -p app --bin app --quiet)
+    } ;;
+  esac
+  case " $programs " in
+    *" inbox "*) [ -x "$BIN_DIR/inbox" ] || {
+      log "building the workspace binaries (debug)"
+      (cd "$REPO_ROOT" && cargo build --workspace --bins --quiet)
+    } ;;
+  esac
 }
 
 # The port that says a program is up (native/topology.env's STACK_PROGRAM_PORTS names its variable).
@@ -162,21 +214,24 @@ port_of() {
   exit 2
 }
 
+# wait_ready PROGRAM HOST ADDRESS: waits until the program answers on that host.
 wait_ready() {
-  case $1 in
-    postgres) wait_for postgres 30 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && provision_postgres ;;
+  local p=$1 host=$2 a=$3
+  case $p in
+    postgres) wait_for postgres 30 "$PG_BIN/pg_isready" -q -h "$a" -p "$PG_PORT" && provision_postgres ;;
     redis) wait_for redis 15 redis_ready ;;
-    app) wait_for app 30 http_ok "http://127.0.0.1:$APP_PORT/healthcheck" ;;
-    inbox) wait_for inbox 30 http_ok "http://127.0.0.1:$INBOX_PORT/healthcheck" ;;
-    prometheus) wait_for prometheus 60 web_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
-    alertmanager) wait_for alertmanager 30 web_ok "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" ;;
-    *) wait_for "$1" 15 http_ok "http://127.0.0.1:$(port_of "$1")/metrics" ;;
+    app) wait_for "$host" 30 http_ok "http://$a:$APP_REPLICA_PORT/healthcheck" ;;
+    haproxy) wait_for haproxy 15 port_open "$APP_PORT" "$a" ;;
+    inbox) wait_for inbox 30 http_ok "http://$a:$INBOX_PORT/healthcheck" ;;
+    prometheus) wait_for "$host" 60 web_ok "http://$a:$PROMETHEUS_PORT/-/ready" ;;
+    alertmanager) wait_for "$host" 30 web_ok "http://$a:$ALERTMANAGER_PORT/-/ready" ;;
+    *) wait_for "$p" 15 http_ok "http://$a:$(port_of "$p")/metrics" ;;
   esac
 }
 
 state_of() { supervisorctl_ status "$1" 2>/dev/null | awk '{print $2}'; }
 
-for p in $programs; do port_of "$p" >/dev/null; done
+for p in $programs; do port_of "$p" >/dev/null; hosts_of "$p" >/dev/null; done
 ensure_binaries
 prepare_state
 case " $programs " in *" postgres "*) init_postgres; write_pg_hba ;; esac
@@ -195,16 +250,33 @@ if ! supervisorctl_ pid >/dev/null 2>&1; then
   wait_for supervisord 10 supervisorctl_ pid
 fi
 
+# A supervisor started with other replica counts runs its old processes (numprocs is read at its start).
+if [ "$(supervisorctl_ status 'app:*' 2>/dev/null | grep -c '^app:')" != "$APP_REPLICAS" ] ||
+  [ "$(supervisorctl_ status 'prometheus:*' 2>/dev/null | grep -c '^prometheus:')" != "$PROMETHEUS_REPLICAS" ] ||
+  [ "$(supervisorctl_ status 'alertmanager:*' 2>/dev/null | grep -c '^alertmanager:')" != "$ALERTMANAGER_REPLICAS" ]; then
+  log "the running supervisor has other replica counts than APP_REPLICAS=$APP_REPLICAS" \
+    "PROMETHEUS_REPLICAS=$PROMETHEUS_REPLICAS ALERTMANAGER_REPLICAS=$ALERTMANAGER_REPLICAS: \`make down\` first"
+  exit 1
+fi
+
 for p in $STACK_PROGRAMS; do
   case " $programs " in *" $p "*) ;; *) continue ;; esac
-  if [ "$(state_of "$p")" != RUNNING ]; then
-    if port_open "$(port_of "$p")"; then
-      log "port $(port_of "$p") for $p is taken by another process; stop it or override the port (see native/env.sh)"
+  starting=()
+  while read -r host addr; do
+    proc=$p
+    [ "$(supervisor_name "$p")" = "$p" ] || proc=$p:$host
+    [ "$(state_of "$proc")" = RUNNING ] && continue
+    if port_open "$(port_of "$p")" "$addr"; then
+      log "port $addr:$(port_of "$p") for $host's $p is taken by another process; stop it or override the" \
+        "port (see native/env.sh)"
       exit 1
     fi
-    supervisorctl_ start "$p" >/dev/null || { log "$p failed to start; see $STATE_DIR/logs/$p.log"; exit 1; }
+    starting+=("$proc")
+  done < <(hosts_of "$p")
+  if [ ${#starting[@]} -gt 0 ]; then
+    supervisorctl_ start "${starting[@]}" >/dev/null || { log "$p failed to start; see $STATE_DIR/logs/"; exit 1; }
   fi
-  wait_ready "$p"
+  while read -r host addr; do wait_ready "$p" "$host" "$addr"; done < <(hosts_of "$p")
 done
 
 if [ "$programs" != "$STACK_PROGRAMS" ]; then
@@ -212,11 +284,11 @@ if [ "$programs" != "$STACK_PROGRAMS" ]; then
   exit 0
 fi
 cat <<URLS
-The stack is up (state in $STATE_DIR; logs: make logs):
-  app            http://127.0.0.1:$APP_PORT/        (admin/metrics: http://127.0.0.1:$APP_ADMIN_PORT/metrics)
+The stack is up (state in $STATE_DIR; logs: make logs; hosts and programs: make status):
+  app            http://127.0.0.1:$APP_PORT/   (HAProxy, in front of $APP_REPLICAS replicas; their /metrics on :$APP_ADMIN_PORT)
   on-call inbox  http://127.0.0.1:$INBOX_PORT/
-  Prometheus     http://127.0.0.1:$PROMETHEUS_PORT/classic/graph   (user admin)
-  Alertmanager   http://127.0.0.1:$ALERTMANAGER_PORT/   (API only; amtool, user admin)
+  Prometheus     $(hosts_of prometheus | head -n 1 | awk -v p="$PROMETHEUS_PORT" '{print "http://" $2 ":" p}')/classic/graph   (user admin; $PROMETHEUS_REPLICAS replicas)
+  Alertmanager   $(hosts_of alertmanager | head -n 1 | awk -v p="$ALERTMANAGER_PORT" '{print "http://" $2 ":" p}')/   (API only; amtool, user admin; $ALERTMANAGER_REPLICAS peers)
   Postgres       postgres://app:***@127.0.0.1:$PG_PORT/app    Redis redis://app:***@127.0.0.1:$REDIS_PORT
 Credentials (one file each, root only): $SECRETS_DIR
   the web password of Prometheus and Alertmanager: $SECRETS_DIR/web.password

@@ -29,6 +29,7 @@ pub const CONTRACT: &[(&str, u64)] = &[
     ("sre-redis", 10),
     ("sre-postgres", 12),
     ("sre-stack", 8),
+    ("sre-ha", 9),
 ];
 pub const FIRST_FREE_ID: u64 = 20;
 /// Grafana 10.4 and 11.0–11.2 write 39, 11.3–11.6 40–41, 12.x 41–42; newer Grafanas migrate older ones up.

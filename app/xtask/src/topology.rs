@@ -128,7 +128,16 @@ fn native_env(t: &Topology) -> String {
         })
         .collect();
     writeln!(s, "STACK_TARGETS=\"{}\"", targets.join(" ")).unwrap();
-    s.push_str("# Every listener's port variable (the ports a stack of these scripts holds).\n");
+    s.push_str("# program=VARIABLE,VARIABLE: the port of each of its listeners, on every host of the program.\n");
+    let listeners: Vec<String> = t
+        .native_programs()
+        .map(|p| {
+            let vars: Vec<&str> = p.listeners.iter().filter_map(|l| l.env.as_deref()).collect();
+            format!("{}={}", p.name, vars.join(","))
+        })
+        .collect();
+    writeln!(s, "STACK_PROGRAM_LISTENERS=\"{}\"", listeners.join(" ")).unwrap();
+    s.push_str("# Every listener's port variable.\n");
     writeln!(s, "STACK_PORT_VARS=\"{}\"", envs.join(" ")).unwrap();
     s
 }

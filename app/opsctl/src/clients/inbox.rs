@@ -50,6 +50,9 @@ pub struct Notification {
 /// The parts of Alertmanager's webhook payload opsctl reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Webhook {
+    /// Alertmanager's key of the notification's group (route and group labels).
+    #[serde(default, rename = "groupKey")]
+    pub group_key: String,
     /// The alerts of the notification's group, each `firing` or `resolved`.
     #[serde(default)]
     pub alerts: Vec<WebhookAlert>,
@@ -63,6 +66,12 @@ pub struct WebhookAlert {
     /// Its labels, `alertname` included.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Alertmanager's identity of the alert (a hash of its labels).
+    #[serde(default)]
+    pub fingerprint: String,
+    /// When it started firing (RFC 3339): the same alert firing again later is a new one.
+    #[serde(default, rename = "startsAt")]
+    pub starts_at: String,
 }
 
 #[derive(Debug, Deserialize)]

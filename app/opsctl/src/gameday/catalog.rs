@@ -114,8 +114,8 @@ pub fn scenarios() -> Vec<Scenario> {
         // --- first the alerting pipeline itself: nothing else may be in flight while it is broken.
         Scenario {
             name: "alertmanager-down",
-            what: "stop Alertmanager",
-            fault: Fault::Stop("alertmanager"),
+            what: "stop every Alertmanager peer",
+            fault: Fault::Stop("alertmanager:*"),
             // Every evaluation's send fails at once; the ratio over 5m stays above 1% for 5 minutes after.
             expects: vec![expect("PrometheusAlertmanagerUnreachable", "critical", 0, 300)],
             inhibited: vec![Inhibited {
@@ -146,13 +146,41 @@ pub fn scenarios() -> Vec<Scenario> {
         // --- app-side faults one at a time (each would spoil the others' proofs or be inhibited by them).
         Scenario {
             name: "app-restarts",
-            what: "SIGTERM the app twice under load (proof: no request fails, no acknowledged write is lost); \
-                   the supervisor restarts it",
+            what: "SIGTERM replica app-1 twice under load through HAProxy (proof: no request fails, no \
+                   acknowledged write is lost); the supervisor restarts it",
             fault: Fault::AppSigterm,
             expects: vec![expect("AppRestarting", "warning", 30, 900)],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "replica-down",
+            what: "SIGKILL replica app-1 under load through HAProxy and keep it down, as a lost host (proof: no \
+                   request fails, no acknowledged write is lost); one replica down is a ticket, not a page",
+            fault: Fault::KillReplica("app:app-1"),
+            expects: vec![Expect {
+                labels: &[("host", "app-1")],
+                ..expect("AppInstanceDown", "warning", 0, 0)
+            }],
+            inhibited: vec![Inhibited {
+                alert: "HAProxyServerDown",
+                labels: &[("host", "app-1")],
+                by: "AppInstanceDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["app-restarts"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "rolling-restart",
+            what: "restart every app replica in turn under load through HAProxy (proof: no request fails, no page)",
+            fault: Fault::RollingRestart,
+            expects: vec![],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["replica-down"],
             after_resolved: &[],
         },
         Scenario {
@@ -208,7 +236,7 @@ pub fn scenarios() -> Vec<Scenario> {
             expects: vec![expect("AppMetricsAbsent", "critical", 0, 0)],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["app-restarts"],
+            after: &["rolling-restart"],
             after_resolved: &[],
         },
         Scenario {
@@ -223,7 +251,22 @@ pub fn scenarios() -> Vec<Scenario> {
                 by: "PostgresDown",
             }],
             clear_on: ClearOn::Delivered,
-            after: &["app-restarts"],
+            after: &["rolling-restart"],
+            after_resolved: &[],
+        },
+        // --- a monitoring replica down beside each of the next pages: the reduced pipeline must still deliver it.
+        Scenario {
+            name: "alertmanager-peer-down",
+            what: "stop Alertmanager peer 1 (the one that notifies first) while Postgres is down (proof: the page \
+                   arrives exactly once)",
+            fault: Fault::StopMonitoring("alertmanager:alertmanager-1"),
+            expects: vec![
+                expect("AlertmanagerMembersInconsistent", "warning", 0, 0),
+                expect("PrometheusAlertmanagerErrors", "warning", 0, 300),
+            ],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["rolling-restart"],
             after_resolved: &[],
         },
         Scenario {
@@ -271,6 +314,21 @@ pub fn scenarios() -> Vec<Scenario> {
             after_resolved: &[],
         },
         Scenario {
+            name: "haproxy-down",
+            what: "stop HAProxy: the public endpoint is gone though every replica is healthy",
+            fault: Fault::Stop("haproxy"),
+            expects: vec![expect("AppEndpointDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "PrometheusTargetDown",
+                labels: &[("job", "haproxy")],
+                by: "AppEndpointDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            // The Postgres drills that follow postgres-down do not use the API; the ones before it do.
+            after: &["postgres-down", "app-metrics-absent", "alertmanager-peer-down"],
+            after_resolved: &[],
+        },
+        Scenario {
             name: "app-connections",
             what: "hold 88% of the app's API connection limit (read from Prometheus) open with keep-alive \
                    connections, each sending GET /healthcheck every 30 s; then fill the rest (proof: connections past \
@@ -302,21 +360,66 @@ pub fn scenarios() -> Vec<Scenario> {
                 "redis-maxmemory",
                 "redis-clients",
                 "app-connections",
+                "haproxy-down",
+            ],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "alertmanager-partition",
+            what: "cut Alertmanager peer 3 off from the other two with nftables while Redis is down (proof: the \
+                   page arrives at least once; duplicates counted)",
+            fault: Fault::Partition(2),
+            expects: vec![expect("AlertmanagerMembersInconsistent", "warning", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            // Beside redis-down, which pages: the same predecessors.
+            after: &[
+                "app-metrics-absent",
+                "postgres-down",
+                "redis-maxmemory",
+                "redis-clients",
+                "app-connections",
+                "haproxy-down",
             ],
             after_resolved: &[],
         },
         Scenario {
             name: "app-down",
-            what: "stop the app",
-            fault: Fault::Stop("app"),
+            what: "stop every app replica",
+            fault: Fault::Stop("app:*"),
             expects: vec![expect("AppTargetDown", "critical", 0, 0)],
-            inhibited: vec![Inhibited {
-                alert: "PrometheusTargetDown",
-                labels: &[("job", "app")],
-                by: "AppTargetDown",
-            }],
+            inhibited: vec![
+                Inhibited {
+                    alert: "PrometheusTargetDown",
+                    labels: &[("job", "app")],
+                    by: "AppTargetDown",
+                },
+                Inhibited {
+                    alert: "AppEndpointDown",
+                    labels: NO_LABELS,
+                    by: "AppTargetDown",
+                },
+                Inhibited {
+                    alert: "AppInstanceDown",
+                    labels: NO_LABELS,
+                    by: "AppTargetDown",
+                },
+            ],
             clear_on: ClearOn::Delivered,
-            after: &["redis-down"],
+            after: &["redis-down", "alertmanager-partition"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "prometheus-replica-down",
+            what: "stop Prometheus replica 2 while every app replica is down (proof: the page arrives exactly once)",
+            fault: Fault::StopMonitoring("prometheus:prometheus-2"),
+            expects: vec![Expect {
+                labels: &[("job", "prometheus"), ("host", "prometheus-2")],
+                ..expect("PrometheusTargetDown", "warning", 0, 0)
+            }],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["redis-down", "alertmanager-partition"],
             after_resolved: &[],
         },
         // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
@@ -341,7 +444,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
-            after: &["app-down"],
+            after: &["app-down", "prometheus-replica-down"],
             after_resolved: &[],
         },
         Scenario {

@@ -92,7 +92,8 @@ pub async fn hold(ctx: &Ctx) -> Result<Held, Error> {
     let count = target.saturating_sub(open);
     // Every held connection and each of the proof's is a descriptor of ours too.
     raise_open_file_limit(limit as u64 + 512)?;
-    let addr = authority(&ctx.args.app)?;
+    // One replica's own listener: HAProxy would hold idle client connections without opening any to the app.
+    let addr = authority(&ctx.args.replica_api[0])?;
     let host = addr.clone();
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(count);
@@ -183,7 +184,7 @@ impl Held {
         let started = Instant::now();
         let scrape = ctx
             .http
-            .get(format!("{}/metrics", ctx.args.admin.trim_end_matches('/')))
+            .get(format!("{}/metrics", ctx.args.admin[0].trim_end_matches('/')))
             .send()
             .await;
         let scrape_ms = started.elapsed().as_millis();
@@ -221,7 +222,7 @@ fn is_error_body(body: &str) -> bool {
 /// `http_server_rejected_connections_total{listener="api"}` read from the admin listener itself: Prometheus would
 /// be a scrape late.
 async fn rejected_connections(ctx: &Ctx) -> Result<f64, Error> {
-    let url = format!("{}/metrics", ctx.args.admin.trim_end_matches('/'));
+    let url = format!("{}/metrics", ctx.args.admin[0].trim_end_matches('/'));
     let text = ctx
         .http
         .get(&url)

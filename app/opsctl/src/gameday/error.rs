@@ -14,6 +14,14 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error(transparent)]
     AlertmanagerConfig(#[from] ::stack::alertmanager::Error),
+    #[error("--alertmanager, --admin and --replica-api each need at least one address")]
+    NoAddress,
+    #[error("HAProxy did not put server {server} back in rotation within {limit:?}")]
+    NotInRotation { server: String, limit: Duration },
+    #[error("{0:?} is not a URL with a host")]
+    BadUrl(String),
+    #[error("no Alertmanager peer number {0} (0-based) in --alertmanager")]
+    NoPeer(usize),
     #[error("Alertmanager's routing sends {0} to no receiver")]
     NoReceiver(String),
     #[error("Prometheus's configuration is not valid YAML: {0}")]

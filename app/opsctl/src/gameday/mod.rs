@@ -7,6 +7,7 @@
 mod catalog;
 mod config;
 mod connections;
+mod duplicates;
 mod error;
 mod faults;
 mod proofs;
@@ -39,16 +40,24 @@ use verdict::Timing;
 /// Arguments of `opsctl gameday`.
 #[derive(Debug, Clone, Args)]
 pub struct GamedayArgs {
-    /// The app's API.
-    #[arg(long, default_value_t = Topology::embedded().url("app", "api"))]
+    /// The app's public API (HAProxy, in front of every replica).
+    #[arg(long, default_value_t = Topology::embedded().url("haproxy", "public"))]
     pub app: String,
-    /// The app's admin listener (metrics, fault injection).
-    #[arg(long, default_value_t = Topology::embedded().url("app", "admin"))]
-    pub admin: String,
+    /// Each app replica's own API, in replica order (drills that need one replica's listener, not the balancer).
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("app", "api"))]
+    pub replica_api: Vec<String>,
+    /// Each app replica's admin listener (metrics, fault injection), in replica order.
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("app", "admin"))]
+    pub admin: Vec<String>,
+    /// HAProxy's metrics endpoint (the drills wait for a restarted replica to be back in rotation).
+    #[arg(long, default_value_t = Topology::embedded().url("haproxy", "metrics"))]
+    pub haproxy_metrics: String,
+    /// The Prometheus the game day reads (the first replica; the drills stop another one).
     #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,
-    #[arg(long, default_value_t = Topology::embedded().url("alertmanager", "web"))]
-    pub alertmanager: String,
+    /// Every Alertmanager peer, in order; the game day reads the first that answers.
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("alertmanager", "web"))]
+    pub alertmanager: Vec<String>,
     /// The on-call inbox.
     #[arg(long, default_value_t = Topology::embedded().url("inbox", "http"))]
     pub inbox: String,
@@ -197,7 +206,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error>
 /// The intervals and the routing from the running Prometheus's and Alertmanager's configuration.
 async fn read_config(ctx: &Ctx) -> Result<(Timing, Routing), Error> {
     let prometheus = ctx.prometheus.config_yaml().await?;
-    let alertmanager = ctx.alertmanager.status().await?.config.parse()?;
+    let alertmanager = ctx.alertmanager_status().await?.config.parse()?;
     Ok((config::timing(&prometheus, &alertmanager)?, Routing(alertmanager)))
 }
 
@@ -275,7 +284,7 @@ async fn settle_loop(ctx: &Ctx, warm_up: &mut Option<WarmUp>, settled: &mut Sett
     let deadline = now_ms() + 600_000;
     for round in 0u32.. {
         let prom = ctx.prometheus.alerts().await?;
-        let am = ctx.alertmanager.alerts().await?;
+        let am = ctx.held_alerts().await?;
         let noisy = |labels: &BTreeMap<String, String>| {
             labels.get("alertname").map(String::as_str) != Some("Watchdog")
                 && labels.get("severity").map(String::as_str) != Some("info")

@@ -228,69 +228,154 @@ impl Writers {
     }
 }
 
-/// SIGTERM to the app twice, 20 s apart, under steady reads and writes; the supervisor restarts it each time.
-/// Clients open a connection per request (no keep-alive), as behind a proxy. The claim: no request fails (every
-/// connection the app's listener took is answered with success, none is reset unanswered) and no acknowledged
-/// write is lost (each writer's key holds its last acknowledged value or a later one). A connection attempt refused
-/// while nothing listens carried no request and is retried; those are counted.
-pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, Error> {
-    #[derive(Default)]
-    struct Tally {
-        ok: u64,
-        refused: u64,
-        reset: u64,
-        last_acked: Option<u64>,
-        failures: Vec<String>,
-    }
-    let (stop, rx) = watch::channel(false);
-    let client = http_client(Duration::from_secs(10), 0);
-    let base = ctx.args.app.trim_end_matches('/').to_string();
-    let writer_key = |w: usize| format!("gameday-sigterm-{w}");
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let (rx, client, base, key) = (rx.clone(), client.clone(), base.clone(), writer_key(w));
-            tokio::spawn(async move {
-                let mut t = Tally::default();
-                let mut n = 0u64;
-                while !*rx.borrow() {
-                    n += 1;
-                    let write = n % 2 == 1;
-                    let request = if write {
-                        client
-                            .post(format!("{base}/set"))
-                            .json(&json!({"key": key, "value": n}))
-                    } else {
-                        client.get(format!("{base}/get/{KEY_PREFIX}-{}", fastrand::u64(0..KEYS)))
-                    };
-                    match request.send().await {
-                        Ok(r) if r.status().is_success() => {
-                            t.ok += 1;
-                            if write {
-                                t.last_acked = Some(n);
+/// Steady reads and writes through the app's public endpoint (HAProxy) while a drill disturbs the replicas behind
+/// it: four clients, each alternating a write of its own key with a read, a new connection per request (no
+/// keep-alive, so every request meets the balancer's current view of the replicas). [`Traffic::prove`] stops it
+/// and reads every client's key back. The claim: no request fails (a 2xx for every one; behind HAProxy not even a
+/// refused connection reaches the client) and no acknowledged write is lost (each key holds its last acknowledged
+/// value or a later one).
+pub struct Traffic {
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<Tally>>,
+    client: reqwest::Client,
+    base: String,
+    name: &'static str,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    refused: u64,
+    reset: u64,
+    last_acked: Option<u64>,
+    failures: Vec<String>,
+}
+
+impl Traffic {
+    /// Starts the clients; `name` keeps each drill's keys apart.
+    pub fn start(ctx: &Ctx, name: &'static str) -> Traffic {
+        let (stop, rx) = watch::channel(false);
+        let client = http_client(Duration::from_secs(10), 0);
+        let base = ctx.args.app.trim_end_matches('/').to_string();
+        let workers = (0..4)
+            .map(|w| {
+                let (rx, client, base, key) = (rx.clone(), client.clone(), base.clone(), traffic_key(name, w));
+                tokio::spawn(async move {
+                    let mut t = Tally::default();
+                    let mut n = 0u64;
+                    while !*rx.borrow() {
+                        n += 1;
+                        let write = n % 2 == 1;
+                        let request = if write {
+                            client
+                                .post(format!("{base}/set"))
+                                .json(&json!({"key": key, "value": n}))
+                        } else {
+                            client.get(format!("{base}/get/{KEY_PREFIX}-{}", fastrand::u64(0..KEYS)))
+                        };
+                        match request.send().await {
+                            Ok(r) if r.status().is_success() => {
+                                t.ok += 1;
+                                if write {
+                                    t.last_acked = Some(n);
+                                }
                             }
+                            Ok(r) => t.failures.push(format!("HTTP {}", r.status())),
+                            Err(e) if e.is_connect() => {
+                                t.refused += 1;
+                                sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                            Err(e) if reset_before_answer(&e) => t.reset += 1,
+                            Err(e) => t.failures.push(crate::clients::describe_transport(&e)),
                         }
-                        Ok(r) => t.failures.push(format!("HTTP {}", r.status())),
-                        Err(e) if e.is_connect() => {
-                            t.refused += 1;
-                            sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                        Err(e) if reset_before_answer(&e) => t.reset += 1,
-                        Err(e) => t.failures.push(crate::clients::describe_transport(&e)),
+                        sleep(Duration::from_millis(10)).await;
                     }
-                    sleep(Duration::from_millis(10)).await;
-                }
-                t
+                    t
+                })
             })
+            .collect();
+        Traffic {
+            stop,
+            workers,
+            client,
+            base,
+            name,
+        }
+    }
+
+    /// Stops the clients, reads their keys back, and judges `claim`.
+    pub async fn prove(self, claim: String) -> Result<Proof, Error> {
+        let _ = self.stop.send(true);
+        let mut all = Tally::default();
+        let mut lost = Vec::new();
+        for (w, worker) in self.workers.into_iter().enumerate() {
+            let t = worker.await?;
+            all.ok += t.ok;
+            all.refused += t.refused;
+            all.reset += t.reset;
+            all.failures.extend(t.failures);
+            // Read back through the app: the stored value is the last acknowledged one or a later (unacknowledged)
+            // one.
+            if let Some(acked) = t.last_acked {
+                let key = traffic_key(self.name, w);
+                let what = || format!("read back {key}");
+                let stored = self
+                    .client
+                    .get(format!("{}/get/{key}", self.base))
+                    .send()
+                    .await
+                    .map_err(|source| Error::Http { what: what(), source })?
+                    .json::<serde_json::Value>()
+                    .await
+                    .map_err(|source| Error::Http { what: what(), source })?;
+                match stored["value"].as_u64() {
+                    Some(v) if v >= acked => {}
+                    other => lost.push(format!("{key}: acknowledged {acked}, stored {other:?}")),
+                }
+            }
+        }
+        let failed = all.failures.len();
+        all.failures.truncate(3);
+        Ok(Proof {
+            claim,
+            passed: failed == 0 && all.reset == 0 && all.refused == 0 && lost.is_empty() && all.ok > 0,
+            figures: format!(
+                "{} requests answered 2xx, {failed} failed{}, {} reset unanswered, {} connections refused; \
+                 acknowledged writes lost: {}",
+                all.ok,
+                if all.failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", all.failures.join("; "))
+                },
+                all.reset,
+                all.refused,
+                if lost.is_empty() {
+                    "none".to_string()
+                } else {
+                    lost.join("; ")
+                },
+            ),
         })
-        .collect();
+    }
+}
+
+fn traffic_key(name: &str, worker: usize) -> String {
+    format!("gameday-{name}-{worker}")
+}
+
+/// SIGTERM to one replica twice, 20 s apart, under [`Traffic`]; the supervisor restarts it each time.
+pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, Error> {
+    let traffic = Traffic::start(&ctx, "sigterm");
+    let first = ctx.replica_names().remove(0);
     let result = async {
         sleep(Duration::from_secs(3)).await;
         for round in 0..2 {
             if round > 0 {
                 sleep(Duration::from_secs(20)).await;
             }
-            ctx.supervisor("signal TERM", "app").await?;
+            ctx.supervisor("signal TERM", &first).await?;
             sleep(Duration::from_secs(1)).await;
             ctx.wait_app_healthy(Duration::from_secs(30)).await?;
         }
@@ -298,62 +383,13 @@ pub async fn sigterm_twice(ctx: Arc<Ctx>) -> Result<Proof, Error> {
         Ok::<(), Error>(())
     }
     .await;
-    let _ = stop.send(true);
-    let mut all = Tally::default();
-    let mut lost = Vec::new();
-    for (w, worker) in workers.into_iter().enumerate() {
-        let t = worker.await?;
-        all.ok += t.ok;
-        all.refused += t.refused;
-        all.reset += t.reset;
-        all.failures.extend(t.failures);
-        // Read back through the app: the stored value is the last acknowledged one or a later (unacknowledged) one.
-        if let Some(acked) = t.last_acked {
-            let key = writer_key(w);
-            let stored = client
-                .get(format!("{base}/get/{key}"))
-                .send()
-                .await
-                .map_err(|source| Error::Http {
-                    what: format!("read back {key}"),
-                    source,
-                })?
-                .json::<serde_json::Value>()
-                .await
-                .map_err(|source| Error::Http {
-                    what: format!("read back {key}"),
-                    source,
-                })?;
-            match stored["value"].as_u64() {
-                Some(v) if v >= acked => {}
-                other => lost.push(format!("{key}: acknowledged {acked}, stored {other:?}")),
-            }
-        }
-    }
+    let proof = traffic
+        .prove(format!(
+            "SIGTERM to replica {first} under load (twice): no request fails and no acknowledged write is lost"
+        ))
+        .await;
     result?;
-    let failed = all.failures.len();
-    all.failures.truncate(3);
-    Ok(Proof {
-        claim: "SIGTERM to the app under load (twice): no request fails and no acknowledged write is lost".to_string(),
-        passed: failed == 0 && all.reset == 0 && lost.is_empty() && all.ok > 0,
-        figures: format!(
-            "{} requests answered 2xx, {failed} failed{}, {} reset unanswered; acknowledged writes lost: {}; {} \
-             connection attempts refused while the supervisor restarted the app (retried: they carried no request)",
-            all.ok,
-            if all.failures.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", all.failures.join("; "))
-            },
-            all.reset,
-            if lost.is_empty() {
-                "none".to_string()
-            } else {
-                lost.join("; ")
-            },
-            all.refused,
-        ),
-    })
+    proof
 }
 
 /// Whether a request failed on a TCP reset before any answer: what a connection still queued in a listener's
@@ -374,7 +410,7 @@ fn reset_before_answer(e: &reqwest::Error) -> bool {
 
 /// Counts the request-duration series the app exposes.
 async fn app_http_series(ctx: &Ctx) -> Result<usize, Error> {
-    let url = format!("{}/metrics", ctx.args.admin.trim_end_matches('/'));
+    let url = format!("{}/metrics", ctx.args.admin[0].trim_end_matches('/'));
     let http = |source| Error::Http {
         what: url.clone(),
         source,

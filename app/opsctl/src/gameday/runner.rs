@@ -460,7 +460,7 @@ async fn check_inhibitions(
     if inhibitions.is_empty() {
         return;
     }
-    let held = ctx.alertmanager.alerts().await.unwrap_or_default();
+    let held = ctx.held_alerts().await.unwrap_or_default();
     for (i, row) in inhibitions.iter_mut() {
         if active_in(alerts, i.alert, None, i.labels).as_deref() == Some("firing") {
             row.fired = true;

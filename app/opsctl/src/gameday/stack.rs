@@ -11,7 +11,7 @@ use reqwest::Client;
 use super::error::Error;
 pub use super::redis::Redis;
 use super::GamedayArgs;
-use crate::clients::{http_client, Alertmanager, Auth, Inbox, Prometheus};
+use crate::clients::{http_client, Alertmanager, Auth, ClientError, Inbox, Prometheus};
 use crate::duration::format_duration;
 use crate::load::LoadArgs;
 use crate::secrets::{Secret, SecretFile, Secrets, POSTGRES_USER, REDIS_ADMIN_USER, WEB_USER};
@@ -21,7 +21,8 @@ pub struct Ctx {
     pub args: GamedayArgs,
     pub http: Client,
     pub prometheus: Prometheus,
-    pub alertmanager: Alertmanager,
+    /// Every Alertmanager peer, in order (at least one).
+    pub alertmanagers: Vec<Alertmanager>,
     pub inbox: Inbox,
     /// Sent to the app's admin listener (`/fault`, `/metrics`).
     pub admin_auth: Auth,
@@ -50,6 +51,9 @@ impl Ctx {
     /// read, or a `--database-url` that does not parse.
     pub fn new(args: GamedayArgs, secrets: &Secrets) -> Result<Self, Error> {
         let http = http_client(Duration::from_secs(10), 32);
+        if args.alertmanager.is_empty() || args.admin.is_empty() || args.replica_api.is_empty() {
+            return Err(Error::NoAddress);
+        }
         let secret = |file| secrets.get(file).map_err(Error::Secret);
         let web = Auth::basic(WEB_USER, secret(SecretFile::WebPassword)?);
         let admin_auth = Auth::bearer(secret(SecretFile::AppAdminToken)?);
@@ -60,7 +64,11 @@ impl Ctx {
         };
         Ok(Ctx {
             prometheus: Prometheus::new(http.clone(), &args.prometheus).with_auth(web.clone()),
-            alertmanager: Alertmanager::new(http.clone(), &args.alertmanager).with_auth(web),
+            alertmanagers: args
+                .alertmanager
+                .iter()
+                .map(|url| Alertmanager::new(http.clone(), url).with_auth(web.clone()))
+                .collect(),
             inbox: Inbox::new(http.clone(), &args.inbox),
             admin_auth,
             pg,
@@ -97,7 +105,8 @@ impl Ctx {
 
     /// Runs `<ctl> <action> <program>` (the supervisor's control command, `native/ctl.sh` natively).
     pub async fn supervisor(&self, action: &str, program: &str) -> Result<(), Error> {
-        let command = format!("{} {action} {program}", self.args.ctl);
+        // Quoted: a replicated program's group is `app:*`, which the shell must not expand.
+        let command = format!("{} {action} '{program}'", self.args.ctl);
         let output = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&command)
@@ -137,6 +146,74 @@ impl Ctx {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The alerts Alertmanager holds, from the first peer that answers: a drill may have stopped or cut off another.
+    pub async fn held_alerts(&self) -> Result<Vec<crate::clients::AlertmanagerAlert>, ClientError> {
+        let mut last = None;
+        for am in &self.alertmanagers {
+            match am.alerts().await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("Ctx::new refuses an empty peer list"))
+    }
+
+    /// Alertmanager's status (its configuration among it), from the first peer that answers.
+    pub async fn alertmanager_status(&self) -> Result<crate::clients::AlertmanagerStatus, ClientError> {
+        let mut last = None;
+        for am in &self.alertmanagers {
+            match am.status().await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("Ctx::new refuses an empty peer list"))
+    }
+
+    /// The supervisor's names of the app replicas, in order (`app:app-1`, …), one per `--replica-api`.
+    pub fn replica_names(&self) -> Vec<String> {
+        (1..=self.args.replica_api.len())
+            .map(|n| format!("app:app-{n}"))
+            .collect()
+    }
+
+    /// Waits until HAProxy's health checks have put server `host` (`app-1`) back in rotation.
+    pub async fn wait_replica_in_rotation(&self, host: &str, limit: Duration) -> Result<(), Error> {
+        let url = format!("{}/metrics", self.args.haproxy_metrics.trim_end_matches('/'));
+        let up = format!("haproxy_server_status{{proxy=\"app\",server=\"{host}\",state=\"UP\"}} 1");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await {
+                if let Ok(text) = r.text().await {
+                    if text.lines().any(|l| l.trim() == up) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotInRotation {
+                    server: host.to_string(),
+                    limit,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The host address of every Alertmanager peer (from `--alertmanager`), in order.
+    pub fn alertmanager_addresses(&self) -> Result<Vec<String>, Error> {
+        self.args
+            .alertmanager
+            .iter()
+            .map(|u| {
+                reqwest::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .ok_or_else(|| Error::BadUrl(u.clone()))
+            })
+            .collect()
     }
 
     /// The id of the newest notification in the inbox (0 when empty): later ones are the game day's.

@@ -27,7 +27,7 @@ use stats::{Op, Outcome, Report, ReportSetup, Sample, Stats};
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Base URL of the app's API.
-    #[arg(long, default_value_t = Topology::embedded().url("app", "api"))]
+    #[arg(long, default_value_t = Topology::embedded().url("haproxy", "public"))]
     pub url: String,
     /// Requests started per second.
     #[arg(long, default_value_t = 200.0, value_parser = positive_number)]

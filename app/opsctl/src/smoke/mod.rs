@@ -27,16 +27,16 @@ use crate::secrets::{SecretFile, Secrets, WEB_USER};
 /// Arguments of `opsctl smoke`.
 #[derive(Debug, Clone, Args)]
 pub struct SmokeArgs {
-    /// Base URL of the app's API.
-    #[arg(long, default_value_t = Topology::embedded().url("app", "api"))]
+    /// Base URL of the app's public API (HAProxy, in front of every replica).
+    #[arg(long, default_value_t = Topology::embedded().url("haproxy", "public"))]
     pub app: String,
-    /// Base URL of the app's admin listener (/metrics).
-    #[arg(long, default_value_t = Topology::embedded().url("app", "admin"))]
-    pub admin: String,
-    /// Base URL of Prometheus.
+    /// Base URLs of every app replica's admin listener (/metrics), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("app", "admin"))]
+    pub admin: Vec<String>,
+    /// Base URL of Prometheus (its first replica).
     #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,
-    /// Base URL of Alertmanager.
+    /// Base URL of Alertmanager (its first peer).
     #[arg(long, default_value_t = Topology::embedded().url("alertmanager", "web"))]
     pub alertmanager: String,
     /// Base URL of the on-call inbox.
@@ -196,21 +196,15 @@ mod tests {
     fn the_defaults_are_the_topologys_addresses_and_every_scrape_job() {
         let args = Wrapper::try_parse_from(["smoke"]).unwrap().args;
         assert_eq!(
-            [
-                &args.app,
-                &args.admin,
-                &args.prometheus,
-                &args.alertmanager,
-                &args.inbox
-            ],
+            [&args.app, &args.prometheus, &args.alertmanager, &args.inbox],
             [
                 "http://127.0.0.1:8080",
-                "http://127.0.0.1:8081",
-                "http://127.0.0.1:9090",
-                "http://127.0.0.1:9093",
+                "http://127.0.2.1:9090",
+                "http://127.0.3.1:9093",
                 "http://127.0.0.1:8082"
             ]
         );
+        assert_eq!(args.admin, ["http://127.0.1.1:8081", "http://127.0.1.2:8081"]);
         assert_eq!(args.expect_jobs, Topology::embedded().job_names());
         assert!(args.expect_jobs.len() > 1 && args.expect_jobs.contains(&"inbox".to_string()));
     }

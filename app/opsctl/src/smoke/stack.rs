@@ -14,11 +14,18 @@ const APP_HISTOGRAM_BUCKET: &str = "http_server_request_duration_seconds_bucket"
 /// Receivers the stack's Alertmanager config must declare.
 const RECEIVERS: [&str; 3] = ["pager", "ticket", "heartbeat"];
 
-/// The admin listener exposes the request-duration histogram.
+/// Every replica's admin listener exposes the request-duration histogram.
 pub async fn check_app_metrics(smoke: &Smoke<'_>) -> Result<(), Failure> {
+    for admin in &smoke.args.admin {
+        check_replica_metrics(smoke, admin).await?;
+    }
+    Ok(())
+}
+
+async fn check_replica_metrics(smoke: &Smoke<'_>, admin: &str) -> Result<(), Failure> {
     smoke
-        .once("app admin GET /metrics", async {
-            let url = join(&smoke.args.admin, "/metrics");
+        .once(format!("app admin GET {admin}/metrics"), async {
+            let url = join(admin, "/metrics");
             let response = smoke
                 .admin_auth
                 .apply(smoke.client.get(&url))

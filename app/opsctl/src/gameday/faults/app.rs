@@ -61,9 +61,18 @@ pub(super) async fn cache_misses(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     Ok(vec![])
 }
 
+/// Sets (or, with `None`, removes) the same injected fault on every replica: the SLO counts the service's requests,
+/// and HAProxy spreads them over all replicas.
 pub(super) async fn set_fault(ctx: &Ctx, body: Option<serde_json::Value>) -> Result<(), Error> {
-    let url = format!("{}/fault", ctx.args.admin.trim_end_matches('/'));
-    let request = match &body {
+    for admin in &ctx.args.admin {
+        set_fault_on(ctx, admin, body.as_ref()).await?;
+    }
+    Ok(())
+}
+
+async fn set_fault_on(ctx: &Ctx, admin: &str, body: Option<&serde_json::Value>) -> Result<(), Error> {
+    let url = format!("{}/fault", admin.trim_end_matches('/'));
+    let request = match body {
         Some(b) => ctx.http.post(&url).json(b),
         None => ctx.http.delete(&url),
     };

@@ -8,6 +8,7 @@ mod pool;
 mod postgres;
 mod prometheus;
 mod redis;
+mod replicas;
 mod slo;
 mod supervisor;
 
@@ -25,8 +26,16 @@ pub use slo::Dilution;
 /// The faults the catalog uses.
 #[derive(Debug, Clone, Copy)]
 pub enum Fault {
-    /// Stop a supervisor program, start it again to clear.
+    /// Stop a supervisor program (`app:*`: every replica), start it again to clear.
     Stop(&'static str),
+    /// SIGKILL one app replica under traffic through HAProxy and keep it down (with its proof).
+    KillReplica(&'static str),
+    /// Restart every app replica in turn under traffic (with its proofs); over once injected.
+    RollingRestart,
+    /// Stop one monitoring replica while a concurrent scenario pages (proof: each page arrives exactly once).
+    StopMonitoring(&'static str),
+    /// Cut Alertmanager peer N (0-based) off from the other peers with nftables (duplicates counted).
+    Partition(usize),
     /// Replace a Prometheus job's file_sd target file with an empty list.
     EmptyTargets(&'static str),
     /// A rule file whose expression fails at every evaluation.
@@ -100,7 +109,7 @@ impl Fault {
     /// Faults that are over once injected (the restarts happened, the deadlocks were broken): what waits for them
     /// may start at once.
     pub fn over_once_injected(self) -> bool {
-        matches!(self, Fault::AppSigterm | Fault::PgDeadlock)
+        matches!(self, Fault::AppSigterm | Fault::PgDeadlock | Fault::RollingRestart)
     }
 
     /// Faults under which the API answers 5xx by the thousand (each counts against the availability SLO): the
@@ -168,6 +177,10 @@ impl Fault {
     async fn run(self, h: &mut Handle) -> Result<Vec<Proof>, Error> {
         match self {
             Fault::Stop(program) => supervisor::stop(h, program).await,
+            Fault::KillReplica(replica) => replicas::kill(h, replica).await,
+            Fault::RollingRestart => replicas::rolling_restart(h).await,
+            Fault::StopMonitoring(program) => replicas::stop_monitoring(h, program).await,
+            Fault::Partition(peer) => replicas::partition(h, peer).await,
             Fault::EmptyTargets(job) => prometheus::empty_targets(h, job).await,
             Fault::BrokenRule => prometheus::broken_rule(h).await,
             Fault::RedisMaxmemory => redis::maxmemory(h).await,

@@ -13,7 +13,7 @@ pub(super) async fn stop(h: &mut Handle, program: &'static str) -> Result<Vec<Pr
     h.ready();
     h.until(Phase::Clear).await;
     ctx.supervisor("start", program).await?;
-    if program == "app" {
+    if program.starts_with("app:") {
         ctx.wait_app_healthy(Duration::from_secs(30)).await?;
     }
     Ok(vec![])

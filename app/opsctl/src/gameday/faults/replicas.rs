@@ -1,0 +1,267 @@
+//! Faults of the replicated tiers: an app replica killed, every replica restarted in turn, an Alertmanager peer or
+//! Prometheus replica stopped, an Alertmanager peer cut off from the others. The app faults run steady traffic
+//! through HAProxy and prove no request failed; the monitoring faults hold until a page of a concurrent scenario
+//! has come through the reduced pipeline and count how often each arrived.
+
+use std::time::Duration;
+
+use tokio::time::sleep;
+
+use super::{Handle, Phase};
+use crate::gameday::duplicates;
+use crate::gameday::error::Error;
+use crate::gameday::proofs::{Proof, Traffic};
+use crate::gameday::stack::{now_ms, Ctx};
+
+/// SIGKILL to one replica under traffic, kept down (a host lost) until cleared, then started again.
+pub(super) async fn kill(h: &mut Handle, replica: &'static str) -> Result<Vec<Proof>, Error> {
+    let ctx = h.ctx.clone();
+    let traffic = Traffic::start(&ctx, "replica-down");
+    sleep(Duration::from_secs(2)).await;
+    // The supervisor restarts a process that dies; stopping it at once keeps the host down, as a lost machine is.
+    ctx.supervisor("signal KILL", replica).await?;
+    ctx.supervisor("stop", replica).await?;
+    h.ready();
+    h.until(Phase::Clear).await;
+    ctx.supervisor("start", replica).await?;
+    ctx.wait_replica_in_rotation(replica_host(replica), Duration::from_secs(30))
+        .await?;
+    sleep(Duration::from_secs(2)).await;
+    let proof = traffic
+        .prove(format!(
+            "replica {replica} killed (SIGKILL) and kept down under load, then started: no request fails, no \
+             acknowledged write is lost"
+        ))
+        .await?;
+    Ok(vec![proof])
+}
+
+/// Restarts every replica in turn under traffic (SIGTERM: each drains its requests), each one back in HAProxy's
+/// rotation before the next; over once injected. Proves no request failed and no page (nor any app alert) came.
+pub(super) async fn rolling_restart(h: &mut Handle) -> Result<Vec<Proof>, Error> {
+    let ctx = h.ctx.clone();
+    let since = ctx.last_notification_id().await?;
+    let traffic = Traffic::start(&ctx, "rolling-restart");
+    sleep(Duration::from_secs(2)).await;
+    let replicas = ctx.replica_names();
+    for replica in &replicas {
+        ctx.supervisor("restart", replica).await?;
+        ctx.wait_replica_in_rotation(replica_host(replica), Duration::from_secs(30))
+            .await?;
+    }
+    sleep(Duration::from_secs(2)).await;
+    let traffic = traffic
+        .prove(format!(
+            "rolling restart of every replica ({}) under load: no request fails, no acknowledged write is lost",
+            replicas.join(", ")
+        ))
+        .await?;
+    h.ready();
+    h.until(Phase::Clear).await;
+    // Whatever the restarts set off would have fired by now: AppInstanceDown's `for` is a minute, HAProxy's
+    // checks mark a server down within two seconds.
+    sleep(Duration::from_secs(70)).await;
+    let after = since.to_string();
+    let notified: Vec<String> = ctx
+        .inbox
+        .notifications(&[("after", &after), ("limit", "1000")])
+        .await?
+        .into_iter()
+        .filter(|n| n.receiver == "pager" || n.alertname.starts_with("App") || n.alertname.starts_with("HAProxy"))
+        .map(|n| format!("{} to {}", n.alertname, n.receiver))
+        .collect();
+    let quiet = Proof {
+        claim: "a rolling restart pages no one and raises no app or HAProxy alert".to_string(),
+        passed: notified.is_empty(),
+        figures: if notified.is_empty() {
+            "no page, no app or HAProxy notification in the 70 s after the last restart".to_string()
+        } else {
+            format!("notified: {}", notified.join(", "))
+        },
+    };
+    Ok(vec![traffic, quiet])
+}
+
+/// How a reduced monitoring tier is expected to deliver what pages meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every page exactly once (a stopped peer or replica: the others deduplicate).
+    ExactlyOnce,
+    /// At least once; duplicates counted and reported (a partitioned peer notifies on its own).
+    AtLeastOnce,
+}
+
+/// Keeps a monitoring component stopped (or a peer partitioned, see [`partition`]) until cleared and until a page of
+/// a concurrent scenario has come through meanwhile (at most 6 minutes more); then counts the pages delivered while
+/// it was down and their duplicates.
+async fn hold_for_pages(h: &mut Handle, what: &str, since: u64, delivery: Delivery) -> Result<Proof, Error> {
+    let ctx = h.ctx.clone();
+    let start = now_ms();
+    h.ready();
+    h.until(Phase::Clear).await;
+    let deadline = now_ms() + 360_000;
+    let pages = loop {
+        let pages = pages_since(&ctx, since).await?;
+        if pages.iter().any(|n| n.status == "firing") || now_ms() > deadline {
+            break pages;
+        }
+        sleep(Duration::from_secs(2)).await;
+    };
+    let firing: std::collections::BTreeSet<&str> = pages
+        .iter()
+        .filter(|n| n.status == "firing")
+        .map(|n| n.alertname.as_str())
+        .collect();
+    let dups = duplicates::count(&pages);
+    let dup_total: usize = dups.values().sum();
+    let passed = !firing.is_empty() && (delivery == Delivery::AtLeastOnce || dup_total == 0);
+    Ok(Proof {
+        claim: match delivery {
+            Delivery::ExactlyOnce => format!("with {what}, every page of a concurrent fault arrives exactly once"),
+            Delivery::AtLeastOnce => {
+                format!("with {what}, every page of a concurrent fault arrives at least once (duplicates counted)")
+            }
+        },
+        passed,
+        figures: format!(
+            "{} page notification(s) in {:.0} s ({}), {dup_total} duplicate(s){}",
+            pages.len(),
+            (now_ms() - start) as f64 / 1000.0,
+            if firing.is_empty() {
+                "none firing: no concurrent page to judge".to_string()
+            } else {
+                firing.into_iter().collect::<Vec<_>>().join(", ")
+            },
+            if dups.is_empty() {
+                String::new()
+            } else {
+                format!(": {dups:?}")
+            }
+        ),
+    })
+}
+
+async fn pages_since(ctx: &Ctx, since: u64) -> Result<Vec<crate::clients::Notification>, Error> {
+    let after = since.to_string();
+    let mut list = ctx.inbox.notifications(&[("after", &after), ("limit", "1000")]).await?;
+    list.retain(|n| n.receiver == "pager");
+    list.reverse();
+    Ok(list)
+}
+
+/// Stops a monitoring replica (an Alertmanager peer, a Prometheus) while pages flow; starts it again to clear.
+pub(super) async fn stop_monitoring(h: &mut Handle, program: &'static str) -> Result<Vec<Proof>, Error> {
+    let ctx = h.ctx.clone();
+    let since = ctx.last_notification_id().await?;
+    ctx.supervisor("stop", program).await?;
+    let proof = hold_for_pages(h, &format!("{program} stopped"), since, Delivery::ExactlyOnce).await;
+    ctx.supervisor("start", program).await?;
+    Ok(vec![proof?])
+}
+
+/// The nftables table the partition drill owns; deleting it heals every partition it made.
+const NFT_TABLE: &str = "sre_stack_gameday";
+
+/// Cuts one Alertmanager peer off from the other peers (nftables drops every packet between their addresses, both
+/// ways; Prometheus still reaches all of them) while pages flow; heals to clear.
+pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>, Error> {
+    let ctx = h.ctx.clone();
+    let peers = ctx.alertmanager_addresses()?;
+    let Some(cut) = peers.get(peer).cloned() else {
+        return Err(Error::NoPeer(peer));
+    };
+    let others: Vec<String> = peers.iter().filter(|p| **p != cut).cloned().collect();
+    let since = ctx.last_notification_id().await?;
+    nft(&ctx, &partition_rules(&cut, &others)).await?;
+    ctx.say(&format!("partition: {cut} cut off from {}", others.join(", ")));
+    let proof = hold_for_pages(
+        h,
+        &format!("Alertmanager {cut} partitioned"),
+        since,
+        Delivery::AtLeastOnce,
+    )
+    .await;
+    let healed = nft(&ctx, &format!("delete table inet {NFT_TABLE}\n")).await;
+    ctx.say("partition: healed");
+    let proof = proof?;
+    healed?;
+    Ok(vec![proof])
+}
+
+/// An nftables script dropping traffic between `cut` and each of `others`, both ways.
+pub fn partition_rules(cut: &str, others: &[String]) -> String {
+    let set = others.join(", ");
+    format!(
+        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+         ip saddr {cut} ip daddr {{ {set} }} drop\n    ip saddr {{ {set} }} ip daddr {cut} drop\n  }}\n}}\n"
+    )
+}
+
+async fn nft(ctx: &Ctx, script: &str) -> Result<(), Error> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::SupervisorSpawn {
+            command: "nft -f -".to_string(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|source| Error::SupervisorSpawn {
+                command: "nft -f -".to_string(),
+                source,
+            })?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| Error::SupervisorSpawn {
+            command: "nft -f -".to_string(),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let _ = ctx;
+        Err(Error::Supervisor {
+            command: format!("nft -f - <<<{script:?}"),
+            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `app-1` of `app:app-1`.
+fn replica_host(replica: &str) -> &str {
+    replica.rsplit(':').next().unwrap_or(replica)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_drops_both_ways_between_the_peer_and_each_other() {
+        let rules = partition_rules("127.0.3.3", &["127.0.3.1".to_string(), "127.0.3.2".to_string()]);
+        assert!(
+            rules.contains("ip saddr 127.0.3.3 ip daddr { 127.0.3.1, 127.0.3.2 } drop"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("ip saddr { 127.0.3.1, 127.0.3.2 } ip daddr 127.0.3.3 drop"),
+            "{rules}"
+        );
+        assert!(rules.starts_with("table inet sre_stack_gameday {"), "{rules}");
+    }
+
+    #[test]
+    fn a_replica_is_named_for_its_host() {
+        assert_eq!(replica_host("app:app-2"), "app-2");
+        assert_eq!(replica_host("haproxy"), "haproxy");
+    }
+}
