@@ -89,7 +89,10 @@ native_targets() {
     # shellcheck source=../native/topology.env
     source "$ROOT/native/topology.env"
     for entry in $STACK_TARGETS; do
-      rest=${entry#*=} var=${entry##*:}
+      # A probe job names what it probes after a `>` (blackbox=exporter:PORT>program:PORT/path): the scrape
+      # target is the exporter, before it.
+      rest=${entry#*=} rest=${rest%%>*}
+      var=${rest##*:}
       printf -- "- targets: ['%s:%s']\n" "${rest%:*}" "${!var}" >> "$dir/targets/${entry%%=*}.yml"
     done
   )
