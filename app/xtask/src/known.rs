@@ -8,7 +8,8 @@ use regex::Regex;
 
 use crate::repo::Repo;
 
-/// Prefixes of the exporters' and of Prometheus's and Alertmanager's own metrics.
+/// Prefixes of the exporters' and of Prometheus's and Alertmanager's own metrics: HAProxy's built-in exporter
+/// (`haproxy_`), and the blackbox exporter's probe results (`probe_`, on its /probe endpoint).
 pub const EXPORTER_PREFIXES: &[&str] = &[
     "redis_",
     "pg_",

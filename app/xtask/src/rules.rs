@@ -32,7 +32,8 @@ pub fn check(repo: &Repo) -> Findings {
 }
 
 fn conventions(repo: &Repo, out: &mut Findings) {
-    let name_re = Regex::new(r"^(App|Redis|Postgres|Prometheus|Alertmanager)[A-Z][A-Za-z0-9]*$|^Watchdog$").unwrap();
+    let name_re =
+        Regex::new(r"^(App|Redis|Postgres|Prometheus|Alertmanager|HAProxy)[A-Z][A-Za-z0-9]*$|^Watchdog$").unwrap();
     let dashboard_re = Regex::new(r"^http://localhost:3000/d/[a-z0-9-]+/\?viewPanel=\d+$").unwrap();
     if repo.alerts().is_empty() {
         out.add("alerts/", "no alerting rules found");
@@ -206,6 +207,7 @@ mod tests {
     #[test]
     fn a_name_without_a_component_prefix_is_caught() {
         assert!(with_first_alert(|r| r.alert = Some("HighLatency".into())).mention("not CamelCase"));
+        assert!(with_first_alert(|r| r.alert = Some("HaproxyDown".into())).mention("not CamelCase"));
     }
 
     #[test]
