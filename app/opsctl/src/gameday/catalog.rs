@@ -264,9 +264,42 @@ pub fn scenarios() -> Vec<Scenario> {
                 expect("AlertmanagerMembersInconsistent", "warning", 0, 0),
                 expect("PrometheusAlertmanagerErrors", "warning", 0, 300),
             ],
+            inhibited: vec![Inhibited {
+                alert: "PrometheusTargetDown",
+                labels: &[("job", "alertmanager")],
+                by: "AlertmanagerMembersInconsistent",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["rolling-restart"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "replica-unreachable",
+            what: "cut HAProxy off from replica app-2 (nftables): its health checks fail while the replica runs and \
+                   is scraped",
+            fault: Fault::CutOff(&[1]),
+            expects: vec![Expect {
+                labels: &[("host", "app-2")],
+                ..expect("HAProxyServerDown", "warning", 0, 0)
+            }],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             after: &["rolling-restart"],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "alertmanager-majority-down",
+            what: "stop Alertmanager peers 1 and 2 of 3: the last one pages that the cluster is down (proof: \
+                   exactly once)",
+            fault: Fault::StopMonitoring("alertmanager:alertmanager-1 alertmanager:alertmanager-2"),
+            expects: vec![expect("AlertmanagerClusterDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "AlertmanagerMembersInconsistent",
+                labels: NO_LABELS,
+                by: "AlertmanagerClusterDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["alertmanager-peer-down"],
             after_resolved: &[],
         },
         Scenario {
@@ -325,7 +358,33 @@ pub fn scenarios() -> Vec<Scenario> {
             }],
             clear_on: ClearOn::Delivered,
             // The Postgres drills that follow postgres-down do not use the API; the ones before it do.
-            after: &["postgres-down", "app-metrics-absent", "alertmanager-peer-down"],
+            after: &[
+                "postgres-down",
+                "app-metrics-absent",
+                "alertmanager-peer-down",
+                "replica-unreachable",
+            ],
+            after_resolved: &[],
+        },
+        Scenario {
+            name: "haproxy-cut-off",
+            what: "cut HAProxy off from every replica (nftables): the replicas run, HAProxy has no healthy server",
+            fault: Fault::CutOff(&[0, 1]),
+            expects: vec![expect("HAProxyBackendNoHealthyServer", "critical", 0, 0)],
+            inhibited: vec![
+                Inhibited {
+                    alert: "AppEndpointDown",
+                    labels: NO_LABELS,
+                    by: "HAProxyBackendNoHealthyServer",
+                },
+                Inhibited {
+                    alert: "HAProxyServerDown",
+                    labels: NO_LABELS,
+                    by: "HAProxyBackendNoHealthyServer",
+                },
+            ],
+            clear_on: ClearOn::Delivered,
+            after: &["haproxy-down"],
             after_resolved: &[],
         },
         Scenario {
@@ -360,7 +419,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "redis-maxmemory",
                 "redis-clients",
                 "app-connections",
-                "haproxy-down",
+                "haproxy-cut-off",
             ],
             after_resolved: &[],
         },
@@ -379,7 +438,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "redis-maxmemory",
                 "redis-clients",
                 "app-connections",
-                "haproxy-down",
+                "haproxy-cut-off",
             ],
             after_resolved: &[],
         },

@@ -105,8 +105,10 @@ impl Ctx {
 
     /// Runs `<ctl> <action> <program>` (the supervisor's control command, `native/ctl.sh` natively).
     pub async fn supervisor(&self, action: &str, program: &str) -> Result<(), Error> {
-        // Quoted: a replicated program's group is `app:*`, which the shell must not expand.
-        let command = format!("{} {action} '{program}'", self.args.ctl);
+        // Each name quoted: a replicated program's group is `app:*`, which the shell must not expand; `program` may
+        // name several, separated by spaces.
+        let names: Vec<String> = program.split_whitespace().map(|p| format!("'{p}'")).collect();
+        let command = format!("{} {action} {}", self.args.ctl, names.join(" "));
         let output = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&command)

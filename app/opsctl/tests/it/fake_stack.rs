@@ -52,16 +52,10 @@ pub const ADMIN_TOKEN: &str = "fake-stack-admin-token";
 /// Alerts the fake Prometheus has, each with a runbook in the inbox's folder.
 pub const ALERTS: [&str; 3] = ["Watchdog", "RedisDown", "AppTargetDown"];
 
-pub const JOBS: [&str; 8] = [
-    "app",
-    "redis",
-    "postgres",
-    "node",
-    "process",
-    "prometheus",
-    "alertmanager",
-    "inbox",
-];
+/// The stack's scrape jobs (the fake Prometheus has one target up for each).
+pub fn jobs() -> Vec<&'static str> {
+    stack::topology::Topology::embedded().job_names()
+}
 
 struct Fake {
     knobs: Mutex<Knobs>,
@@ -393,7 +387,7 @@ async fn query(Query(params): Query<HashMap<String, String>>) -> Response {
 
 async fn targets(State(f): S) -> Json<Value> {
     let down = knobs(&f).down_job;
-    let targets: Vec<Value> = JOBS
+    let targets: Vec<Value> = jobs()
         .iter()
         .map(|job| {
             let is_down = down.as_deref() == Some(*job);

@@ -69,7 +69,7 @@ async fn each_broken_link_is_named() {
                 no_histogram: true,
                 ..Knobs::default()
             },
-            "app admin GET /metrics",
+            "app admin GET http",
             "http_server_request_duration_seconds_bucket",
         ),
         (

@@ -36,6 +36,9 @@ pub enum Fault {
     StopMonitoring(&'static str),
     /// Cut Alertmanager peer N (0-based) off from the other peers with nftables (duplicates counted).
     Partition(usize),
+    /// Cut HAProxy off from these app replicas (0-based) with nftables: its health checks and requests to them
+    /// time out, while Prometheus still scrapes them.
+    CutOff(&'static [usize]),
     /// Replace a Prometheus job's file_sd target file with an empty list.
     EmptyTargets(&'static str),
     /// A rule file whose expression fails at every evaluation.
@@ -181,6 +184,7 @@ impl Fault {
             Fault::RollingRestart => replicas::rolling_restart(h).await,
             Fault::StopMonitoring(program) => replicas::stop_monitoring(h, program).await,
             Fault::Partition(peer) => replicas::partition(h, peer).await,
+            Fault::CutOff(replicas) => replicas::cut_off(h, replicas).await,
             Fault::EmptyTargets(job) => prometheus::empty_targets(h, job).await,
             Fault::BrokenRule => prometheus::broken_rule(h).await,
             Fault::RedisMaxmemory => redis::maxmemory(h).await,

@@ -188,6 +188,43 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
     Ok(vec![proof])
 }
 
+/// Cuts HAProxy off from the app replicas numbered `replicas` (0-based): nftables drops what HAProxy's worker
+/// (user haproxy) sends to their API, so its checks and requests time out; nothing else is affected (Prometheus
+/// scrapes the admin listener, the drills reach the API directly). Heals to clear.
+pub(super) async fn cut_off(h: &mut Handle, replicas: &'static [usize]) -> Result<Vec<Proof>, Error> {
+    let ctx = h.ctx.clone();
+    let mut targets = Vec::new();
+    for &i in replicas {
+        let url = ctx.args.replica_api.get(i).ok_or(Error::NoPeer(i))?;
+        let url = reqwest::Url::parse(url).map_err(|_| Error::BadUrl(url.clone()))?;
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return Err(Error::BadUrl(url.to_string()));
+        };
+        targets.push((host.to_string(), port));
+    }
+    nft(&ctx, &cut_off_rules(&targets)).await?;
+    ctx.say(&format!("cut-off: HAProxy cannot reach {targets:?}"));
+    h.ready();
+    h.until(Phase::Clear).await;
+    let healed = nft(&ctx, &format!("delete table inet {NFT_TABLE}\n")).await;
+    ctx.say("cut-off: healed");
+    healed?;
+    Ok(vec![])
+}
+
+/// An nftables script dropping what the haproxy user sends to each (address, port).
+pub fn cut_off_rules(targets: &[(String, u16)]) -> String {
+    let mut rules = String::new();
+    for (addr, port) in targets {
+        rules.push_str(&format!(
+            "    meta skuid \"haproxy\" ip daddr {addr} tcp dport {port} drop\n"
+        ));
+    }
+    format!(
+        "table inet {NFT_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
+    )
+}
+
 /// An nftables script dropping traffic between `cut` and each of `others`, both ways.
 pub fn partition_rules(cut: &str, others: &[String]) -> String {
     let set = others.join(", ");
@@ -257,6 +294,16 @@ mod tests {
             "{rules}"
         );
         assert!(rules.starts_with("table inet sre_stack_gameday {"), "{rules}");
+    }
+
+    #[test]
+    fn a_cut_off_drops_only_what_haproxy_sends_to_the_replicas_api() {
+        let rules = cut_off_rules(&[("127.0.1.2".to_string(), 8080)]);
+        assert!(
+            rules.contains("meta skuid \"haproxy\" ip daddr 127.0.1.2 tcp dport 8080 drop"),
+            "{rules}"
+        );
+        assert!(rules.contains("hook output"), "{rules}");
     }
 
     #[test]
