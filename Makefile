@@ -12,8 +12,8 @@ up: ## install what is missing, build, start the whole stack under supervisord, 
 down: ## stop every process of the stack (data is kept; `make clean` wipes it)
 	@native/down.sh
 
-status: ## show each program's state
-	@native/ctl.sh status
+status: ## show each program's state and the memory each holds (PSS), and the whole stack's
+	@native/status.sh
 
 logs: ## follow every program's log
 	@source native/env.sh && tail -n 20 -F "$$STATE_DIR"/logs/*.log
