@@ -52,6 +52,9 @@ pub struct GamedayArgs {
     /// HAProxy's metrics endpoint (the drills wait for a restarted replica to be back in rotation).
     #[arg(long, default_value_t = Topology::embedded().url("haproxy", "metrics"))]
     pub haproxy_metrics: String,
+    /// The Alertmanager peers' gossip port (the partition drill cuts it).
+    #[arg(long, default_value_t = Topology::embedded().addr("alertmanager", "cluster").port())]
+    pub alertmanager_cluster_port: u16,
     /// The Prometheus the game day reads (the first replica; the drills stop another one).
     #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,

@@ -448,9 +448,13 @@ pub async fn random_paths(ctx: Arc<Ctx>, scrape: Duration) -> Proof {
         passed: false,
         figures,
     };
-    // One unknown path per method first, so the `unmatched` 404 series exist before counting.
-    let _ = ctx.http.get(format!("{base}/gameday-warm-up")).send().await;
-    let _ = ctx.http.post(format!("{base}/gameday-warm-up")).send().await;
+    // One unknown path per method first, on every replica itself (through HAProxy, each would get only some), so
+    // the `unmatched` 404 series exist before counting.
+    for replica in &ctx.args.replica_api {
+        let replica = replica.trim_end_matches('/');
+        let _ = ctx.http.get(format!("{replica}/gameday-warm-up")).send().await;
+        let _ = ctx.http.post(format!("{replica}/gameday-warm-up")).send().await;
+    }
     sleep(scrape * 2 + Duration::from_secs(1)).await;
     let (app_before, prom_before) = match (app_http_series(&ctx).await, prometheus_http_series(&ctx).await) {
         (Ok(a), Ok(p)) => (a, p),

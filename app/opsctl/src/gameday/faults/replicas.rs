@@ -67,14 +67,15 @@ pub(super) async fn rolling_restart(h: &mut Handle) -> Result<Vec<Proof>, Error>
         .notifications(&[("after", &after), ("limit", "1000")])
         .await?
         .into_iter()
-        .filter(|n| n.receiver == "pager" || n.alertname.starts_with("App") || n.alertname.starts_with("HAProxy"))
+        // Only what the restarts could set off: scenarios beside this one may page about their own faults.
+        .filter(|n| n.status == "firing" && (n.alertname.starts_with("App") || n.alertname.starts_with("HAProxy")))
         .map(|n| format!("{} to {}", n.alertname, n.receiver))
         .collect();
     let quiet = Proof {
-        claim: "a rolling restart pages no one and raises no app or HAProxy alert".to_string(),
+        claim: "a rolling restart raises no app or HAProxy alert: no page, no ticket".to_string(),
         passed: notified.is_empty(),
         figures: if notified.is_empty() {
-            "no page, no app or HAProxy notification in the 70 s after the last restart".to_string()
+            "no app or HAProxy notification in the 70 s after the last restart".to_string()
         } else {
             format!("notified: {}", notified.join(", "))
         },
@@ -162,18 +163,21 @@ pub(super) async fn stop_monitoring(h: &mut Handle, program: &'static str) -> Re
 /// The nftables table the partition drill owns; deleting it heals every partition it made.
 const NFT_TABLE: &str = "sre_stack_gameday";
 
-/// Cuts one Alertmanager peer off from the other peers (nftables drops every packet between their addresses, both
-/// ways; Prometheus still reaches all of them) while pages flow; heals to clear.
+/// Cuts one Alertmanager peer off from the others' gossip while pages flow; heals to clear. On one machine every
+/// peer dials from 127.0.0.1 (the kernel's source address for loopback), so nftables can tell a connection *to* the
+/// peer's gossip listener from the others but not the peer's own dials: the cut drops every packet to and from its
+/// listener. The others can no longer reach it and count it out (so nothing they notify is gossiped to it), while
+/// it can still reach them: an asymmetric partition, a common one in real networks. Prometheus still sends it
+/// every alert.
 pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     let peers = ctx.alertmanager_addresses()?;
     let Some(cut) = peers.get(peer).cloned() else {
         return Err(Error::NoPeer(peer));
     };
-    let others: Vec<String> = peers.iter().filter(|p| **p != cut).cloned().collect();
     let since = ctx.last_notification_id().await?;
-    nft(&ctx, &partition_rules(&cut, &others)).await?;
-    ctx.say(&format!("partition: {cut} cut off from {}", others.join(", ")));
+    nft(&ctx, &partition_rules(&cut, ctx.args.alertmanager_cluster_port)).await?;
+    ctx.say(&format!("partition: the other peers cannot reach {cut}'s gossip"));
     let proof = hold_for_pages(
         h,
         &format!("Alertmanager {cut} partitioned"),
@@ -186,6 +190,14 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
     let proof = proof?;
     healed?;
     Ok(vec![proof])
+}
+
+/// An nftables script dropping every packet to and from `cut`'s gossip listener.
+pub fn partition_rules(cut: &str, port: u16) -> String {
+    format!(
+        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+         ip daddr {cut} tcp dport {port} drop\n    ip saddr {cut} tcp sport {port} drop\n  }}\n}}\n"
+    )
 }
 
 /// Cuts HAProxy off from the app replicas numbered `replicas` (0-based): nftables drops what HAProxy's worker
@@ -206,9 +218,13 @@ pub(super) async fn cut_off(h: &mut Handle, replicas: &'static [usize]) -> Resul
     ctx.say(&format!("cut-off: HAProxy cannot reach {targets:?}"));
     h.ready();
     h.until(Phase::Clear).await;
-    let healed = nft(&ctx, &format!("delete table inet {NFT_TABLE}\n")).await;
-    ctx.say("cut-off: healed");
-    healed?;
+    nft(&ctx, &format!("delete table inet {NFT_TABLE}\n")).await?;
+    // Cleared once HAProxy sends to them again: a scenario that starts next must not meet its 503s.
+    for &i in replicas {
+        ctx.wait_replica_in_rotation(&format!("app-{}", i + 1), Duration::from_secs(30))
+            .await?;
+    }
+    ctx.say("cut-off: healed, every replica back in rotation");
     Ok(vec![])
 }
 
@@ -222,15 +238,6 @@ pub fn cut_off_rules(targets: &[(String, u16)]) -> String {
     }
     format!(
         "table inet {NFT_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
-    )
-}
-
-/// An nftables script dropping traffic between `cut` and each of `others`, both ways.
-pub fn partition_rules(cut: &str, others: &[String]) -> String {
-    let set = others.join(", ");
-    format!(
-        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
-         ip saddr {cut} ip daddr {{ {set} }} drop\n    ip saddr {{ {set} }} ip daddr {cut} drop\n  }}\n}}\n"
     )
 }
 
@@ -283,16 +290,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_partition_drops_both_ways_between_the_peer_and_each_other() {
-        let rules = partition_rules("127.0.3.3", &["127.0.3.1".to_string(), "127.0.3.2".to_string()]);
-        assert!(
-            rules.contains("ip saddr 127.0.3.3 ip daddr { 127.0.3.1, 127.0.3.2 } drop"),
-            "{rules}"
-        );
-        assert!(
-            rules.contains("ip saddr { 127.0.3.1, 127.0.3.2 } ip daddr 127.0.3.3 drop"),
-            "{rules}"
-        );
+    fn a_partition_drops_what_goes_to_and_comes_from_the_peers_gossip_listener() {
+        let rules = partition_rules("127.0.3.3", 9094);
+        assert!(rules.contains("ip daddr 127.0.3.3 tcp dport 9094 drop"), "{rules}");
+        assert!(rules.contains("ip saddr 127.0.3.3 tcp sport 9094 drop"), "{rules}");
         assert!(rules.starts_with("table inet sre_stack_gameday {"), "{rules}");
     }
 

@@ -16,5 +16,12 @@ pub(super) async fn stop(h: &mut Handle, program: &'static str) -> Result<Vec<Pr
     if program.starts_with("app:") {
         ctx.wait_app_healthy(Duration::from_secs(30)).await?;
     }
+    // HAProxy starts with every server marked up and checks them at once; its first answers must be real ones.
+    if program == "haproxy" {
+        for host in ctx.replica_names() {
+            ctx.wait_replica_in_rotation(host.trim_start_matches("app:"), Duration::from_secs(30))
+                .await?;
+        }
+    }
     Ok(vec![])
 }
