@@ -292,23 +292,6 @@ pub fn scenarios() -> Vec<Scenario> {
             after_resolved: &[],
         },
         Scenario {
-            name: "alertmanager-majority-down",
-            what: "stop Alertmanager peers 1 and 2 of 3: the last one pages that the cluster is down (proof: \
-                   exactly once)",
-            fault: Fault::StopMonitoring("alertmanager:alertmanager-1 alertmanager:alertmanager-2"),
-            expects: vec![expect("AlertmanagerClusterDown", "critical", 0, 0)],
-            inhibited: vec![Inhibited {
-                alert: "AlertmanagerMembersInconsistent",
-                labels: NO_LABELS,
-                by: "AlertmanagerClusterDown",
-            }],
-            clear_on: ClearOn::Delivered,
-            // AlertmanagerMembersInconsistent of the peer-down drill must have resolved at the inbox: its last
-            // notifications would count as delivered despite the inhibition.
-            after: &[],
-            after_resolved: &["alertmanager-peer-down"],
-        },
-        Scenario {
             name: "pg-lock",
             what: "hold a row lock in an open transaction while another session waits for it",
             fault: Fault::PgLock,
@@ -434,7 +417,10 @@ pub fn scenarios() -> Vec<Scenario> {
             what: "cut Alertmanager peer 3 off from the other two with nftables while Redis is down (proof: the \
                    page arrives at least once; duplicates counted)",
             fault: Fault::Partition(2),
-            expects: vec![expect("AlertmanagerMembersInconsistent", "warning", 0, 0)],
+            // No alert is required: the cut is asymmetric (the peer still reaches the others), and every push-pull
+            // (1m) it briefly rejoins their view, so AlertmanagerMembersInconsistent (for 1m15s) stays pending.
+            // What the drill proves is delivery: the page arrives, duplicates are counted.
+            expects: vec![],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             // Beside redis-down, which pages: the same predecessors.
@@ -486,6 +472,25 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["redis-down", "alertmanager-partition"],
             after_resolved: &[],
+        },
+        Scenario {
+            name: "alertmanager-majority-down",
+            what: "stop Alertmanager peers 1 and 2 of 3: the last one pages that the cluster is down (proof: \
+                   exactly once)",
+            fault: Fault::StopMonitoring("alertmanager:alertmanager-1 alertmanager:alertmanager-2"),
+            expects: vec![expect("AlertmanagerClusterDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "AlertmanagerMembersInconsistent",
+                labels: NO_LABELS,
+                by: "AlertmanagerClusterDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            // AlertmanagerMembersInconsistent of the peer-down drill must have resolved at the inbox: its last
+            // notifications would count as delivered despite the inhibition. After the drills that prove
+            // exactly-once delivery: the two restarted peers notify the cluster's page again while they rejoin
+            // (measured: two more firing notifications of AlertmanagerClusterDown within 35 s).
+            after: &["app-down", "prometheus-replica-down"],
+            after_resolved: &["alertmanager-peer-down"],
         },
         // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
         Scenario {
