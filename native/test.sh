@@ -63,7 +63,7 @@ step "smoke test of the running stack"
 step "what a local user can do: every attack of the threat model, as nobody"
 native/local-user-test.sh
 
-step "game day: every alert fired, delivered and resolved; quiet period; proofs (make gameday, ~30 min)"
+step "game day: every alert fired, delivered and resolved; quiet period; proofs (make gameday, ~45 min)"
 # First on the fresh stack, so that no earlier test's fault is still resolving. GAMEDAY=0 skips it (quick runs).
 if [ "${GAMEDAY:-1}" = 1 ]; then
   native/gameday.sh
