@@ -35,7 +35,9 @@ pub(super) async fn exhaustion(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     // The app lets one write per key at a time reach Postgres (the others wait in memory), so one hot row holds one
     // connection: to hold them all, the drill locks more rows than the pool has connections, each with its writer.
     let keys: Vec<String> = (0..POOL_EXHAUSTION_KEYS).map(|i| format!("gameday-hot-{i}")).collect();
-    let set_url = format!("{}/set", ctx.args.app.trim_end_matches('/'));
+    // One replica's own API: through HAProxy the writers would be spread over every replica's pool, and none
+    // would be held full for the alert's 2 minutes (measured on two replicas: AppDbPoolSaturated never fired).
+    let set_url = format!("{}/set", ctx.args.replica_api[0].trim_end_matches('/'));
     for key in &keys {
         ctx.http
             .post(&set_url)
