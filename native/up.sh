@@ -77,13 +77,13 @@ write_haproxy_servers() {
 }
 
 # Alertmanager's cluster flags, the same for every peer: each one joins all of them (itself included, as the
-# Prometheus Operator does), over mutual TLS. One replica runs without a cluster, so it never waits to settle.
+# Prometheus Operator does), over mutual TLS. One replica is a cluster of one: its listener (on its own address,
+# behind the cluster's TLS) stays, it has no peer to join. (Its listen address is on its command line in
+# supervisord.conf, per replica, so it cannot be switched off here: the flag may not be given twice.)
 cluster_flags() {
   local host addr
-  if [ "$ALERTMANAGER_REPLICAS" -le 1 ]; then
-    ALERTMANAGER_CLUSTER_FLAGS="--cluster.listen-address="
-  else
-    ALERTMANAGER_CLUSTER_FLAGS="--cluster.tls-config=$STATE_DIR/alertmanager/cluster-tls.yml --cluster.peer-timeout=15s"
+  ALERTMANAGER_CLUSTER_FLAGS="--cluster.tls-config=$STATE_DIR/alertmanager/cluster-tls.yml --cluster.peer-timeout=15s"
+  if [ "$ALERTMANAGER_REPLICAS" -gt 1 ]; then
     while read -r host addr; do
       ALERTMANAGER_CLUSTER_FLAGS+=" --cluster.peer=$addr:$ALERTMANAGER_CLUSTER_PORT"
     done < <(hosts_of alertmanager)
