@@ -20,6 +20,8 @@ pub enum Error {
     NotInRotation { server: String, limit: Duration },
     #[error("{0:?} is not a URL with a host")]
     BadUrl(String),
+    #[error("nft -f -: {0}")]
+    Nft(String),
     #[error("no Alertmanager peer number {0} (0-based) in --alertmanager")]
     NoPeer(usize),
     #[error("Alertmanager's routing sends {0} to no receiver")]

@@ -150,11 +150,14 @@ impl Ctx {
         }
     }
 
-    /// The alerts Alertmanager holds, from the first peer that answers: a drill may have stopped or cut off another.
-    pub async fn held_alerts(&self) -> Result<Vec<crate::clients::AlertmanagerAlert>, ClientError> {
+    /// `call` on the first Alertmanager peer that answers: a drill may have stopped or cut off another.
+    async fn first_peer<T>(
+        &self,
+        call: impl AsyncFn(&Alertmanager) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let mut last = None;
         for am in &self.alertmanagers {
-            match am.alerts().await {
+            match call(am).await {
                 Ok(v) => return Ok(v),
                 Err(e) => last = Some(e),
             }
@@ -162,16 +165,14 @@ impl Ctx {
         Err(last.expect("Ctx::new refuses an empty peer list"))
     }
 
+    /// The alerts Alertmanager holds, from the first peer that answers.
+    pub async fn held_alerts(&self) -> Result<Vec<crate::clients::AlertmanagerAlert>, ClientError> {
+        self.first_peer(async |am| am.alerts().await).await
+    }
+
     /// Alertmanager's status (its configuration among it), from the first peer that answers.
     pub async fn alertmanager_status(&self) -> Result<crate::clients::AlertmanagerStatus, ClientError> {
-        let mut last = None;
-        for am in &self.alertmanagers {
-            match am.status().await {
-                Ok(v) => return Ok(v),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("Ctx::new refuses an empty peer list"))
+        self.first_peer(async |am| am.status().await).await
     }
 
     /// The supervisor's names of the app replicas, in order (`app:app-1`, …), one per `--replica-api`.

@@ -190,7 +190,7 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
         return Err(Error::NoPeer(peer));
     };
     let since = ctx.last_notification_id().await?;
-    nft(&ctx, &partition_rules(&cut, ctx.args.alertmanager_cluster_port)).await?;
+    nft(&partition_rules(&cut, ctx.args.alertmanager_cluster_port)).await?;
     ctx.say(&format!("partition: the other peers cannot reach {cut}'s gossip"));
     let proof = hold_for_pages(
         h,
@@ -199,7 +199,7 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
         Delivery::AtLeastOnce,
     )
     .await;
-    let healed = nft(&ctx, &format!("delete table inet {NFT_TABLE}\n")).await;
+    let healed = nft(&format!("delete table inet {NFT_TABLE}\n")).await;
     ctx.say("partition: healed");
     let proof = proof?;
     healed?;
@@ -228,11 +228,11 @@ pub(super) async fn cut_off(h: &mut Handle, replicas: &'static [usize]) -> Resul
         };
         targets.push((host.to_string(), port));
     }
-    nft(&ctx, &cut_off_rules(&targets)).await?;
+    nft(&cut_off_rules(&targets)).await?;
     ctx.say(&format!("cut-off: HAProxy cannot reach {targets:?}"));
     h.ready();
     h.until(Phase::Clear).await;
-    nft(&ctx, &format!("delete table inet {NFT_TABLE}\n")).await?;
+    nft(&format!("delete table inet {NFT_TABLE}\n")).await?;
     // Cleared once HAProxy sends to them again: a scenario that starts next must not meet its 503s.
     for &i in replicas {
         ctx.wait_replica_in_rotation(&format!("app-{}", i + 1), Duration::from_secs(30))
@@ -255,42 +255,28 @@ pub fn cut_off_rules(targets: &[(String, u16)]) -> String {
     )
 }
 
-async fn nft(ctx: &Ctx, script: &str) -> Result<(), Error> {
+/// Loads an nftables script (`nft -f -`, the script on stdin).
+async fn nft(script: &str) -> Result<(), Error> {
     use tokio::io::AsyncWriteExt;
+    let failed = |e: std::io::Error| Error::Nft(e.to_string());
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|source| Error::SupervisorSpawn {
-            command: "nft -f -".to_string(),
-            source,
-        })?;
+        .map_err(failed)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|source| Error::SupervisorSpawn {
-                command: "nft -f -".to_string(),
-                source,
-            })?;
+        stdin.write_all(script.as_bytes()).await.map_err(failed)?;
     }
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|source| Error::SupervisorSpawn {
-            command: "nft -f -".to_string(),
-            source,
-        })?;
+    let output = child.wait_with_output().await.map_err(failed)?;
     if output.status.success() {
         Ok(())
     } else {
-        let _ = ctx;
-        Err(Error::Supervisor {
-            command: format!("nft -f - <<<{script:?}"),
-            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+        Err(Error::Nft(format!(
+            "{} (script: {script:?})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
     }
 }
 
