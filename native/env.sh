@@ -37,11 +37,14 @@ INBOX_WEBHOOK_TOKEN_FILE=${INBOX_WEBHOOK_TOKEN_FILE:-$SECRETS_DIR/webhook.token}
 # opsctl (smoke, game day) reads every credential it needs from here; `xtask live` (the checks of the live
 # Prometheus) reads its web password from the file.
 STACK_SECRETS_DIR=$SECRETS_DIR
+# How long an Alertmanager peer waits per position in the cluster before it notifies (Alertmanager's default); the
+# game day adds it to a notification's bound for each peer a drill holds out.
+ALERTMANAGER_PEER_TIMEOUT=${ALERTMANAGER_PEER_TIMEOUT:-15s}
 PROMETHEUS_PASSWORD_FILE=$SECRETS_DIR/web.password
 
 export REPO_ROOT STATE_DIR TEST_STATE_DIR SECRETS_DIR STACK_SECRETS_DIR PROMETHEUS_PASSWORD_FILE \
   PG_BIN CARGO_TARGET_DIR BIN_DIR APP_BIN_DIR APP_ADMIN_TOKEN_FILE APP_LOG_FORMAT \
-  APP_FAULT_INJECTION_ENABLED INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE INBOX_WEBHOOK_TOKEN_FILE
+  APP_FAULT_INJECTION_ENABLED ALERTMANAGER_PEER_TIMEOUT INBOX_LISTEN_ADDR INBOX_RUNBOOKS_DIR INBOX_DATA_FILE INBOX_WEBHOOK_TOKEN_FILE
 
 # Reads the secrets native/secrets.sh made into the variables the programs take them from (supervisord passes
 # its environment on; /proc/<pid>/environ is readable only by the process's own user and root). Never on a

@@ -82,7 +82,7 @@ write_haproxy_servers() {
 # supervisord.conf, per replica, so it cannot be switched off here: the flag may not be given twice.)
 cluster_flags() {
   local host addr
-  ALERTMANAGER_CLUSTER_FLAGS="--cluster.tls-config=$STATE_DIR/alertmanager/cluster-tls.yml --cluster.peer-timeout=15s"
+  ALERTMANAGER_CLUSTER_FLAGS="--cluster.tls-config=$STATE_DIR/alertmanager/cluster-tls.yml --cluster.peer-timeout=$ALERTMANAGER_PEER_TIMEOUT"
   if [ "$ALERTMANAGER_REPLICAS" -gt 1 ]; then
     while read -r host addr; do
       ALERTMANAGER_CLUSTER_FLAGS+=" --cluster.peer=$addr:$ALERTMANAGER_CLUSTER_PORT"

@@ -39,5 +39,5 @@ pub enum Command {
     /// Check a running stack end to end; exits non-zero naming the first broken link.
     Smoke(smoke::SmokeArgs),
     /// Prove every alert live: inject each fault, see the alert fire, reach its receiver, and resolve.
-    Gameday(gameday::GamedayArgs),
+    Gameday(Box<gameday::GamedayArgs>),
 }

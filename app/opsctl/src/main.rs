@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Gameday(args) => match gameday::run(args, &secrets).await {
+        Command::Gameday(args) => match gameday::run(*args, &secrets).await {
             Ok(outcome) if outcome.passed => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(reason) => {

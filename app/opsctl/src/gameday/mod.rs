@@ -10,6 +10,7 @@ mod connections;
 mod duplicates;
 mod error;
 mod faults;
+mod peer_outages;
 mod proofs;
 mod redis;
 mod report;
@@ -55,6 +56,10 @@ pub struct GamedayArgs {
     /// The Alertmanager peers' gossip port (the partition drill cuts it).
     #[arg(long, default_value_t = Topology::embedded().addr("alertmanager", "cluster").port())]
     pub alertmanager_cluster_port: u16,
+    /// The peers' `--cluster.peer-timeout` (15s is Alertmanager's default): while drills hold peers out of the
+    /// cluster, each notification's bound grows by this much per peer out.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub alertmanager_peer_timeout: Duration,
     /// The Prometheus the game day reads (the first replica; the drills stop another one).
     #[arg(long, default_value_t = Topology::embedded().url("prometheus", "web"))]
     pub prometheus: String,

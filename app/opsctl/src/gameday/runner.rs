@@ -407,9 +407,23 @@ pub async fn run(
         Err(e) => result.error = result.error.take().or(Some(e.to_string())),
     }
 
+    let peer_timeout = ctx.args.alertmanager_peer_timeout.as_secs();
+    let end = now_ms();
     for w in watches.iter_mut() {
         let notified_unexpectedly = w.row.receiver.is_none() && notified_any(&ctx, &w.expect, since).await;
         let r = &mut w.row;
+        if r.receiver.is_some() {
+            // A notification waits for every peer out ahead of the first one left (see peer_outages).
+            let until = |from: u64, seconds: Option<f64>| seconds.map_or(end, |s| from + (s * 1000.0) as u64);
+            let fire = ctx.peer_outages.out_during(t0, until(t0, r.notified_seconds));
+            let resolve = ctx.peer_outages.out_during(t_clear, until(t_clear, r.resolved_seconds));
+            r.fire_bound_seconds += u64::from(fire) * peer_timeout;
+            r.resolve_bound_seconds += u64::from(resolve) * peer_timeout;
+            if let Some(peers) = [fire, resolve].into_iter().max().filter(|&p| p > 0) {
+                let seconds = u64::from(peers) * peer_timeout;
+                r.notes.push(Note::PeerTimeoutIncluded { peers, seconds });
+            }
+        }
         let observed = Observed {
             fired: r.fired_seconds,
             notified: r.notified_seconds,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::Client;
 
 use super::error::Error;
+use super::peer_outages::PeerOutages;
 pub use super::redis::Redis;
 use super::GamedayArgs;
 use crate::clients::{http_client, Alertmanager, Auth, ClientError, Inbox, Prometheus};
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub pg: tokio_postgres::Config,
     /// Where and as whom the drills talk to Redis.
     pub redis: Redis,
+    /// Alertmanager peers the drills hold out of the cluster (their notifications' bounds grow).
+    pub peer_outages: PeerOutages,
     started: Instant,
 }
 
@@ -75,6 +78,7 @@ impl Ctx {
             redis,
             http,
             args,
+            peer_outages: PeerOutages::default(),
             started: Instant::now(),
         })
     }

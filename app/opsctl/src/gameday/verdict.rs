@@ -189,6 +189,12 @@ pub fn delivery(received_ms: u64, source_ended_ms: Option<u64>) -> Delivery {
 pub enum Note {
     /// The fault ramped up for this many seconds, added to the bound.
     RampIncluded(u64),
+    /// This many Alertmanager peers were out while the notification was on its way: the bound includes this many
+    /// seconds of peer timeout.
+    PeerTimeoutIncluded {
+        peers: u32,
+        seconds: u64,
+    },
     NotifiedInstead(String),
     NeverFired,
     NeverReachedReceiver,
@@ -202,6 +208,12 @@ impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Note::RampIncluded(s) => write!(f, "the bound includes the fault's {s} s ramp"),
+            Note::PeerTimeoutIncluded { peers, seconds } => {
+                write!(
+                    f,
+                    "the bound includes {seconds} s of peer timeout ({peers} Alertmanager peers out)"
+                )
+            }
             Note::NotifiedInstead(r) => write!(f, "notified to {r} instead"),
             Note::NeverFired => f.write_str("never fired"),
             Note::NeverReachedReceiver => f.write_str("never reached a receiver"),

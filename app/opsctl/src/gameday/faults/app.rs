@@ -109,7 +109,7 @@ mod tests {
     fn gameday_args(argv: &[&str]) -> crate::gameday::GamedayArgs {
         let argv = ["opsctl", "gameday"].iter().chain(argv).copied();
         match <crate::Cli as clap::Parser>::try_parse_from(argv).unwrap().command {
-            crate::Command::Gameday(args) => args,
+            crate::Command::Gameday(args) => *args,
             other => panic!("parsed as {other:?}"),
         }
     }

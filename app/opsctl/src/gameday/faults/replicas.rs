@@ -10,6 +10,7 @@ use tokio::time::sleep;
 use super::{Handle, Phase};
 use crate::gameday::duplicates;
 use crate::gameday::error::Error;
+use crate::gameday::peer_outages::alertmanager_peers;
 use crate::gameday::proofs::{Proof, Traffic};
 use crate::gameday::stack::{now_ms, Ctx};
 
@@ -168,9 +169,11 @@ async fn pages_since(ctx: &Ctx, since: u64) -> Result<Vec<crate::clients::Notifi
 pub(super) async fn stop_monitoring(h: &mut Handle, program: &'static str) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     let since = ctx.last_notification_id().await?;
+    let out = ctx.peer_outages.begin(alertmanager_peers(program), now_ms);
     ctx.supervisor("stop", program).await?;
     let proof = hold_for_pages(h, &format!("{program} stopped"), since, Delivery::ExactlyOnce).await;
     ctx.supervisor("start", program).await?;
+    drop(out);
     Ok(vec![proof?])
 }
 
@@ -190,6 +193,9 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
         return Err(Error::NoPeer(peer));
     };
     let since = ctx.last_notification_id().await?;
+    // The others count the cut peer out only after their failure detector gives up on it: until then they wait
+    // for it when it is ahead of them.
+    let out = ctx.peer_outages.begin(1, now_ms);
     nft(&partition_rules(&cut, ctx.args.alertmanager_cluster_port)).await?;
     ctx.say(&format!("partition: the other peers cannot reach {cut}'s gossip"));
     let proof = hold_for_pages(
@@ -200,6 +206,7 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
     )
     .await;
     let healed = nft(&format!("delete table inet {NFT_TABLE}\n")).await;
+    drop(out);
     ctx.say("partition: healed");
     let proof = proof?;
     healed?;
