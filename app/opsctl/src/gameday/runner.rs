@@ -414,9 +414,9 @@ pub async fn run(
         let r = &mut w.row;
         if r.receiver.is_some() {
             // A notification waits for every peer out ahead of the first one left (see peer_outages).
-            let until = |from: u64, seconds: Option<f64>| seconds.map_or(end, |s| from + (s * 1000.0) as u64);
-            let fire = ctx.peer_outages.out_during(t0, until(t0, r.notified_seconds));
-            let resolve = ctx.peer_outages.out_during(t_clear, until(t_clear, r.resolved_seconds));
+            let fire = ctx.peer_outages.out_during(t0, w.notified_ms.unwrap_or(end));
+            let resolved_ms = r.resolved_seconds.map(|s| t_clear + (s * 1000.0) as u64);
+            let resolve = ctx.peer_outages.out_during(t_clear, resolved_ms.unwrap_or(end));
             r.fire_bound_seconds += u64::from(fire) * peer_timeout;
             r.resolve_bound_seconds += u64::from(resolve) * peer_timeout;
             if let Some(peers) = [fire, resolve].into_iter().max().filter(|&p| p > 0) {

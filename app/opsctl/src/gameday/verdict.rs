@@ -211,7 +211,7 @@ impl fmt::Display for Note {
             Note::PeerTimeoutIncluded { peers, seconds } => {
                 write!(
                     f,
-                    "the bound includes {seconds} s of peer timeout ({peers} Alertmanager peers out)"
+                    "the bound includes {seconds} s of peer timeout (Alertmanager peers out: {peers})"
                 )
             }
             Note::NotifiedInstead(r) => write!(f, "notified to {r} instead"),
