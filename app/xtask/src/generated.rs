@@ -33,6 +33,7 @@ pub fn all(root: &Path) -> Result<Vec<Output>, Error> {
     outputs.extend(crate::slo_dashboard::generate(root)?);
     outputs.extend(crate::slo_runbooks::generate(root)?);
     outputs.extend(crate::alert_tables::generate(root)?);
+    outputs.extend(crate::kubernetes::generate(root)?);
     merge_same_paths(root, outputs)
 }
 

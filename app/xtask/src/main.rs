@@ -15,6 +15,7 @@ mod finding;
 mod generated;
 mod grafana;
 mod known;
+mod kubernetes;
 mod links;
 mod live;
 mod promql;
