@@ -9,7 +9,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
 
-step() { printf '\n==> check: %s\n' "$*" >&2; }
+# The clock time on each step: a slow CI run's log shows where the time went.
+step() { printf '\n==> check [%s]: %s\n' "$(date +%T)" "$*" >&2; }
 trap 'printf "\n==> check FAILED at: %s\n" "$current" >&2' ERR
 run() { current=$1; shift; step "$current"; "$@"; }
 
@@ -20,6 +21,7 @@ mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 run "shellcheck" shellcheck -x -P SCRIPTDIR "${scripts[@]}"
 run "rules, rule tests, Alertmanager config, routing and inhibition" monitoring/check.sh
 run "compose file (static)" compose/check.sh
+run "Kubernetes manifests (offline)" kubernetes/check.sh
 run "dashboards against Grafana's schema" dashboards/check.sh
 # The Rust steps last: the first builds the workspace (a few minutes on a fresh machine).
 run "generated files are up to date (make generate)" cargo run -q -p xtask -- generate --check
