@@ -13,7 +13,8 @@ STATE_DIR=$(source "$(dirname "$0")/env.sh" && echo "$TEST_STATE_DIR")
 source "$(dirname "$0")/env.sh"
 cd "$REPO_ROOT"
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# The clock time on each step: a slow CI run's log shows where the time went.
+step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*" >&2; }
 # Prints every address:port of the stack (each listener of every host, native/topology.env) that answers.
 answering_ports() {
   local addr port
