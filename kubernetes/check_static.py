@@ -78,6 +78,8 @@ DASHBOARD_LABEL = "grafana_dashboard"
 RELEASE_COMPONENT = "kubernetes/components/release-label"
 RELEASE_LABEL = "release"
 CHART_VALUES = "kubernetes/chart-config/kube-prometheus-stack.values.yaml"
+# The pages whose `helm install <release> ...` lines users copy: the release name is the label's value.
+HELM_INSTALL_DOCS = [CHART_VALUES, "docs/kubernetes.md"]
 # The one Secret with data that is committed: the Alertmanager configuration, generated from
 # monitoring/alertmanager/alertmanager.yml; it holds no credential (the webhook token is a mounted file).
 ALERTMANAGER_SECRET = "alertmanager-sre-stack"
@@ -389,7 +391,9 @@ def release_value(repo):
 
 
 def check_release_values_file(repo, release):
-    """The chart selects rules and monitors by the release label: where its values name a value, it is ours."""
+    """The chart selects rules and monitors by the release label. Its values leave the selectors to
+    `*NilUsesHelmValues` (select by `release: <Helm release name>`), or name a value that must be ours; either way
+    the release name users install with, in every `helm install` line they copy, must be the label's value."""
     path = os.path.join(repo, CHART_VALUES)
     if release is None or not os.path.exists(path):
         return
@@ -402,6 +406,22 @@ def check_release_values_file(repo, release):
             check(str(labels[RELEASE_LABEL]) == release, CHART_VALUES,
                   f"prometheus.prometheusSpec.{key} selects {RELEASE_LABEL}={labels[RELEASE_LABEL]!r}, but "
                   f"{RELEASE_COMPONENT} writes {release!r}")
+        else:
+            check(spec.get(f"{key}NilUsesHelmValues") is True, CHART_VALUES,
+                  f"prometheus.prometheusSpec.{key} names no {RELEASE_LABEL} and {key}NilUsesHelmValues is not "
+                  f"true: the chart would not select by the release label")
+    for doc in HELM_INSTALL_DOCS:
+        full = os.path.join(repo, doc)
+        if not os.path.exists(full):
+            check(False, doc, "is missing: it tells users how to install the chart")
+            continue
+        with open(full) as f:
+            names = re.findall(r"helm (?:install|upgrade --install) (\S+)", f.read())
+        check(bool(names), doc, "has no `helm install <release> ...` line")
+        for name in names:
+            check(name == release, doc,
+                  f"installs the chart as release {name!r}, but {RELEASE_COMPONENT} writes {RELEASE_LABEL}="
+                  f"{release!r}: the chart's Prometheus would select none of the stack's monitors and rules")
 
 
 def check_release_labels(objs, release):

@@ -24,7 +24,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 # What the manifests, their generators and the checks read: the copy holds only these.
 COPIED = ["kubernetes/", "dashboards/", "runbooks/", "alerts/", "monitoring/", "compose/app.Dockerfile",
-          ".env.example"]
+          ".env.example", "docs/kubernetes.md"]
 
 
 def copy_tree(repo, dest):
@@ -145,6 +145,14 @@ def add_base_resource(name, doc):
 APP_CONTAINER = "/spec/template/spec/containers/0"
 
 
+def rename_release_in_docs(root):
+    path = os.path.join(root, "docs/kubernetes.md")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("helm install kube-prometheus-stack ", "helm install prometheus ", 1))
+
+
 def cases():
     """(name, mutation, a word the failure must contain)."""
     return [
@@ -158,6 +166,8 @@ def cases():
          patch_overlays("ServiceMonitor", "inbox", [{"op": "add", "path": "/spec/selector/matchLabels/tier",
                                                      "value": "none"}]), "selects no Service"),
         ("an overlay without the release label", drop_component("release-label"), "not the release label"),
+        ("docs that install the chart under another release name", rename_release_in_docs,
+         "installs the chart as release 'prometheus'"),
         ("a rule that promtool refuses (in alerts/ and generated alike)",
          edit_rule("app", set_key("expr", "max by (job) (up{job=\"app\"} == 0")), "could not parse expression"),
         ("a stale generated rule file", edit_rule("app", set_key("for", "7m"), generated=False), "make generate"),
