@@ -103,6 +103,7 @@ peers_seen() {
   curl_web -s --max-time 5 "$am/api/v2/status" |
     python3 -c 'import json, sys; print("peers", len(json.load(sys.stdin)["cluster"]["peers"]))'
 }
+ROGUE_PEER=127.0.9.250:19093
 rogue_peer() {
   local dir pid first
   dir=$(mktemp -d)
@@ -110,8 +111,11 @@ rogue_peer() {
   printf 'route: {receiver: none}\nreceivers: [{name: none}]\n' > "$dir/alertmanager.yml"
   chmod 0644 "$dir/alertmanager.yml"
   first=$(hosts_of alertmanager | head -n 1 | cut -d' ' -f2):$ALERTMANAGER_CLUSTER_PORT
-  as_attacker prometheus-alertmanager --config.file="$dir/alertmanager.yml" --storage.path="$dir" \
-    --web.listen-address=127.0.9.250:19093 --cluster.listen-address=127.0.9.250:19094 \
+  # setpriv execs (runuser forks and outlives a kill of its child's parent): $! is the Alertmanager itself, so the
+  # kill below stops it instead of leaving it trying to join every later stack.
+  setpriv --reuid="$ATTACKER" --regid="$(id -g "$ATTACKER")" --clear-groups -- \
+    prometheus-alertmanager --config.file="$dir/alertmanager.yml" --storage.path="$dir" \
+    --web.listen-address="$ROGUE_PEER" --cluster.listen-address=127.0.9.250:19094 \
     --cluster.advertise-address=127.0.9.250:19094 --cluster.peer="$first" >"$dir/log" 2>&1 &
   pid=$!
   sleep 6
@@ -120,9 +124,14 @@ rogue_peer() {
   wait "$pid" 2>/dev/null
   rm -rf "$dir"
 }
+# Nothing of the attacker's may outlive its check.
+rogue_peer_left() {
+  if pgrep -u "$ATTACKER" -f -- "--web.listen-address=$ROGUE_PEER" >/dev/null; then echo running; else echo gone; fi
+}
 if [ "$ALERTMANAGER_REPLICAS" -gt 1 ]; then
   check "the first peer sees every peer of the stack" "^peers $ALERTMANAGER_REPLICAS\$" peers_seen
   check "nobody's own Alertmanager cannot join the cluster" "^peers $ALERTMANAGER_REPLICAS\$" rogue_peer
+  check "nobody's Alertmanager is stopped after its check" '^gone$' rogue_peer_left
 fi
 
 echo "== HAProxy"
