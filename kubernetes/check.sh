@@ -45,19 +45,6 @@ done
 log() { printf '[kubernetes] %s\n' "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
-install_debian_packages() {
-  local missing=() p
-  for p in python3-yaml python3-venv; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}): install them or run as root"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=300 update -qq
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
 install_tools() {
   local t
   for t in kubectl node npm promtool; do
@@ -82,7 +69,7 @@ install_tools() {
   fi
 }
 
-install_debian_packages
+native/install.sh python3-yaml python3-venv
 install_tools
 
 work=$(mktemp -d)

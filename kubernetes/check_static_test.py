@@ -24,7 +24,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 # What the manifests, their generators and the checks read: the copy holds only these.
 COPIED = ["kubernetes/", "dashboards/", "runbooks/", "alerts/", "monitoring/", "compose/app.Dockerfile",
-          ".env.example", "docs/kubernetes.md"]
+          ".env.example", "docs/kubernetes.md", "native/install.sh"]
 
 
 def copy_tree(repo, dest):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the native stack and its checks need, skipping what is already there.
+# `native/install.sh PACKAGE...` installs just those, the same way (the checks that run alone name theirs).
 set -euo pipefail
 
-packages=(postgresql redis-server prometheus prometheus-alertmanager prometheus-postgres-exporter
+packages=("$@")
+[ ${#packages[@]} -gt 0 ] || packages=(postgresql redis-server prometheus prometheus-alertmanager prometheus-postgres-exporter
   prometheus-redis-exporter prometheus-node-exporter prometheus-process-exporter supervisor wrk docker-compose
   python3-yaml curl ca-certificates apache2-utils procps shellcheck haproxy prometheus-blackbox-exporter nftables
   openssl)
