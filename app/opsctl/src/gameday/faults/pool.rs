@@ -11,23 +11,19 @@ use super::{Handle, Phase};
 use crate::gameday::error::Error;
 use crate::gameday::proofs::Proof;
 
-/// Pool exhaustion: one key's row locked in 1.5 s bursts while sixteen clients write it. Each write holds one of
-/// the app's ten Postgres connections while it waits for the lock; the six writers more than the pool has keep a
-/// queue of waiters, so a connection a finished write returns is taken again at once and the pool stays full
-/// between bursts too (with exactly ten writers, a busy machine let the used count dip under 90% at a scrape, which
-/// restarted the saturation alert's `for`). Any other query that needs a connection times out acquiring one. The
-/// bursts are shorter than the app's statement timeout, so the writers that hold a connection succeed (slowly).
 /// How long each lock burst of the pool-exhaustion drill holds the rows: under the app's `lock_timeout` (half its
 /// 2 s query timeout), so that a writer waiting on its row is served at the burst's end rather than refused, and
-/// goes straight back to wait on the next burst. Longer bursts make every waiting writer give up at the same
-/// moment, all connections return to the pool at once, and a scrape in that gap restarts the alert's `for`
-/// (measured: AppDbPoolSaturated fired 234 s into the fault with 1.5 s bursts; bound 160 s).
+/// goes straight back to wait on the next burst. Each write holds one of the app's ten Postgres connections while
+/// it waits; the bursts being shorter than the statement timeout, the writers that hold one succeed (slowly), and
+/// any other query that needs a connection times out acquiring one. Longer bursts made every waiting writer give
+/// up at the same moment and the whole pool show idle at once (measured with 1.5 s bursts: AppDbPoolSaturated
+/// fired 234 s into the fault).
 const POOL_EXHAUSTION_BURST: Duration = Duration::from_millis(700);
 
 /// Hot keys of the pool-exhaustion drill, a writer each: four times the app's 10 Postgres connections, so that the
 /// pool's queue of waiters never empties, and a connection handed back at a burst's end goes straight to another
-/// writer instead of showing as idle at a scrape (16 writers let the gauge dip under 90% now and then when other
-/// drills loaded the machine: fired at 187 s, bound 160 s).
+/// writer. Between a release and the next acquire a scrape can still see a connection idle now and then; the
+/// alert averages over a minute for that reason (alerts/app.yml).
 const POOL_EXHAUSTION_KEYS: usize = 40;
 
 pub(super) async fn exhaustion(h: &mut Handle) -> Result<Vec<Proof>, Error> {
