@@ -38,4 +38,4 @@ gameday: ## prove every alert on the running stack: fault, page or ticket, resol
 bench: ## release-build and benchmark the app against a bare axum ceiling; prints the table (see docs/performance.md)
 	@app/bench/bench.sh
 generate: ## write every generated file from its one source (the topology, the SLOs, the rule files)
-	@cargo run -q -p xtask -- generate
+	@native/xtask.sh generate

@@ -50,6 +50,7 @@ import argparse
 import glob
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -134,8 +135,10 @@ CLUSTER_TLS = "monitoring/alertmanager/cluster-tls.yml"
 # HAProxy: the config shared with the native stack, and compose's servers (generated from the topology).
 HAPROXY_CONFIG = "monitoring/haproxy/haproxy.cfg"
 HAPROXY_SERVERS = "compose/haproxy/servers.cfg"
-# Alertmanager's --cluster.peer-timeout: how long a peer waits per position before it notifies.
-PEER_TIMEOUT = "15s"
+# Alertmanager's --cluster.peer-timeout: how long a peer waits per position before it notifies. Set once, in
+# native/env.sh (monitoring/alertmanager/check-peer-wait.py says why it is what it is).
+PEER_TIMEOUT = re.search(r"^ALERTMANAGER_PEER_TIMEOUT=\$\{ALERTMANAGER_PEER_TIMEOUT:-([0-9a-z]+)\}",
+                         (pathlib.Path(__file__).resolve().parents[1] / "native/env.sh").read_text(), re.M).group(1)
 # Official images whose entrypoint switches from root to their own user with gosu, which sets that user's groups
 # from /etc/group and so drops group_add: a service of one that must read a secret has to name its user.
 GOSU_IMAGES = {"redis", "postgres"}

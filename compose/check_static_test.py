@@ -217,7 +217,7 @@ def cases(model, filled):
         ("a peer without its gossip key", drop_mount("alertmanager-3", "/etc/alertmanager/secrets/cluster.key"),
          "cluster.key"),
         ("a peer on another peer timeout",
-         replace_arg("alertmanager-1", "--cluster.peer-timeout", "--cluster.peer-timeout=5s"), "peer-timeout"),
+         replace_arg("alertmanager-1", "--cluster.peer-timeout", "--cluster.peer-timeout=15s"), "peer-timeout"),
         ("a peer without gossip", drop_flag("alertmanager-3", "--cluster.listen-address"),
          "cluster.listen-address"),
         ("an inbox relay that forwards elsewhere", set_env("alertmanager-2-host", "INBOX_RELAY_SERVER", "grafana:3000"),

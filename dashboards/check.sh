@@ -74,7 +74,7 @@ if command -v promtool >/dev/null; then
 else
   say "promtool not on PATH: queries are parsed by promql-parser only (apt-get install prometheus)"
 fi
-cargo run -q --manifest-path "$dashboards/../Cargo.toml" -p xtask -- lint dashboards provisioning metrics "${lint_args[@]}" || status=1
+"$dashboards/../native/xtask.sh" lint dashboards provisioning metrics "${lint_args[@]}" || status=1
 
 if [ "$status" -eq 0 ]; then say "dashboards: all checks passed"; else say "dashboards: FAILED"; fi
 exit "$status"

@@ -155,11 +155,20 @@ check_routes() {
 step "promtool check config (native layout)" check_config native
 step "promtool check config (compose layout)" check_config compose
 step "promtool check rules" promtool check rules "$ROOT"/alerts/*.yml
-step "rule conventions and test coverage" cargo run -q --manifest-path "$ROOT/Cargo.toml" -p xtask -- lint rules
+step "rule conventions and test coverage" "$ROOT/native/xtask.sh" lint rules
 step "promtool test rules" promtool test rules "$ROOT"/alerts/tests/*.yml
 step "amtool check-config" amtool check-config "$AM_CONFIG"
 step "amtool check-config (integration examples enabled)" check_examples
 step "routing table" check_routes
+# The peers' wait inside every group_interval; and the check refuses Alertmanager's default 15 s peer timeout here.
+step "Alertmanager peer wait" "$PY" "$ROOT/monitoring/alertmanager/check-peer-wait.py"
+peer_wait_check_refuses_15s() {
+  if "$PY" "$ROOT/monitoring/alertmanager/check-peer-wait.py" --peer-timeout 15s >"$TMP/peer-wait.log"; then
+    log "check-peer-wait.py passes a 15 s peer timeout"; return 1
+  fi
+  log "check-peer-wait.py refuses a 15 s peer timeout: $(grep -c FAIL "$TMP/peer-wait.log") route(s)"
+}
+step "the peer-wait check refuses a 15 s peer timeout" peer_wait_check_refuses_15s
 # The test above proves the configuration; this proves the test: on a copy without inhibit rules it must fail.
 inhibition_test_catches_a_missing_rule() {
   local broken=$TMP/no-inhibit-rules.yml

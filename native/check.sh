@@ -23,15 +23,17 @@ run "rules, rule tests, Alertmanager config, routing and inhibition" monitoring/
 run "compose file (static)" compose/check.sh
 run "Kubernetes manifests (offline)" kubernetes/check.sh
 run "dashboards against Grafana's schema" dashboards/check.sh
-# The Rust steps last: the first builds the workspace (a few minutes on a fresh machine).
-run "generated files are up to date (make generate)" cargo run -q -p xtask -- generate --check
+# The Rust steps last. The workspace was built by the rules step (native/xtask.sh, minutes on a fresh machine).
+run "generated files are up to date (make generate)" native/xtask.sh generate --check
 # monitoring/check.sh ran `xtask lint rules`, dashboards/check.sh the dashboard, provisioning, metric and promtool
 # checks; what neither area owns is the runbooks and the links between alerts, runbooks and panels.
-run "runbooks and links (xtask lint)" cargo run -q -p xtask -- lint runbooks links
+run "runbooks and links (xtask lint)" native/xtask.sh lint runbooks links
 # The service's integration tests (tests/api, tests/outage) need the stack's Postgres and Redis: `make test`
 # runs them. Everything else here is unit tests, or tests with in-process servers and throwaway binaries.
-run "unit tests of the service" cargo test -p app --lib --bins --quiet
-run "tests of the other crates" cargo test --workspace --exclude app --quiet
+# Every cargo command selects the whole workspace with its tests, as native/xtask.sh does: one feature resolution,
+# each dependency compiled once (`-p app` alone would compile the shared crates again with fewer features).
+run "unit tests" cargo test --workspace --lib --bins --quiet
+run "integration tests of the crates but the service" cargo test --workspace --exclude app --test '*' --quiet
 run "clippy, warnings denied" cargo clippy --workspace --all-targets --quiet -- -D warnings
 trap - ERR
 step "all checks passed"

@@ -37,9 +37,12 @@ INBOX_WEBHOOK_TOKEN_FILE=${INBOX_WEBHOOK_TOKEN_FILE:-$SECRETS_DIR/webhook.token}
 # opsctl (smoke, game day) reads every credential it needs from here; `xtask live` (the checks of the live
 # Prometheus) reads its web password from the file.
 STACK_SECRETS_DIR=$SECRETS_DIR
-# How long an Alertmanager peer waits per position in the cluster before it notifies (Alertmanager's default); the
-# game day adds it to a notification's bound for each peer a drill holds out.
-ALERTMANAGER_PEER_TIMEOUT=${ALERTMANAGER_PEER_TIMEOUT:-15s}
+# How long an Alertmanager peer waits per position in the cluster before it notifies; the game day adds it to a
+# notification's bound for each peer a drill holds out. Not Alertmanager's 15 s: peers x peer timeout must fit in the
+# shortest group_interval (15 s), or the last peer sends stale news (monitoring/alertmanager/check-peer-wait.py
+# says why and checks it). The receiver is the local inbox, answering in milliseconds, so 5 s is ample.
+# compose/check_static.py reads the value here.
+ALERTMANAGER_PEER_TIMEOUT=${ALERTMANAGER_PEER_TIMEOUT:-5s}
 PROMETHEUS_PASSWORD_FILE=$SECRETS_DIR/web.password
 
 export REPO_ROOT STATE_DIR TEST_STATE_DIR SECRETS_DIR STACK_SECRETS_DIR PROMETHEUS_PASSWORD_FILE \

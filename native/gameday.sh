@@ -9,7 +9,7 @@ source "$(dirname "$0")/env.sh"
 umask 077
 load_secrets
 cd "$REPO_ROOT"
-[ -x "$BIN_DIR/opsctl" ] || cargo build --quiet -p opsctl
+[ -x "$BIN_DIR/opsctl" ] || cargo build --quiet --workspace --bins
 # shellcheck disable=SC2086 # GAMEDAY_ARGS is a list of options
 exec "$BIN_DIR/opsctl" gameday \
   --app "http://127.0.0.1:$APP_PORT" --replica-api "$(urls_of app APP_REPLICA_PORT)" \

@@ -75,7 +75,7 @@ else
 fi
 
 step "the service's integration tests (real Postgres and Redis of the stack; make check ran the rest)"
-cargo test -p app --test api --test outage --quiet
+cargo test --workspace --test api --test outage --quiet
 # The outage tests stop and restart Postgres and Redis; make sure everything is back before the checks below.
 NATIVE_SKIP_INSTALL=1 native/up.sh >/dev/null
 

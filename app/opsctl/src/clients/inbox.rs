@@ -53,6 +53,9 @@ pub struct Webhook {
     /// Alertmanager's key of the notification's group (route and group labels).
     #[serde(default, rename = "groupKey")]
     pub group_key: String,
+    /// The external URL of the Alertmanager peer that sent it: which peer notified.
+    #[serde(default, rename = "externalURL")]
+    pub external_url: String,
     /// The alerts of the notification's group, each `firing` or `resolved`.
     #[serde(default)]
     pub alerts: Vec<WebhookAlert>,

@@ -30,16 +30,67 @@ fn key(n: &Notification) -> Key {
     )
 }
 
+/// A notification that repeats an earlier one: who sent each, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repeat {
+    pub alertname: String,
+    pub status: String,
+    /// The peer (its external URL) that sent the first one, and the one that sent the repeat.
+    pub first_from: String,
+    pub again_from: String,
+    /// Milliseconds between the two arrivals.
+    pub after_ms: u64,
+    /// How many notifications of the same group came between them (a group that resolved and fired again in
+    /// between flapped; none between is two peers sending the same news).
+    pub between: usize,
+}
+
+impl std::fmt::Display for Repeat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} from {} {:.1} s after the same from {}, {} notification(s) of its group between",
+            self.alertname,
+            self.status,
+            self.again_from,
+            self.after_ms as f64 / 1000.0,
+            self.first_from,
+            self.between
+        )
+    }
+}
+
+/// Every notification of `notifications` (oldest first) that repeats an earlier one.
+pub fn repeats(notifications: &[Notification]) -> Vec<Repeat> {
+    let mut seen: BTreeMap<Key, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, n) in notifications.iter().enumerate() {
+        let k = key(n);
+        if let Some(&first) = seen.get(&k) {
+            let f = &notifications[first];
+            out.push(Repeat {
+                alertname: n.alertname.clone(),
+                status: n.status.clone(),
+                first_from: f.webhook.external_url.clone(),
+                again_from: n.webhook.external_url.clone(),
+                after_ms: n.received_at_unix_ms.saturating_sub(f.received_at_unix_ms),
+                between: notifications[first + 1..i]
+                    .iter()
+                    .filter(|m| m.receiver == n.receiver && m.webhook.group_key == n.webhook.group_key)
+                    .count(),
+            });
+        } else {
+            seen.insert(k, i);
+        }
+    }
+    out
+}
+
 /// How many of `notifications` repeat an earlier one, per alert name (only names with a duplicate are listed).
 pub fn count(notifications: &[Notification]) -> BTreeMap<String, usize> {
-    let mut seen: BTreeMap<Key, usize> = BTreeMap::new();
     let mut out = BTreeMap::new();
-    for n in notifications {
-        let times = seen.entry(key(n)).or_default();
-        *times += 1;
-        if *times > 1 {
-            *out.entry(n.alertname.clone()).or_default() += 1;
-        }
+    for r in repeats(notifications) {
+        *out.entry(r.alertname).or_default() += 1;
     }
     out
 }
@@ -63,6 +114,7 @@ mod tests {
             alertname: group.to_string(),
             webhook: Webhook {
                 group_key: format!("{{}}:{{alertname=\"{group}\"}}"),
+                external_url: format!("http://127.0.3.{}:9093", id % 3 + 1),
                 alerts: alerts
                     .iter()
                     .map(|(fingerprint, status)| WebhookAlert {
@@ -105,5 +157,22 @@ mod tests {
             notification(3, "pager", "AppDown", &[("b", "firing"), ("a", "firing")]),
         ];
         assert_eq!(count(&list), BTreeMap::from([("AppDown".to_string(), 2)]));
+    }
+
+    #[test]
+    fn a_repeat_says_who_sent_both_and_what_came_between() {
+        let list = [
+            notification(1, "pager", "RedisDown", &[("a", "firing")]),
+            notification(2, "pager", "RedisDown", &[("a", "resolved")]),
+            notification(3, "ticket", "RedisDown", &[("a", "firing")]),
+            notification(4, "pager", "RedisDown", &[("a", "firing")]),
+        ];
+        let r = repeats(&list);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            r[0].to_string(),
+            "RedisDown firing from http://127.0.3.2:9093 3.0 s after the same from http://127.0.3.2:9093, 1 \
+             notification(s) of its group between"
+        );
     }
 }

@@ -101,7 +101,7 @@ pub struct GamedayArgs {
     /// The dashboards' live check; `{prometheus}` is replaced by --prometheus.
     #[arg(
         long,
-        default_value = "cargo run -q -p xtask -- live --prometheus {prometheus} --require-data"
+        default_value = "native/xtask.sh live --prometheus {prometheus} --require-data"
     )]
     pub dashboards_check: String,
     /// Where the inventory goes (gameday.md and gameday.json).
@@ -158,6 +158,7 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error>
     let (stop_background, background) = faults::background_load(ctx.load_args());
 
     let settled = settle(&ctx).await?;
+    let first_notification = ctx.last_notification_id().await?;
     let quiet = quiet_period(&ctx, &routing, args.quiet).await;
     ctx.say(&format!(
         "quiet period: {} — {}",
@@ -202,6 +203,9 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error>
     for line in report::summary(&outcome) {
         ctx.say(&line);
     }
+    for line in repeated_notifications(&ctx, first_notification).await {
+        ctx.say(&line);
+    }
     ctx.say(&format!(
         "game day {} in {}; inventory in {}",
         if outcome.passed { "passed" } else { "FAILED" },
@@ -209,6 +213,27 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error>
         args.out_dir.display()
     ));
     Ok(outcome)
+}
+
+/// What the whole game day delivered twice (the heartbeat aside): Alertmanager delivers at least once, and only the
+/// drills that prove exactly-once judge repeats; this counts them all, with who sent each and what came between,
+/// so a change of the cluster's timing shows in the figure (docs/topology.md).
+async fn repeated_notifications(ctx: &Ctx, after: u64) -> Vec<String> {
+    let after = after.to_string();
+    let mut list = match ctx.inbox.notifications(&[("after", &after), ("limit", "5000")]).await {
+        Ok(list) => list,
+        Err(e) => return vec![format!("summary: repeated notifications unknown: inbox: {e}")],
+    };
+    list.retain(|n| n.alertname != "Watchdog");
+    list.reverse();
+    let repeats = duplicates::repeats(&list);
+    let mut lines = vec![format!(
+        "summary: {} of {} notifications (the heartbeat aside) repeated an earlier one",
+        repeats.len(),
+        list.len()
+    )];
+    lines.extend(repeats.iter().map(|r| format!("summary: repeat: {r}")));
+    lines
 }
 
 /// The intervals and the routing from the running Prometheus's and Alertmanager's configuration.

@@ -121,6 +121,7 @@ async fn hold_for_pages(h: &mut Handle, what: &str, since: u64, delivery: Delive
         .collect();
     let dups = duplicates::count(&pages);
     let dup_total: usize = dups.values().sum();
+    let repeats: Vec<String> = duplicates::repeats(&pages).iter().map(ToString::to_string).collect();
     let passed = !firing.is_empty() && (delivery == Delivery::AtLeastOnce || dup_total == 0);
     Ok(Proof {
         claim: match delivery {
@@ -142,7 +143,7 @@ async fn hold_for_pages(h: &mut Handle, what: &str, since: u64, delivery: Delive
             if dups.is_empty() {
                 String::new()
             } else {
-                format!(": {dups:?}")
+                format!(": {dups:?} ({})", repeats.join("; "))
             }
         ),
     })
@@ -325,6 +326,7 @@ mod tests {
             alertname: "A".into(),
             webhook: Webhook {
                 group_key: "g".into(),
+                external_url: String::new(),
                 alerts: vec![WebhookAlert {
                     status: "resolved".into(),
                     labels: Default::default(),
