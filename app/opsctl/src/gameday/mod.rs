@@ -200,10 +200,11 @@ pub async fn run(args: GamedayArgs, secrets: &Secrets) -> Result<Outcome, Error>
     print!("{}", report::markdown(&outcome));
     // Last, what a reader of only the log's tail needs: how the run went, and every failure in one line each.
     println!();
-    for line in report::summary(&outcome) {
+    // The repeats first: the log's last lines are the verdict and its failures.
+    for line in repeated_notifications(&ctx, first_notification).await {
         ctx.say(&line);
     }
-    for line in repeated_notifications(&ctx, first_notification).await {
+    for line in report::summary(&outcome) {
         ctx.say(&line);
     }
     ctx.say(&format!(
