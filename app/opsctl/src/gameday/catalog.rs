@@ -58,6 +58,10 @@ pub struct Scenario {
     /// so a drill that answers 5xx (pool exhaustion: thousands of 503s) must wait for it to resolve, not only for
     /// its fault to be removed (seen: AppAvailabilityBudgetBurn still firing at its 1860 s bound).
     pub after_resolved: &'static [&'static str],
+    /// Scenarios whose faults must be in place before this one starts: a monitoring drill proves delivery of the
+    /// pages of faults that begin while it holds (seen: the peer-down drill, waiting for an alert of
+    /// alertmanager-down to clear first, started after postgres-down had paged, and so had no page to judge).
+    pub with: &'static [&'static str],
 }
 
 /// An alert the game day does not fire, and why.
@@ -126,6 +130,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Firing,
             after: &[],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "inbox-down",
@@ -141,6 +146,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Firing,
             after: &["alertmanager-down"],
             after_resolved: &[],
+            with: &[],
         },
         // --- then, side by side where they cannot disturb each other: faults off the request path, and the
         // --- app-side faults one at a time (each would spoil the others' proofs or be inhibited by them).
@@ -154,6 +160,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "replica-down",
@@ -172,6 +179,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["app-restarts"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "rolling-restart",
@@ -182,6 +190,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["replica-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "exporter-down",
@@ -195,6 +204,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "broken-rule",
@@ -205,6 +215,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "redis-maxmemory",
@@ -215,6 +226,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "redis-clients",
@@ -228,33 +240,10 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["inbox-down"],
             after_resolved: &[],
-        },
-        Scenario {
-            name: "app-metrics-absent",
-            what: "remove the app from Prometheus's targets (a broken service discovery)",
-            fault: Fault::EmptyTargets("app"),
-            expects: vec![expect("AppMetricsAbsent", "critical", 0, 0)],
-            inhibited: vec![],
-            clear_on: ClearOn::Delivered,
-            after: &["rolling-restart"],
-            after_resolved: &[],
-        },
-        Scenario {
-            name: "postgres-down",
-            what: "stop Postgres under write load, then start it (proof: every acknowledged write is stored; \
-                   writes during the outage fail fast with 503)",
-            fault: Fault::PostgresDown,
-            expects: vec![expect("PostgresDown", "critical", 0, 0)],
-            inhibited: vec![Inhibited {
-                alert: "AppDbPoolTimeouts",
-                labels: &[("pool_name", "postgres")],
-                by: "PostgresDown",
-            }],
-            clear_on: ClearOn::Delivered,
-            after: &["rolling-restart"],
-            after_resolved: &[],
+            with: &[],
         },
         // --- a monitoring replica down beside each of the next pages: the reduced pipeline must still deliver it.
+        // --- (the pages' scenarios start once its fault is in place: `with`)
         Scenario {
             name: "alertmanager-peer-down",
             what: "stop Alertmanager peer 1 (the one that notifies first) while Postgres is down (proof: the page \
@@ -274,6 +263,34 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["rolling-restart"],
             after_resolved: &[],
+            with: &[],
+        },
+        Scenario {
+            name: "app-metrics-absent",
+            what: "remove the app from Prometheus's targets (a broken service discovery)",
+            fault: Fault::EmptyTargets("app"),
+            expects: vec![expect("AppMetricsAbsent", "critical", 0, 0)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["rolling-restart"],
+            after_resolved: &[],
+            with: &["alertmanager-peer-down"],
+        },
+        Scenario {
+            name: "postgres-down",
+            what: "stop Postgres under write load, then start it (proof: every acknowledged write is stored; \
+                   writes during the outage fail fast with 503)",
+            fault: Fault::PostgresDown,
+            expects: vec![expect("PostgresDown", "critical", 0, 0)],
+            inhibited: vec![Inhibited {
+                alert: "AppDbPoolTimeouts",
+                labels: &[("pool_name", "postgres")],
+                by: "PostgresDown",
+            }],
+            clear_on: ClearOn::Delivered,
+            after: &["rolling-restart"],
+            after_resolved: &[],
+            with: &["alertmanager-peer-down"],
         },
         Scenario {
             name: "replica-unreachable",
@@ -290,6 +307,7 @@ pub fn scenarios() -> Vec<Scenario> {
             // proof counts failed requests (postgres-down, app-metrics-absent's neighbours).
             after: &["postgres-down", "app-metrics-absent"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "pg-lock",
@@ -304,6 +322,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "pg-deadlock",
@@ -314,6 +333,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "pg-connections",
@@ -324,6 +344,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "pg-buffer-cache",
@@ -334,6 +355,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["postgres-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "haproxy-down",
@@ -354,6 +376,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "replica-unreachable",
             ],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "haproxy-cut-off",
@@ -375,6 +398,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["haproxy-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "app-connections",
@@ -390,6 +414,7 @@ pub fn scenarios() -> Vec<Scenario> {
             // new connection is refused, whoever opens it. The Postgres drills do not use the API.
             after: &["app-metrics-absent", "postgres-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "redis-down",
@@ -411,6 +436,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "haproxy-cut-off",
             ],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "alertmanager-partition",
@@ -433,6 +459,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "haproxy-cut-off",
             ],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "app-down",
@@ -459,6 +486,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["redis-down", "alertmanager-partition"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "prometheus-replica-down",
@@ -472,6 +500,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["redis-down", "alertmanager-partition"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "alertmanager-majority-down",
@@ -491,6 +520,7 @@ pub fn scenarios() -> Vec<Scenario> {
             // (measured: two more firing notifications of AlertmanagerClusterDown within 35 s).
             after: &["app-down", "prometheus-replica-down"],
             after_resolved: &["alertmanager-peer-down"],
+            with: &[],
         },
         // --- last, the faults that spend error budget or saturate the app, whose alerts stay longest.
         Scenario {
@@ -516,6 +546,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["app-down", "prometheus-replica-down"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "redis-acl",
@@ -526,6 +557,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["slo-burn"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "cache-misses",
@@ -537,6 +569,7 @@ pub fn scenarios() -> Vec<Scenario> {
             clear_on: ClearOn::Delivered,
             after: &["redis-acl"],
             after_resolved: &[],
+            with: &[],
         },
         Scenario {
             name: "pool-exhaustion",
@@ -561,6 +594,7 @@ pub fn scenarios() -> Vec<Scenario> {
             // all the same), but not while redis-acl sends every read to Postgres.
             after: &["redis-acl"],
             after_resolved: &["slo-burn"],
+            with: &[],
         },
     ]
 }
@@ -684,11 +718,33 @@ mod tests {
         }
     }
 
+    /// A drill that stops Alertmanager peers judges the pages of faults that begin while it holds: unless it pages
+    /// itself, a page-producing scenario must start `with` it (seen: started only by `after`, postgres-down paged
+    /// before the peer was stopped, and the drill had nothing to judge).
+    #[test]
+    fn a_drill_that_stops_a_peer_has_a_page_that_starts_with_it() {
+        let all = scenarios();
+        let pages = |s: &Scenario| s.expects.iter().any(|e| e.severity == "critical");
+        for drill in &all {
+            let Fault::StopMonitoring(program) = drill.fault else {
+                continue;
+            };
+            if !program.starts_with("alertmanager:") || pages(drill) {
+                continue;
+            }
+            assert!(
+                all.iter().any(|s| s.with.contains(&drill.name) && pages(s)),
+                "no page-producing scenario starts with {}",
+                drill.name
+            );
+        }
+    }
+
     #[test]
     fn scenarios_are_named_once_and_wait_only_for_earlier_ones() {
         let mut seen = BTreeSet::new();
         for s in scenarios() {
-            for dep in s.after.iter().chain(s.after_resolved) {
+            for dep in s.after.iter().chain(s.after_resolved).chain(s.with) {
                 assert!(
                     seen.contains(dep),
                     "{} waits for {dep}, which is not an earlier scenario",

@@ -487,8 +487,8 @@ async fn quiet_period(ctx: &Ctx, routing: &Routing, length: Duration) -> Proof {
     }
 }
 
-/// Starts every scenario as soon as the faults of its `after` list are removed and the scenarios of its
-/// `after_resolved` list have ended, and collects the results.
+/// Starts every scenario as soon as the faults of its `after` list are removed, the scenarios of its
+/// `after_resolved` list have ended and the faults of its `with` list are in place, and collects the results.
 async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing: Timing) -> Vec<ScenarioResult> {
     let all = scenarios();
     let chosen: Vec<_> = all
@@ -497,9 +497,11 @@ async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing:
         .collect();
     let mut cleared: BTreeMap<&'static str, watch::Sender<bool>> = BTreeMap::new();
     let mut ended: BTreeMap<&'static str, watch::Sender<bool>> = BTreeMap::new();
+    let mut injected: BTreeMap<&'static str, watch::Sender<bool>> = BTreeMap::new();
     for s in &chosen {
         cleared.insert(s.name, watch::channel(false).0);
         ended.insert(s.name, watch::channel(false).0);
+        injected.insert(s.name, watch::channel(false).0);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for s in chosen {
@@ -512,14 +514,16 @@ async fn run_scenarios(ctx: &Arc<Ctx>, rules: &Rules, routing: &Routing, timing:
         };
         let mut waits = subscribe(s.after, &cleared);
         waits.extend(subscribe(s.after_resolved, &ended));
+        waits.extend(subscribe(s.with, &injected));
         let done = cleared[s.name].clone();
+        let in_place = injected[s.name].clone();
         let end = ended[s.name].clone();
         let (ctx, rules, routing) = (ctx.clone(), rules.clone(), routing.clone());
         tasks.spawn(async move {
             for mut w in waits {
                 let _ = w.wait_for(|c| *c).await;
             }
-            let result = runner::run(ctx, s, &rules, &routing, timing, done).await;
+            let result = runner::run(ctx, s, &rules, &routing, timing, done, in_place).await;
             let _ = end.send(true);
             result
         });

@@ -146,8 +146,11 @@ pub async fn run(
     routing: &Routing,
     timing: Timing,
     release: tokio::sync::watch::Sender<bool>,
+    in_place: tokio::sync::watch::Sender<bool>,
 ) -> ScenarioResult {
     let release = Release(release);
+    // Tells the scenarios that start `with` this one that its fault is in place (or, on drop, that it never will be).
+    let in_place = Release(in_place);
     let started = now_ms();
     let mut result = ScenarioResult {
         name: scenario.name.to_string(),
@@ -285,6 +288,7 @@ pub async fn run(
             match outcome {
                 Some(Ok(a)) => {
                     injected = Some(a);
+                    in_place.now();
                     let ramp = (now_ms() - t0).div_ceil(1000);
                     for w in watches.iter_mut().filter(|w| w.expect.after_ramp) {
                         w.row.fire_bound_seconds += ramp;
