@@ -123,8 +123,9 @@ async fn notifications(ctx: &Ctx, alert: &str, after: u64) -> Vec<Notification> 
     list
 }
 
-/// Tells the scenarios waiting for this one that its fault no longer disturbs them: when it is removed, right
-/// after injection for a fault that is over once injected, and in any case when the scenario ends.
+/// Tells the scenarios waiting on a step of this one that the step is done: `now()` when it is, and in any case
+/// when the scenario ends (dropped), so that no waiter hangs on a scenario that failed first. Two per scenario:
+/// its fault no longer disturbs others (removed, or over once injected), and its fault is in place (`with`).
 struct Release(tokio::sync::watch::Sender<bool>);
 
 impl Release {

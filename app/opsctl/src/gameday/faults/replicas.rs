@@ -119,9 +119,9 @@ async fn hold_for_pages(h: &mut Handle, what: &str, since: u64, delivery: Delive
         .filter(|n| n.status == "firing")
         .map(|n| n.alertname.as_str())
         .collect();
-    let dups = duplicates::count(&pages);
-    let dup_total: usize = dups.values().sum();
-    let repeats: Vec<String> = duplicates::repeats(&pages).iter().map(ToString::to_string).collect();
+    let repeats = duplicates::repeats(&pages);
+    let dups = duplicates::count(&repeats);
+    let dup_total = repeats.len();
     let passed = !firing.is_empty() && (delivery == Delivery::AtLeastOnce || dup_total == 0);
     Ok(Proof {
         claim: match delivery {
@@ -143,7 +143,10 @@ async fn hold_for_pages(h: &mut Handle, what: &str, since: u64, delivery: Delive
             if dups.is_empty() {
                 String::new()
             } else {
-                format!(": {dups:?} ({})", repeats.join("; "))
+                format!(
+                    ": {dups:?} ({})",
+                    repeats.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )
             }
         ),
     })
