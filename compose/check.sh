@@ -97,7 +97,7 @@ done
 "$VENV/bin/hadolint" compose/app.Dockerfile || die "hadolint: compose/app.Dockerfile"
 log "hadolint compose/app.Dockerfile: ok"
 
-# compose/secrets.sh in a copy of what it reads (compose/, native/secrets.sh, native/env.sh and the
+# compose/secrets.sh in a copy of what it reads (compose/, native/secrets.sh, native/env.sh, native/postgres-cluster.sh and the
 # native/topology.env it sources), so that the
 # checkout's own compose/secrets/ and compose/.env are never touched.
 check_secrets_script() {
@@ -105,7 +105,7 @@ check_secrets_script() {
   mkdir -p "$repo/native" "$repo/compose"
   # Without the checkout's own secrets, which are never copied anywhere.
   tar -C compose --exclude=./secrets --exclude=./.env -cf - . | tar -C "$repo/compose" -xf -
-  cp native/secrets.sh native/env.sh native/topology.env "$repo/native/"
+  cp native/secrets.sh native/env.sh native/postgres-cluster.sh native/topology.env "$repo/native/"
   c=$repo/compose
   "$c/secrets.sh" 2>"$work/secrets.log" || die "compose/secrets.sh failed: $(cat "$work/secrets.log")"
 

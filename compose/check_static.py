@@ -69,11 +69,17 @@ class Topology:
             topology = yaml.safe_load(f)
         self.jobs = {job["name"] for job in topology["jobs"]}
         self.alertmanager_targets = topology["alertmanagers"]["targets"]
-        # program name -> its compose service name (the replicas' prefix), and the declared replica count (None:
-        # runs once).
-        self.compose = {p["name"]: p.get("compose") or p["name"] for p in topology["programs"]}
-        self.replicas = {p["name"]: (p.get("replicas") or {}).get("count") for p in topology["programs"]}
-        self.listeners = {p["name"]: {l["name"]: l for l in p["listeners"]} for p in topology["programs"]}
+        # Programs only the native stack runs (the Postgres cluster: compose runs one plain Postgres), and the jobs
+        # that scrape them: their compose target files list nothing.
+        programs = [p for p in topology["programs"] if p.get("in_compose", True)]
+        in_compose = {p["name"] for p in programs}
+        self.native_only_jobs = {job["name"] for job in topology["jobs"] if job["program"] not in in_compose}
+        # program name -> its compose service name (the replicas' prefix), and the replica count compose runs
+        # (None: runs once, also for a replicated program marked compose_single).
+        self.compose = {p["name"]: p.get("compose") or p["name"] for p in programs}
+        self.replicas = {p["name"]: None if (p.get("replicas") or {}).get("compose_single")
+                         else (p.get("replicas") or {}).get("count") for p in programs}
+        self.listeners = {p["name"]: {l["name"]: l for l in p["listeners"]} for p in programs}
         # service -> program, for every service the topology declares.
         self.program_of = {service: program for program in self.compose for service in self.services(program)}
         # The UI ports: each published once, by the program's service (replica 1 of a replicated one).
@@ -539,6 +545,9 @@ def check_targets(stack):
     for job, path in sorted(files.items()):
         where = stack.rel(path)
         groups = load_yaml(path)
+        if job in stack.topology.native_only_jobs:
+            check(groups in ([], {}), where, "scrapes a program compose does not run: must be an empty list")
+            continue
         if not check(isinstance(groups, list) and groups, where, "must be a non-empty list of target groups"):
             continue
         for group in groups:

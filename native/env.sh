@@ -57,12 +57,14 @@ load_secrets() {
   for f in pg-app.password pg-exporter.password redis-app.password redis-exporter.password; do
     [ -s "$SECRETS_DIR/$f" ] || { log "missing $SECRETS_DIR/$f: run native/secrets.sh (make up does)"; return 1; }
   done
-  APP_DATABASE_URL=postgres://app:$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")@127.0.0.1:$PG_PORT/app
+  # Every member of the Postgres cluster; the app connects to whichever leads (native/postgres-cluster.sh).
+  APP_DATABASE_URL=$(cluster_url app "$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")")
   APP_REDIS_URL=redis://app:$(tr -d '\n' <"$SECRETS_DIR/redis-app.password")@127.0.0.1:$REDIS_PORT
-  PG_EXPORTER_DSN="postgresql://postgres_exporter:$(tr -d '\n' <"$SECRETS_DIR/pg-exporter.password")@127.0.0.1:$PG_PORT/app?sslmode=disable"
+  # Each postgres_exporter's DSN names its own member (native/supervisord.conf).
+  PG_EXPORTER_PASSWORD=$(tr -d '\n' <"$SECRETS_DIR/pg-exporter.password")
   REDIS_EXPORTER_USER=exporter
   REDIS_EXPORTER_PASSWORD=$(tr -d '\n' <"$SECRETS_DIR/redis-exporter.password")
-  export APP_DATABASE_URL APP_REDIS_URL PG_EXPORTER_DSN REDIS_EXPORTER_USER REDIS_EXPORTER_PASSWORD
+  export APP_DATABASE_URL APP_REDIS_URL PG_EXPORTER_PASSWORD REDIS_EXPORTER_USER REDIS_EXPORTER_PASSWORD
 }
 # redis-cli as the stack's admin user; the password goes through the environment, not the command line.
 redis_admin() { REDISCLI_AUTH=$(tr -d '\n' <"$SECRETS_DIR/redis-admin.password") redis-cli -p "$REDIS_PORT" --user admin "$@"; }
@@ -83,7 +85,10 @@ hosts_of() {
     spec=${entry#*=}
     if [ "${spec#\*}" != "$spec" ]; then
       count=${spec#\*} count=${count%@*} net=${spec#*@}
-      for ((i = 1; i <= ${!count}; i++)); do echo "$1-$i ${!net}.$i"; done
+      # Replica hosts are named for the count's variable (POSTGRES_REPLICAS: postgres-1 ...), which programs
+      # running side by side on them share.
+      h=${count%_REPLICAS} h=${h,,} h=${h//_/-}
+      for ((i = 1; i <= ${!count}; i++)); do echo "$h-$i ${!net}.$i"; done
     else
       for h in ${spec//,/ }; do echo "${h%@*} ${h#*@}"; done
     fi
@@ -158,3 +163,6 @@ supervisor_name() {
     *) echo "$1" ;;
   esac
 }
+
+# The Postgres cluster's helpers (its URLs, its leader, its members' configuration).
+source "$REPO_ROOT/native/postgres-cluster.sh"

@@ -7,7 +7,7 @@ packages=("$@")
 [ ${#packages[@]} -gt 0 ] || packages=(postgresql redis-server prometheus prometheus-alertmanager prometheus-postgres-exporter
   prometheus-redis-exporter prometheus-node-exporter prometheus-process-exporter supervisor wrk docker-compose
   python3-yaml curl ca-certificates apache2-utils procps shellcheck haproxy prometheus-blackbox-exporter nftables
-  openssl)
+  openssl patroni etcd-server etcd-client)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -34,7 +34,9 @@ secret() { cat "$SECRETS_DIR/$1"; }
 # The same with the web credentials (curl_web reads them from a descriptor).
 web_status() { curl_web -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
 # psql and redis-cli as a role or user of the stack, the password in the environment, never on a command line.
-psql_as() { PGPASSWORD=$(secret "$3") psql -w -qAt -h 127.0.0.1 -p "$PG_PORT" -U "$1" -d "$2" -c "$4"; }
+# Postgres is the cluster's leader (the members' own addresses: native/postgres-cluster.sh).
+read -r pg_leader pg_addr < <(cluster_leader) || { echo "the Postgres cluster has no leader" >&2; exit 1; }
+psql_as() { PGPASSWORD=$(secret "$3") psql -w -qAt -h "$pg_addr" -p "$PG_PORT" -U "$1" -d "$2" -c "$4"; }
 redis_as() { local user=$1 file=$2; shift 2; REDISCLI_AUTH=$(secret "$file") redis-cli -p "$REDIS_PORT" --user "$user" "$@"; }
 # Prints "none" when COMMAND prints nothing, else what it printed.
 none() { local out; out=$("$@" 2>&1 | head -n 5); echo "${out:-none}"; }
@@ -48,14 +50,14 @@ forged_silence='{"matchers":[{"name":"alertname","value":".+","isRegex":true}],"
 forged_hook='{"version":"4","status":"firing","receiver":"heartbeat","alerts":[{"status":"firing","labels":{"alertname":"Watchdog"}}]}'
 
 echo "== Postgres (finding 3: superuser for anyone)"
-check "nobody cannot reach the Postgres socket directory" 'Permission denied|No such file' \
-  as_attacker ls "$STATE_DIR/postgres"
+check "nobody cannot reach the leader's socket directory" 'Permission denied|No such file' \
+  as_attacker ls "$STATE_DIR/$pg_leader"
 check "nobody cannot log in as postgres through the socket" 'Permission denied|password authentication failed|no password supplied' \
-  as_attacker psql -w -h "$STATE_DIR/postgres" -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
+  as_attacker psql -w -h "$STATE_DIR/$pg_leader" -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
 check "nobody cannot log in as postgres over TCP without the password" 'password authentication failed|no password supplied' \
-  as_attacker psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
+  as_attacker psql -w -h "$pg_addr" -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1'
 check "nobody cannot log in as app with the old default password" 'password authentication failed' \
-  as_attacker env PGPASSWORD=app psql -w -h 127.0.0.1 -p "$PG_PORT" -U app -d app -c 'SELECT 1'
+  as_attacker env PGPASSWORD=app psql -w -h "$pg_addr" -p "$PG_PORT" -U app -d app -c 'SELECT 1'
 check "the postgres superuser logs in over TCP with its password" '^1$' \
   psql_as postgres postgres postgres.password 'SELECT 1'
 check "the app's role is no superuser and cannot create roles or schemas" '^f\|f\|f$' \
@@ -65,6 +67,35 @@ check "the app's table is in the app's schema" '^1$' \
   psql_as app app pg-app.password "SELECT count(*) FROM pg_tables WHERE schemaname = 'app' AND tablename = 'kv_store'"
 check "the exporter's role cannot read the app's data" 'permission denied for (schema app|table kv_store)' \
   psql_as postgres_exporter app pg-exporter.password "SELECT count(*) FROM app.kv_store"
+
+echo "== the Postgres cluster (whoever writes etcd's keys or calls Patroni's API decides who leads)"
+etcd_first=$(etcd_endpoints | cut -d, -f1)
+# The leader key, base64 (etcd's JSON gateway): /service/sre-stack/leader.
+leader_key=$(printf '/service/sre-stack/leader' | base64)
+check "nobody cannot read a member's Patroni configuration (its passwords)" 'Permission denied' \
+  as_attacker cat "$STATE_DIR/$pg_leader/patroni.yml"
+check "nobody cannot write the leader key into etcd" 'user name is empty' \
+  as_attacker curl -s --max-time 5 -X POST "http://$etcd_first/v3/kv/put" -d "{\"key\":\"$leader_key\",\"value\":\"eA==\"}"
+check "nobody cannot read the cluster's keys from etcd" 'user name is empty' \
+  as_attacker curl -s --max-time 5 -X POST "http://$etcd_first/v3/kv/range" -d "{\"key\":\"$leader_key\"}"
+check "etcd's root user reads the leader key" "^$pg_leader" \
+  "$REPO_ROOT/native/admin.sh" etcdctl get --print-value-only /service/sre-stack/leader
+# A raft message from outside would need the members' certificate: the TLS handshake itself is refused.
+check "nobody cannot talk to etcd's raft port without the members' certificate" 'bad certificate|certificate required' \
+  as_attacker curl --http1.1 -sS -k --max-time 5 "https://${etcd_first%:*}:$ETCD_PEER_PORT/version"
+check "etcd's raft port answers the members' certificate" '"etcdserver"' \
+  curl --http1.1 -sS --max-time 5 --cacert "$SECRETS_DIR/etcd-ca.crt" --cert "$SECRETS_DIR/etcd-peer.crt" \
+  --key "$SECRETS_DIR/etcd-peer.key" "https://${etcd_first%:*}:$ETCD_PEER_PORT/version"
+check "nobody cannot ask Patroni for a switchover" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  --max-time 5 -X POST "http://$pg_addr:$PATRONI_PORT/switchover" -d "{\"leader\":\"$pg_leader\"}"
+check "nobody cannot restart a member through Patroni" '^401' as_attacker curl -s -o /dev/null -w '%{http_code}' \
+  --max-time 5 -X POST "http://$pg_addr:$PATRONI_PORT/restart" -d '{}'
+# reload re-reads the configuration: harmless, and it takes the same credentials as a switchover.
+check "Patroni's API takes its user's password" '^202' curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+  --netrc-file <(printf 'default login patroni password %s\n' "$(secret patroni.password | tr -d '\n')") \
+  -X POST "http://$pg_addr:$PATRONI_PORT/reload"
+check "nobody cannot log in as the replication role without its password" 'password authentication failed|no password supplied' \
+  as_attacker psql -w -h "$pg_addr" -p "$PG_PORT" -U replicator -d postgres -c 'SELECT 1'
 
 echo "== Redis (finding 2: cache poisoning)"
 # An entry as the app writes them (app:kv:<epoch>:<key>, "<version>:<json>"), with a version no write can reach.

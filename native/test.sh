@@ -52,7 +52,7 @@ trap stop_stack EXIT
 # The Rust tests reach the stack's Postgres and Redis as the app does, with its credentials; to look at and
 # change what the app may not (other schemas, TTLs, CLIENT PAUSE) they use the administrators'.
 load_secrets
-TEST_DATABASE_ADMIN_URL=postgres://postgres:$(tr -d '\n' <"$SECRETS_DIR/postgres.password")@127.0.0.1:$PG_PORT/app
+TEST_DATABASE_ADMIN_URL=$(cluster_url postgres "$(tr -d "\n" <"$SECRETS_DIR/postgres.password")")
 TEST_REDIS_ADMIN_URL=redis://admin:$(tr -d '\n' <"$SECRETS_DIR/redis-admin.password")@127.0.0.1:$REDIS_PORT
 export TEST_DATABASE_ADMIN_URL TEST_REDIS_ADMIN_URL
 

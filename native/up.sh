@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the native stack under supervisord: `native/up.sh` starts every program, `native/up.sh postgres redis`
+# Starts the native stack under supervisord: `native/up.sh` starts every program, `native/up.sh etcd postgres redis`
 # only those. Idempotent: running programs are left alone. Waits until each program answers, then prints the URLs.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -38,9 +38,9 @@ prepare_state() {
   local host addr
   while read -r host addr; do install -d -m 0700 "$STATE_DIR/$host" "$STATE_DIR/$host/data"; done < <(hosts_of prometheus)
   while read -r host addr; do install -d -m 0700 "$STATE_DIR/$host"; done < <(hosts_of alertmanager)
-  install -d -m 0700 -o postgres -g postgres "$STATE_DIR/postgres"
   "$REPO_ROOT/native/secrets.sh"
   load_secrets
+  prepare_cluster_state
   # Prometheus resolves rule files, file_sd targets and password files relative to its config file: link the
   # repo's single config and rules here, with the secrets, and generate only the targets, which are the one thing
   # that differs per environment. Alertmanager resolves its webhook token file the same way.
@@ -91,39 +91,23 @@ cluster_flags() {
   export ALERTMANAGER_CLUSTER_FLAGS
 }
 
-init_postgres() {
-  [ -f "$STATE_DIR/postgres/data/PG_VERSION" ] && return 0
-  log "initialising Postgres in $STATE_DIR/postgres/data"
-  runuser -u postgres -- "$PG_BIN/initdb" -D "$STATE_DIR/postgres/data" -U postgres \
-    --auth-local=peer --auth-host=scram-sha-256 --no-sync >"$STATE_DIR/logs/initdb.log" 2>&1
-}
-
-# No trust anywhere: the postgres OS user is the superuser on the socket (peer), every other login needs its
-# password (scram-sha-256), on the socket and on TCP. The socket's directory is the postgres user's alone. Written
-# at every start, so that a data directory from an older, trusting version of the stack is closed too.
-write_pg_hba() {
-  cat > "$STATE_DIR/postgres/data/pg_hba.conf" <<'HBA'
-# TYPE  DATABASE  USER      ADDRESS        METHOD
-local   all       postgres                 peer
-local   all       all                      scram-sha-256
-host    all       all       127.0.0.1/32   scram-sha-256
-HBA
-  chown postgres:postgres "$STATE_DIR/postgres/data/pg_hba.conf"
-  chmod 0600 "$STATE_DIR/postgres/data/pg_hba.conf"
-}
-
-# Creates the roles, the app's database and schema, with least privilege; safe to run on every start (it also
-# sets each role's password from its file, so rotating one is: replace the file, `make up`, restart its user).
+# Creates the roles, the app's database and schema, with least privilege, on the leader (the standbys replay it);
+# safe to run on every start (it also sets each role's password from its file, so rotating one is: replace the
+# file, `make up`, restart its user).
 #   postgres           superuser: peer on the socket for the postgres OS user, a password over TCP
+#   replicator         the standbys' streaming replication (Patroni made it at the cluster's bootstrap)
 #   app                the service: owns schema `app` in database `app`, nothing else (no CREATEDB, no CREATEROLE)
 #   postgres_exporter  pg_monitor only: statistics, no table of the app
 provision_postgres() {
-  local psql=(runuser -u postgres -- env PGOPTIONS='-c client_min_messages=warning' psql -h "$STATE_DIR/postgres"
+  local leader
+  wait_for "the Postgres cluster's leader" 60 cluster_leader || return 1
+  leader=$(cluster_leader | cut -d' ' -f1)
+  local psql=(runuser -u postgres -- env PGOPTIONS='-c client_min_messages=warning' psql -h "$(member_dir "$leader")"
     -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
   # The passwords reach psql on stdin, never on a command line.
   "${psql[@]}" -d postgres >/dev/null <<SQL
-SELECT pg_reload_conf();
 ALTER ROLE postgres PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/postgres.password")';
+ALTER ROLE replicator PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/pg-replication.password")';
 SELECT 'CREATE ROLE app LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') \gexec
 ALTER ROLE app NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$(tr -d '\n' <"$SECRETS_DIR/pg-app.password")';
 SELECT 'CREATE DATABASE app' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app') \gexec
@@ -182,7 +166,9 @@ port_of() {
 wait_ready() {
   local p=$1 host=$2 a=$3
   case $p in
-    postgres) wait_for postgres 30 "$PG_BIN/pg_isready" -q -h "$a" -p "$PG_PORT" && provision_postgres ;;
+    etcd) wait_for "$host" 30 etcd_healthy "$a" ;;
+    # Running: Postgres is up, leading or streaming from the leader (a new standby first copies the leader's data).
+    postgres) wait_for "$host" 90 http_ok "http://$a:$PATRONI_PORT/health" ;;
     redis) wait_for redis 15 redis_ready ;;
     app) wait_for "$host" 30 http_ok "http://$a:$APP_REPLICA_PORT/healthcheck" ;;
     haproxy) wait_for haproxy 15 port_open "$APP_PORT" "$a" ;;
@@ -198,7 +184,6 @@ state_of() { supervisorctl_ status "$1" 2>/dev/null | awk '{print $2}'; }
 for p in $programs; do port_of "$p" >/dev/null; hosts_of "$p" >/dev/null; done
 ensure_binaries
 prepare_state
-case " $programs " in *" postgres "*) init_postgres; write_pg_hba ;; esac
 
 if ! supervisorctl_ pid >/dev/null 2>&1; then
   log "starting supervisord (state in $STATE_DIR)"
@@ -215,20 +200,20 @@ if ! supervisorctl_ pid >/dev/null 2>&1; then
 fi
 
 # A supervisor started with other replica counts runs its old processes (numprocs is read at its start).
-if [ "$(supervisorctl_ status 'app:*' 2>/dev/null | grep -c '^app:')" != "$APP_REPLICAS" ] ||
-  [ "$(supervisorctl_ status 'prometheus:*' 2>/dev/null | grep -c '^prometheus:')" != "$PROMETHEUS_REPLICAS" ] ||
-  [ "$(supervisorctl_ status 'alertmanager:*' 2>/dev/null | grep -c '^alertmanager:')" != "$ALERTMANAGER_REPLICAS" ]; then
-  log "the running supervisor has other replica counts than APP_REPLICAS=$APP_REPLICAS" \
-    "PROMETHEUS_REPLICAS=$PROMETHEUS_REPLICAS ALERTMANAGER_REPLICAS=$ALERTMANAGER_REPLICAS: \`make down\` first"
-  exit 1
-fi
+for p in $STACK_PROGRAMS; do
+  [ "$(supervisor_name "$p")" = "$p" ] && continue
+  if [ "$(supervisorctl_ status "$p:*" 2>/dev/null | grep -c "^$p:")" != "$(hosts_of "$p" | wc -l)" ]; then
+    log "the running supervisor has another count of $p replicas than $(hosts_of "$p" | wc -l): \`make down\` first"
+    exit 1
+  fi
+done
 
 for p in $STACK_PROGRAMS; do
   case " $programs " in *" $p "*) ;; *) continue ;; esac
   starting=()
   while read -r host addr; do
     proc=$p
-    [ "$(supervisor_name "$p")" = "$p" ] || proc=$p:$host
+    [ "$(supervisor_name "$p")" = "$p" ] || proc=$p:$p-${host##*-}
     [ "$(state_of "$proc")" = RUNNING ] && continue
     if port_open "$(port_of "$p")" "$addr"; then
       log "port $addr:$(port_of "$p") for $host's $p is taken by another process; stop it or override the" \
@@ -241,6 +226,10 @@ for p in $STACK_PROGRAMS; do
     supervisorctl_ start "${starting[@]}" >/dev/null || { log "$p failed to start; see $STATE_DIR/logs/"; exit 1; }
   fi
   while read -r host addr; do wait_ready "$p" "$host" "$addr"; done < <(hosts_of "$p")
+  case $p in
+    etcd) secure_etcd ;;
+    postgres) provision_postgres ;;
+  esac
 done
 
 if [ "$programs" != "$STACK_PROGRAMS" ]; then
@@ -253,7 +242,8 @@ The stack is up (state in $STATE_DIR; logs: make logs; hosts and programs: make 
   on-call inbox  http://127.0.0.1:$INBOX_PORT/
   Prometheus     $(hosts_of prometheus | head -n 1 | awk -v p="$PROMETHEUS_PORT" '{print "http://" $2 ":" p}')/classic/graph   (user admin; $PROMETHEUS_REPLICAS replicas)
   Alertmanager   $(hosts_of alertmanager | head -n 1 | awk -v p="$ALERTMANAGER_PORT" '{print "http://" $2 ":" p}')/   (API only; amtool, user admin; $ALERTMANAGER_REPLICAS peers)
-  Postgres       postgres://app:***@127.0.0.1:$PG_PORT/app    Redis redis://app:***@127.0.0.1:$REDIS_PORT
+  Postgres       $(cluster_url app '***')   (leader: $(cluster_leader | cut -d' ' -f1); native/admin.sh patronictl list)
+  Redis          redis://app:***@127.0.0.1:$REDIS_PORT
 Credentials (one file each, root only): $SECRETS_DIR
   the web password of Prometheus and Alertmanager: $SECRETS_DIR/web.password
   operator tools with these credentials: native/admin.sh (redis-cli, psql, amtool, query, curl)

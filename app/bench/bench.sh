@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-native/up.sh postgres redis
+native/up.sh etcd postgres redis
 # After up.sh, not right after sourcing env.sh: on a new STATE_DIR it is up.sh that makes the secrets.
 load_secrets
 for tool in wrk psql redis-cli; do

@@ -2,7 +2,7 @@
 //! the service degrades and recovers as the contract says. They change shared state, so they run one at a time
 //! (a static lock) in a test binary of their own; the API tests never run beside them.
 //!
-//! Needs the native stack's supervisor running (`native/up.sh postgres redis`). Timings are printed; run with
+//! Needs the native stack's supervisor running (`native/up.sh etcd postgres redis`). Timings are printed; run with
 //! `--nocapture` to see them.
 
 #[allow(dead_code)]
@@ -74,7 +74,7 @@ fn ctl(action: &str, service: &str) {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "native/ctl.sh {action} {service} failed (is the native stack's supervisor running? native/up.sh postgres redis):\n{}{}",
+        "native/ctl.sh {action} {service} failed (is the native stack's supervisor running? native/up.sh etcd postgres redis):\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -196,7 +196,7 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
     assert_eq!(app.set(&cached, json!({"still": "here"})).await.status(), 200);
 
     let mut outage = Outage::new();
-    outage.stop("postgres");
+    outage.stop("postgres:*");
     let mut slowest = Duration::ZERO;
     for i in 0..10 {
         let started = Instant::now();
@@ -229,7 +229,7 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
     let metrics = app.metrics().await;
     assert!(metrics.value_or_zero("db_client_connection_timeouts_total", &[("pool_name", "postgres")]) >= 1.0);
 
-    outage.start("postgres");
+    outage.start("postgres:*");
     let took = eventually("writes to succeed after Postgres restarts", || async {
         app.set(&app.key("after"), json!(1)).await.status() == 200
     })
@@ -241,16 +241,17 @@ async fn with_postgres_stopped_writes_fail_fast_and_cached_reads_succeed() {
 async fn the_service_recovers_whichever_dependency_comes_back_first() {
     let _serial = serial().await;
     let app = spawn_app().await;
-    for (first, second) in [("postgres", "redis"), ("redis", "postgres")] {
+    // Postgres is the supervisor's group of every cluster member.
+    for (first, second) in [("postgres:*", "redis"), ("redis", "postgres:*")] {
         let mut outage = Outage::new();
-        outage.stop("postgres");
+        outage.stop("postgres:*");
         outage.stop("redis");
         let (code, body) = status_of(&app).await;
         assert_eq!((code, body["status"].as_str()), (503, Some("Down")));
         assert_eq!(app.set(&app.key("x"), json!(1)).await.status(), 503);
 
         outage.start(first);
-        if first == "postgres" {
+        if first == "postgres:*" {
             eventually("writes with Redis still down", || async {
                 app.set(&app.key("half"), json!(1)).await.status() == 200
             })
@@ -260,7 +261,7 @@ async fn the_service_recovers_whichever_dependency_comes_back_first() {
             assert_eq!(status_of(&app).await.0, 503);
         }
         outage.start(second);
-        let key = app.key(&format!("{first}-first"));
+        let key = app.key(&format!("{}-first", first.trim_end_matches(":*")));
         let took = eventually("full recovery", || fully_recovered(&app, &key)).await;
         println!("both stopped, {first} started first: full recovery {took:?} after {second} started");
     }
@@ -270,7 +271,7 @@ async fn the_service_recovers_whichever_dependency_comes_back_first() {
 async fn the_service_starts_with_both_dependencies_down_and_recovers() {
     let _serial = serial().await;
     let mut outage = Outage::new();
-    outage.stop("postgres");
+    outage.stop("postgres:*");
     outage.stop("redis");
     let started = Instant::now();
     let app = spawn_with(test_config()).await;
@@ -282,7 +283,7 @@ async fn the_service_starts_with_both_dependencies_down_and_recovers() {
     assert_eq!(app.get_key_json(&app.key("k")).await.status(), 503);
 
     outage.start("redis");
-    outage.start("postgres");
+    outage.start("postgres:*");
     let key = app.key("k");
     let took = eventually("recovery", || fully_recovered(&app, &key)).await;
     println!("started down: recovered {took:?} after both came back");

@@ -46,6 +46,9 @@ pub struct Program {
     /// False for a program only compose runs.
     #[serde(default = "yes")]
     pub native: bool,
+    /// False for a program only the native stack runs (the Patroni cluster: compose runs one plain Postgres).
+    #[serde(default = "yes")]
+    pub in_compose: bool,
     /// Its listeners; the first is the one that says the program is up.
     pub listeners: Vec<Listener>,
 }
@@ -54,22 +57,36 @@ fn yes() -> bool {
     true
 }
 
-/// Replica N (1-based) of a replicated program runs on host `<program>-N` at address `<network>.N`.
+/// Replica N (1-based) of a replicated program runs on host `<name>-N` at address `<network>.N`, where `<name>` is
+/// the count variable's stem (`app` for `APP_REPLICAS`). Programs that declare the same network and variable run
+/// side by side on the same hosts (postgres_exporter beside each Postgres member).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replicas {
-    /// The default number of replicas (compose runs exactly this many).
+    /// The default number of replicas (compose runs exactly this many, unless `compose_single`).
     pub count: u8,
     /// The first three octets of the replicas' addresses (`127.0.1`).
     pub network: String,
     /// The native/env.sh variable that overrides the count (`APP_REPLICAS`).
     pub env: String,
+    /// Compose runs it once, as one service of its plain name (beside compose's single Postgres).
+    #[serde(default)]
+    pub compose_single: bool,
 }
 
 impl Replicas {
     /// The variable natively holding the network (`APP_NETWORK` for `APP_REPLICAS`).
     pub fn network_env(&self) -> String {
-        format!("{}_NETWORK", self.env.trim_end_matches("_REPLICAS"))
+        format!("{}_NETWORK", self.stem())
+    }
+
+    /// The replicas' host names' prefix: `app` for `APP_REPLICAS`, `postgres` for `POSTGRES_REPLICAS`.
+    pub fn host_prefix(&self) -> String {
+        self.stem().to_ascii_lowercase().replace('_', "-")
+    }
+
+    fn stem(&self) -> &str {
+        self.env.trim_end_matches("_REPLICAS")
     }
 }
 
@@ -173,11 +190,14 @@ impl Program {
 
     /// Its compose services: its own, or `<service>-N` for each replica.
     pub fn compose_services(&self) -> Vec<String> {
+        if !self.in_compose {
+            return Vec::new();
+        }
         match &self.replicas {
-            Some(r) => (1..=r.count)
+            Some(r) if !r.compose_single => (1..=r.count)
                 .map(|n| format!("{}-{n}", self.compose_service()))
                 .collect(),
-            None => vec![self.compose_service().to_string()],
+            _ => vec![self.compose_service().to_string()],
         }
     }
 
@@ -222,7 +242,7 @@ impl Topology {
             Some(r) => (1..=r.count)
                 .filter_map(|n| {
                     Some(Host {
-                        name: format!("{}-{n}", program.name),
+                        name: format!("{}-{n}", r.host_prefix()),
                         address: format!("{}.{n}", r.network).parse().ok()?,
                     })
                 })
@@ -344,7 +364,7 @@ impl Topology {
             if !names.insert(&p.name) {
                 problems.push(format!("{who} is declared twice"));
             }
-            if !services.insert(p.compose_service()) {
+            if p.in_compose && !services.insert(p.compose_service()) {
                 problems.push(format!(
                     "{who}: compose service {} is another program's",
                     p.compose_service()
@@ -373,14 +393,23 @@ impl Topology {
                 if !r.env.ends_with("_REPLICAS") || !r.env.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
                     problems.push(format!("{who}: env {} is not a FOO_REPLICAS name", r.env));
                 }
-                if self
-                    .programs
-                    .iter()
-                    .filter(|o| o.replicas.as_ref().map(|x| &x.network) == Some(&r.network))
-                    .count()
-                    > 1
-                {
+                // Side by side on the same hosts, or on hosts of its own.
+                if self.programs.iter().any(|o| {
+                    o.replicas
+                        .as_ref()
+                        .is_some_and(|x| x.network == r.network && (x.env != r.env || x.count != r.count))
+                }) {
                     problems.push(format!("{who}: network {} is another program's", r.network));
+                }
+                if self.programs.iter().any(|o| {
+                    o.replicas
+                        .as_ref()
+                        .is_some_and(|x| x.env == r.env && x.network != r.network)
+                }) {
+                    problems.push(format!("{who}: env {} counts replicas on another network", r.env));
+                }
+                if !p.in_compose && r.compose_single {
+                    problems.push(format!("{who}: compose_single, but compose does not run it"));
                 }
             }
             let mut seen_hosts = BTreeSet::new();
@@ -628,6 +657,39 @@ jobs:
         assert!(msg.contains("not a FOO_REPLICAS name"), "{msg}");
         let msg = invalid(&text.replace("    replicas:", "    hosts: [local]\n    replicas:"));
         assert!(msg.contains("hosts and replicas both given"), "{msg}");
+    }
+
+    #[test]
+    fn replicas_of_one_network_and_count_run_side_by_side_and_compose_may_run_them_once_or_not() {
+        let text = SMALL.replace(
+            "  - name: am\n    hosts: [local]",
+            "  - name: db\n    replicas: {count: 3, network: 127.0.5, env: DB_REPLICAS}\n    in_compose: false\n    \
+             listeners:\n      - {name: sql, port: 5432, env: DB_PORT}\n  \
+             - name: db_exporter\n    replicas: {count: 3, network: 127.0.5, env: DB_REPLICAS, compose_single: true}\n    \
+             listeners:\n      - {name: metrics, port: 9187, env: DB_EXPORTER_PORT}\n  \
+             - name: am\n    hosts: [local]",
+        );
+        let t = Topology::parse(&text).unwrap();
+        let (db, exporter) = (t.program("db").unwrap(), t.program("db_exporter").unwrap());
+        assert_eq!(t.hosts_of(db), t.hosts_of(exporter));
+        assert_eq!(t.hosts_of(exporter)[2].name, "db-3");
+        assert!(db.compose_services().is_empty());
+        assert_eq!(exporter.compose_services(), ["db_exporter"]);
+        let msg = invalid(&text.replace(
+            "count: 3, network: 127.0.5, env: DB_REPLICAS, compose",
+            "count: 2, network: 127.0.5, env: DB_REPLICAS, compose",
+        ));
+        assert!(msg.contains("network 127.0.5 is another program's"), "{msg}");
+        let msg = invalid(&text.replace(
+            "127.0.5, env: DB_REPLICAS, compose",
+            "127.0.6, env: DB_REPLICAS, compose",
+        ));
+        assert!(
+            msg.contains("env DB_REPLICAS counts replicas on another network"),
+            "{msg}"
+        );
+        let msg = invalid(&text.replace("port: 9187", "port: 5432"));
+        assert!(msg.contains("port 5432 is already"), "{msg}");
     }
 
     #[test]

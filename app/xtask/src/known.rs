@@ -9,7 +9,8 @@ use regex::Regex;
 use crate::repo::Repo;
 
 /// Prefixes of the exporters' and of Prometheus's and Alertmanager's own metrics: HAProxy's built-in exporter
-/// (`haproxy_`), and the blackbox exporter's probe results (`probe_`, on its /probe endpoint).
+/// (`haproxy_`), the blackbox exporter's probe results (`probe_`, on its /probe endpoint), Patroni's REST API
+/// `/metrics` (`patroni_`) and etcd's metrics listener (`etcd_`).
 pub const EXPORTER_PREFIXES: &[&str] = &[
     "redis_",
     "pg_",
@@ -19,6 +20,8 @@ pub const EXPORTER_PREFIXES: &[&str] = &[
     "alertmanager_",
     "haproxy_",
     "probe_",
+    "patroni_",
+    "etcd_",
 ];
 /// Series Prometheus makes: per-target scrape results and the alert state of its rules.
 pub const SYNTHETIC: &[&str] = &[

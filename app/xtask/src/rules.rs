@@ -18,7 +18,7 @@ use crate::promql;
 use crate::repo::{Repo, ROUTES, TESTS_DIR};
 
 pub const SEVERITIES: &[&str] = &["critical", "warning", "info", "none"];
-pub const SERVICES: &[&str] = &["app", "redis", "postgres", "monitoring"];
+pub const SERVICES: &[&str] = &["app", "redis", "postgres", "etcd", "monitoring"];
 pub const ANNOTATIONS: &[&str] = &["dashboard_url", "description", "runbook_url", "summary"];
 /// Where the on-call inbox serves the runbooks; alerts link there.
 pub const RUNBOOK_BASE: &str = "http://localhost:8082/runbooks/";
@@ -33,7 +33,8 @@ pub fn check(repo: &Repo) -> Findings {
 
 fn conventions(repo: &Repo, out: &mut Findings) {
     let name_re =
-        Regex::new(r"^(App|Redis|Postgres|Prometheus|Alertmanager|HAProxy)[A-Z][A-Za-z0-9]*$|^Watchdog$").unwrap();
+        Regex::new(r"^(App|Redis|Postgres|Patroni|Etcd|Prometheus|Alertmanager|HAProxy)[A-Z][A-Za-z0-9]*$|^Watchdog$")
+            .unwrap();
     let dashboard_re = Regex::new(r"^http://localhost:3000/d/[a-z0-9-]+/\?viewPanel=\d+$").unwrap();
     if repo.alerts().is_empty() {
         out.add("alerts/", "no alerting rules found");

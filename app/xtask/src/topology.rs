@@ -70,7 +70,7 @@ fn native_env(t: &Topology) -> String {
     );
     let mut replica_vars = Vec::new();
     for p in t.native_programs() {
-        if let Some(r) = &p.replicas {
+        if let Some(r) = p.replicas.as_ref().filter(|r| !replica_vars.contains(&r.env)) {
             let net = r.network_env();
             writeln!(s, "{}=${{{}:-{}}}  # {} replicas", r.env, r.env, r.count, p.name).unwrap();
             writeln!(
@@ -89,7 +89,8 @@ fn native_env(t: &Topology) -> String {
     writeln!(s, "STACK_PROGRAMS=\"{}\"", programs.join(" ")).unwrap();
     s.push_str(
         "# program=hosts: host@address[,host@address], or *COUNT_VARIABLE@NETWORK_VARIABLE for a replicated one\n\
-         # (replica N: host <program>-N at <network>.N). native/env.sh's hosts_of reads it.\n",
+         # (replica N: host <name>-N at <network>.N, <name> the variable's stem: postgres for POSTGRES_REPLICAS).\n\
+         # native/env.sh's hosts_of reads it.\n",
     );
     let hosts: Vec<String> = t
         .native_programs()
@@ -180,6 +181,10 @@ fn compose_targets(t: &Topology) -> Vec<Output> {
                     l.port, host.name
                 )
                 .unwrap();
+            }
+            if list.is_empty() {
+                // A program only the native stack runs (the Postgres cluster): compose scrapes nothing here.
+                list.push_str("[]\n");
             }
             Output {
                 path: Path::new(COMPOSE_TARGETS).join(format!("{file}.yml")),

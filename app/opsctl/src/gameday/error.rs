@@ -100,6 +100,9 @@ pub enum Error {
     },
     #[error("{url} did not answer within {limit:?}")]
     AppUnhealthy { url: String, limit: Duration },
+    /// The Postgres cluster did not do what a drill waits for, or a member could not be acted on.
+    #[error("Postgres cluster: {0}")]
+    Cluster(String),
     #[error("{what}: {source}")]
     Postgres {
         what: &'static str,

@@ -72,8 +72,16 @@ pub struct GamedayArgs {
     /// Postgres: the app's database (drills lock rows and open connections; the proof reads writes back). With
     /// --secrets-dir, only its host, port and database are used: the game day logs in as the superuser `postgres`
     /// with postgres.password; without, as the URL says.
-    #[arg(long, default_value_t = format!("postgres://app:app@{}/app", Topology::embedded().addr("postgres", "sql")))]
+    #[arg(long, default_value_t = default_database_url())]
     pub database_url: String,
+    /// Patroni's REST API of every Postgres member, in member order (the drills find the leader and the
+    /// synchronous standby there).
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("postgres", "rest"))]
+    pub patroni: Vec<String>,
+    /// The stack's state directory: each member's data directory is `<state-dir>/postgres-N/data` (the drill that
+    /// kills a postmaster reads its pid there).
+    #[arg(long, env = "STATE_DIR", default_value = "/var/tmp/sre-stack")]
+    pub state_dir: PathBuf,
     /// Redis, host:port. With --secrets-dir, every connection first authenticates as the ACL user `admin` with
     /// redis-admin.password.
     #[arg(long, default_value_t = Topology::embedded().addr("redis", "resp").to_string())]
@@ -107,6 +115,19 @@ pub struct GamedayArgs {
     /// Where the inventory goes (gameday.md and gameday.json).
     #[arg(long, default_value = "gameday-results")]
     pub out_dir: PathBuf,
+}
+
+/// Every Postgres member, and libpq's `target_session_attrs=read-write`: the drills reach whichever member leads.
+fn default_database_url() -> String {
+    let members: Vec<String> = Topology::embedded()
+        .addrs("postgres", "sql")
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    format!(
+        "postgres://app:app@{}/app?target_session_attrs=read-write",
+        members.join(",")
+    )
 }
 
 /// Everything the game day measured.

@@ -98,6 +98,19 @@ impl Readers {
     }
 }
 
+/// What a writers' proof requires of the writes the app refused (503).
+#[derive(Clone, Copy)]
+enum Refusals {
+    /// Some: Postgres was down, and the app must have said so.
+    Expected,
+    /// Any number (a failover's gap), each within a second.
+    Allowed,
+    /// Any number, however long each took.
+    AllowedSlow,
+    /// None at all.
+    None,
+}
+
 /// Writers of fresh keys, remembering which writes were acknowledged; `stop` checks them in Postgres.
 pub struct Writers {
     ctx: Arc<Ctx>,
@@ -108,22 +121,32 @@ pub struct Writers {
 #[derive(Default)]
 struct WriterTally {
     acked: Vec<(String, u64)>,
+    /// When each acknowledgement arrived (the failover drills' longest gap between two).
+    acked_at: Vec<Instant>,
     refused_503: u64,
     slowest_503: Duration,
     other: Vec<String>,
 }
 
 impl Writers {
+    /// Writers through the app's public endpoint (HAProxy).
     pub fn start(ctx: Arc<Ctx>, rate: f64) -> Self {
+        let base = ctx.args.app.clone();
+        Self::start_at(ctx, rate, base)
+    }
+
+    /// Writers to the API at `base`: the Postgres cluster's drills write to one replica directly, so that the
+    /// drills on HAProxy that run beside them cannot fail their writes.
+    pub fn start_at(ctx: Arc<Ctx>, rate: f64, base: String) -> Self {
         let (stop, rx) = watch::channel(false);
         let run = crate::gameday::stack::now_ms();
         let workers = (0..4)
             .map(|w| {
                 let (ctx, rx) = (ctx.clone(), rx.clone());
                 let period = Duration::from_secs_f64(4.0 / rate);
+                let url = format!("{}/set", base.trim_end_matches('/'));
                 tokio::spawn(async move {
                     let mut tally = WriterTally::default();
-                    let url = format!("{}/set", ctx.args.app.trim_end_matches('/'));
                     let mut n = 0u64;
                     while !*rx.borrow() {
                         n += 1;
@@ -136,7 +159,10 @@ impl Writers {
                             .send()
                             .await;
                         match outcome {
-                            Ok(r) if r.status().is_success() => tally.acked.push((key, n)),
+                            Ok(r) if r.status().is_success() => {
+                                tally.acked.push((key, n));
+                                tally.acked_at.push(Instant::now());
+                            }
                             Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                                 tally.refused_503 += 1;
                                 tally.slowest_503 = tally.slowest_503.max(started.elapsed());
@@ -153,20 +179,48 @@ impl Writers {
         Writers { ctx, stop, workers }
     }
 
-    pub async fn stop(mut self) -> Proof {
+    /// Stops the writers: the claim of Postgres stopped and started, where writes must fail (fast) meanwhile.
+    pub async fn stop(self) -> Proof {
+        let claim = "Postgres stopped and restarted under write load: every acknowledged write is stored; writes \
+                     during the outage fail fast with 503"
+            .to_string();
+        self.prove(claim, Refusals::Expected).await
+    }
+
+    /// Stops the writers: the claim of a drill on the Postgres cluster. No acknowledged write may be missing from
+    /// the leader afterwards (which also proves none was acknowledged by a member that was no longer leading: the
+    /// new leader would not hold it); a write the app refuses, it refuses fast (503 within a second); the longest
+    /// time without an acknowledged write is the figure (docs/postgres-ha.md: the goal is under 30 s).
+    pub async fn stop_failover(self, claim: String) -> Proof {
+        self.prove(claim, Refusals::Allowed).await
+    }
+
+    /// Stops the writers: as [`Writers::stop_failover`], but a refusal may take as long as the app's statement
+    /// limit: a commit waiting for a synchronous standby that no longer answers (stopped, or cut off) is held until
+    /// then, and the app answers that it does not know the outcome.
+    pub async fn stop_commit_waits(self, claim: String) -> Proof {
+        self.prove(claim, Refusals::AllowedSlow).await
+    }
+
+    /// Stops the writers: the claim of a fault clients must not notice (an etcd member down): not one write fails.
+    pub async fn stop_unharmed(self, claim: String) -> Proof {
+        self.prove(claim, Refusals::None).await
+    }
+
+    async fn prove(mut self, claim: String, refusals: Refusals) -> Proof {
         let _ = self.stop.send(true);
         let mut all = WriterTally::default();
         for w in std::mem::take(&mut self.workers) {
             if let Ok(mut t) = w.await {
                 all.acked.append(&mut t.acked);
+                all.acked_at.append(&mut t.acked_at);
                 all.refused_503 += t.refused_503;
                 all.slowest_503 = all.slowest_503.max(t.slowest_503);
                 all.other.append(&mut t.other);
             }
         }
-        let claim = "Postgres stopped and restarted under write load: every acknowledged write is stored; writes \
-                     during the outage fail fast with 503"
-            .to_string();
+        all.acked_at.sort();
+        let longest_gap = all.acked_at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
         let lost = match self.missing(&all.acked).await {
             Ok(lost) => lost,
             Err(e) => {
@@ -181,13 +235,19 @@ impl Writers {
         Proof {
             claim,
             passed: lost == 0
+                && !all.acked.is_empty()
                 && all.other.is_empty()
-                && all.refused_503 > 0
-                && all.slowest_503 < Duration::from_secs(1),
+                && match refusals {
+                    Refusals::Expected => all.refused_503 > 0,
+                    Refusals::Allowed | Refusals::AllowedSlow => true,
+                    Refusals::None => all.refused_503 == 0,
+                }
+                && (all.slowest_503 < Duration::from_secs(1) || matches!(refusals, Refusals::AllowedSlow)),
             figures: format!(
-                "{} writes acknowledged, {lost} of them missing from Postgres afterwards; {} answered 503 during the \
-                 outage, the slowest in {}; other failures: {}",
+                "{} writes acknowledged, {lost} of them missing from Postgres afterwards; longest time without an \
+                 acknowledged write {:.1} s; {} answered 503, the slowest in {}; other failures: {}",
                 all.acked.len(),
+                longest_gap.as_secs_f64(),
                 all.refused_503,
                 millis(all.slowest_503),
                 if all.other.is_empty() {

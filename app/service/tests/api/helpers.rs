@@ -194,7 +194,7 @@ impl TestApp {
             }
             assert!(
                 Instant::now() < deadline,
-                "Postgres or Redis is unreachable ({}, {}): start them (native/up.sh postgres redis) or set \
+                "Postgres or Redis is unreachable ({}, {}): start them (native/up.sh etcd postgres redis) or set \
                  APP_DATABASE_URL / APP_REDIS_URL. /status said: {body}",
                 self.config.database_url,
                 self.config.redis_url,

@@ -4,6 +4,7 @@
 //! discovery files and rule directory, and the app's fault-injection endpoint. This module owns the handshake.
 
 mod app;
+mod patroni;
 mod pool;
 mod postgres;
 mod prometheus;
@@ -52,8 +53,16 @@ pub enum Fault {
     PgDeadlock,
     PgConnections,
     PgBufferCache,
-    /// Stop Postgres under write load (with its proof).
+    /// Stop every Postgres member under write load (with its proof).
     PostgresDown,
+    /// SIGKILL the leader's postmaster under write load (with its proof).
+    KillLeaderPostmaster,
+    /// Stop the leading member (Patroni and Postgres) under write load (with its proof).
+    StopLeader,
+    /// Stop the synchronous standby under write load (with its proof).
+    StopSyncStandby,
+    /// Stop one etcd member under write load (with its proof: no write fails).
+    StopEtcdMember(&'static str),
     /// Two SIGTERMs to the app under load (with its proof).
     AppSigterm,
     SloBurn,
@@ -124,10 +133,12 @@ impl Fault {
         matches!(
             self,
             Fault::PostgresDown
+                | Fault::KillLeaderPostmaster
+                | Fault::StopLeader
                 | Fault::PoolExhaustion
                 | Fault::PgConnections
                 | Fault::SloBurn
-                | Fault::Stop("postgres")
+                | Fault::Stop("postgres:*")
         )
     }
 
@@ -196,6 +207,10 @@ impl Fault {
             Fault::PgConnections => postgres::connections(h).await,
             Fault::PgBufferCache => postgres::buffer_cache(h).await,
             Fault::PostgresDown => postgres::down(h).await,
+            Fault::KillLeaderPostmaster => patroni::kill_leader_postmaster(h).await,
+            Fault::StopLeader => patroni::stop_member(h, true).await,
+            Fault::StopSyncStandby => patroni::stop_member(h, false).await,
+            Fault::StopEtcdMember(program) => patroni::stop_etcd_member(h, program).await,
             Fault::AppSigterm => app::sigterm(h).await,
             Fault::SloBurn => slo::burn(h).await,
             Fault::PoolExhaustion => pool::exhaustion(h).await,

@@ -145,10 +145,10 @@ pub(super) async fn down(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     let writers = proofs::Writers::start(ctx.clone(), 20.0);
     sleep(Duration::from_secs(3)).await;
-    ctx.supervisor("stop", "postgres").await?;
+    ctx.supervisor("stop", "postgres:*").await?;
     h.ready();
     h.until(Phase::Clear).await;
-    ctx.supervisor("start", "postgres").await?;
+    ctx.supervisor("start", "postgres:*").await?;
     let removed = now_ms();
     // Keep writing while the app reconnects, so the proof covers writes after the restart too.
     sleep(Duration::from_secs(10)).await;
