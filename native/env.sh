@@ -54,7 +54,8 @@ export REPO_ROOT STATE_DIR TEST_STATE_DIR SECRETS_DIR STACK_SECRETS_DIR PROMETHE
 # command line: `ps` shows those to every local user.
 load_secrets() {
   local f
-  for f in pg-app.password pg-exporter.password redis-app.password redis-exporter.password; do
+  for f in pg-app.password pg-exporter.password redis-app.password redis-exporter.password postgres.password \
+    pg-replication.password patroni.password etcd-root.password etcd-patroni.password; do
     [ -s "$SECRETS_DIR/$f" ] || { log "missing $SECRETS_DIR/$f: run native/secrets.sh (make up does)"; return 1; }
   done
   # Every member of the Postgres cluster; the app connects to whichever leads (native/postgres-cluster.sh).

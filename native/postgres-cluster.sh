@@ -127,8 +127,10 @@ YAML
 }
 
 # etcd's users, once, before auth is on: root (operators), and patroni with read-write under /service/ only. Until
-# this has run (the cluster's first seconds) the client API answers anyone; Patroni is started only after it.
-# Through etcd's JSON gateway, the passwords in curl's stdin, never on a command line.
+# this has run (the cluster's first seconds) the client API answers anyone; native/up.sh starts Patroni only once it
+# has succeeded. Through etcd's JSON gateway, the passwords in curl's stdin, never on a command line. A run cut
+# short half way is taken up again: a step that was done fails harmlessly ("already exists"), and the end is
+# checked (root logs in).
 secure_etcd() {
   local endpoint root patroni
   endpoint=http://$(etcd_endpoints | cut -d, -f1)
@@ -142,22 +144,26 @@ secure_etcd() {
   log "etcd: creating users root and patroni, enabling authentication"
   local b64_from b64_to
   b64_from=$(printf '/service/' | base64) b64_to=$(printf '/service0' | base64)
-  printf '{"name":"root","password":"%s"}' "$root" | etcd_post /v3/auth/user/add
-  echo '{"name":"root"}' | etcd_post /v3/auth/role/add
-  echo '{"user":"root","role":"root"}' | etcd_post /v3/auth/user/grant
-  printf '{"name":"patroni","password":"%s"}' "$patroni" | etcd_post /v3/auth/user/add
-  echo '{"name":"patroni"}' | etcd_post /v3/auth/role/add
+  printf '{"name":"root","password":"%s"}' "$root" | etcd_post /v3/auth/user/add || true
+  echo '{"name":"root"}' | etcd_post /v3/auth/role/add || true
+  echo '{"user":"root","role":"root"}' | etcd_post /v3/auth/user/grant || true
+  printf '{"name":"patroni","password":"%s"}' "$patroni" | etcd_post /v3/auth/user/add || true
+  echo '{"name":"patroni"}' | etcd_post /v3/auth/role/add || true
   printf '{"name":"patroni","perm":{"permType":"READWRITE","key":"%s","range_end":"%s"}}' "$b64_from" "$b64_to" |
-    etcd_post /v3/auth/role/grant
-  echo '{"user":"patroni","role":"patroni"}' | etcd_post /v3/auth/user/grant
-  echo '{}' | etcd_post /v3/auth/enable
+    etcd_post /v3/auth/role/grant || true
+  echo '{"user":"patroni","role":"patroni"}' | etcd_post /v3/auth/user/grant || true
+  echo '{}' | etcd_post /v3/auth/enable || true
+  if ! printf '{"name":"root","password":"%s"}' "$root" | etcd_post /v3/auth/authenticate 2>/dev/null; then
+    log "etcd: authentication is not on, or root's password is not $SECRETS_DIR/etcd-root.password's"
+    return 1
+  fi
 }
 
 # The address of the member that leads (Patroni's /primary answers 200 there only), or nothing.
 cluster_leader() {
   local host addr
   while read -r host addr; do
-    if curl -fsS -o /dev/null --max-time 1 "http://$addr:$PATRONI_PORT/primary"; then
+    if curl -fs -o /dev/null --max-time 1 "http://$addr:$PATRONI_PORT/primary"; then
       echo "$host $addr"
       return 0
     fi

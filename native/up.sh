@@ -101,7 +101,7 @@ cluster_flags() {
 provision_postgres() {
   local leader
   wait_for "the Postgres cluster's leader" 60 cluster_leader || return 1
-  leader=$(cluster_leader | cut -d' ' -f1)
+  leader=$(cluster_leader | cut -d' ' -f1) || return 1
   local psql=(runuser -u postgres -- env PGOPTIONS='-c client_min_messages=warning' psql -h "$(member_dir "$leader")"
     -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
   # The passwords reach psql on stdin, never on a command line.
@@ -223,11 +223,13 @@ for p in $STACK_PROGRAMS; do
     starting+=("$proc")
   done < <(hosts_of "$p")
   if [ ${#starting[@]} -gt 0 ]; then
+    # No Patroni against an etcd that anyone may write (the leader key is there).
+    if [ "$p" = postgres ]; then secure_etcd || exit 1; fi
     supervisorctl_ start "${starting[@]}" >/dev/null || { log "$p failed to start; see $STATE_DIR/logs/"; exit 1; }
   fi
   while read -r host addr; do wait_ready "$p" "$host" "$addr"; done < <(hosts_of "$p")
   case $p in
-    etcd) secure_etcd ;;
+    etcd) secure_etcd || exit 1 ;;
     postgres) provision_postgres ;;
   esac
 done
@@ -246,5 +248,5 @@ The stack is up (state in $STATE_DIR; logs: make logs; hosts and programs: make 
   Redis          redis://app:***@127.0.0.1:$REDIS_PORT
 Credentials (one file each, root only): $SECRETS_DIR
   the web password of Prometheus and Alertmanager: $SECRETS_DIR/web.password
-  operator tools with these credentials: native/admin.sh (redis-cli, psql, amtool, query, curl)
+  operator tools with these credentials: native/admin.sh (redis-cli, psql, patronictl, etcdctl, amtool, query, curl)
 URLS

@@ -168,7 +168,7 @@ pub(super) async fn stop_member(h: &mut Handle, leader: bool) -> Result<Vec<Proo
     ctx.supervisor("start", &program(stopped)).await?;
     let removed = now_ms();
     let after = wait_member(&ctx, Role::Leader, Duration::from_secs(60)).await?;
-    // Until the restarted member streams again, so the next drill finds three members.
+    // A leader again, with a synchronous standby (the next drill waits for the restarted member itself).
     wait_member(&ctx, Role::SyncStandby, Duration::from_secs(90)).await?;
     sleep(Duration::from_secs(5)).await;
     let what = if leader {
@@ -184,11 +184,18 @@ pub(super) async fn stop_member(h: &mut Handle, leader: bool) -> Result<Vec<Proo
     );
     // Without its synchronous standby the leader holds each commit until Patroni names the other standby (its
     // next loop): those writes end at the app's statement limit, outcome unknown.
-    let proof = if leader {
+    let mut proof = if leader {
         writers.stop_failover(claim).await
     } else {
         writers.stop_commit_waits(claim).await
     };
+    // A stopped leader must have handed over: the same member leading again would prove no failover.
+    if leader && after == stopped {
+        proof.passed = false;
+        proof
+            .figures
+            .push_str("; but the stopped member leads again: no other member took over");
+    }
     h.cleared(Ok(removed));
     Ok(vec![proof])
 }

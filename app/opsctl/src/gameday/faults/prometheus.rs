@@ -1,10 +1,17 @@
 //! Faults of Prometheus's own inputs: a job's service discovery emptied, a rule file that fails to evaluate.
 
+use std::time::{Duration, Instant};
+
+use tokio::time::sleep;
+
 use super::{Handle, Phase};
 use crate::gameday::error::Error;
 use crate::gameday::proofs::Proof;
+use crate::gameday::stack::now_ms;
 
-/// Replaces `job`'s file_sd target file with an empty list; writes the original back to clear.
+/// Replaces `job`'s file_sd target file with an empty list; writes the original back to clear, and is removed once
+/// Prometheus scrapes the job again: the drills after it read the job's metrics (seen on CI: app-connections,
+/// started 6 s after the app's targets came back, found no http_server_connection_max yet).
 pub(super) async fn empty_targets(h: &mut Handle, job: &'static str) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     let path = ctx.args.prometheus_dir.join("targets").join(format!("{job}.yml"));
@@ -17,6 +24,16 @@ pub(super) async fn empty_targets(h: &mut Handle, job: &'static str) -> Result<V
     h.ready();
     h.until(Phase::Clear).await;
     write_atomically(&path, &original).await?;
+    let removed = now_ms();
+    let expr = format!("up{{job=\"{job}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ctx.prometheus.query(&expr).await.map_or(true, |s| s.is_empty()) {
+        if Instant::now() >= deadline {
+            return Err(Error::NoValue { expr });
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+    h.cleared(Ok(removed));
     Ok(vec![])
 }
 
