@@ -13,7 +13,12 @@ supervisorctl_ stop all >/dev/null || true
 supervisorctl_ shutdown >/dev/null || true
 # shutdown returns before the supervisor has exited; wait so nothing is left behind.
 for _ in $(seq 1 150); do
-  kill -0 "$pid" 2>/dev/null || { log "stopped"; exit 0; }
+  if ! kill -0 "$pid" 2>/dev/null; then
+    # The members' cgroups (native/env.sh), empty once their processes are gone.
+    rmdir "$HOST_CGROUPS"/*/ "$HOST_CGROUPS" 2>/dev/null || true
+    log "stopped"
+    exit 0
+  fi
   sleep 0.2
 done
 log "supervisord (pid $pid) did not exit within 30s"

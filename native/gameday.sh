@@ -16,6 +16,7 @@ exec "$BIN_DIR/opsctl" gameday \
   --admin "$(urls_of app APP_ADMIN_PORT)" --haproxy-metrics "http://127.0.0.1:$HAPROXY_METRICS_PORT" \
   --prometheus "$(first_url prometheus PROMETHEUS_PORT)" --alertmanager "$(urls_of alertmanager ALERTMANAGER_PORT)" \
   --alertmanager-peer-timeout "$ALERTMANAGER_PEER_TIMEOUT" \
-  --inbox "http://127.0.0.1:$INBOX_PORT" --database-url "$(cluster_url postgres)" --patroni "$(urls_of postgres PATRONI_PORT)" --redis-addr "127.0.0.1:$REDIS_PORT" \
+  --inbox "http://127.0.0.1:$INBOX_PORT" --database-url "$(cluster_url postgres)" --patroni "$(urls_of postgres PATRONI_PORT)" \
+  --etcd "$(urls_of etcd ETCD_CLIENT_PORT)" --host-cgroups "$HOST_CGROUPS" --redis-addr "127.0.0.1:$REDIS_PORT" \
   --ctl "$REPO_ROOT/native/ctl.sh" --prometheus-dir "$STATE_DIR/prometheus" --out-dir "$STATE_DIR/gameday" \
   ${GAMEDAY_ARGS:-}

@@ -131,7 +131,7 @@ const CLUSTER_DRILLS_AFTER: [&str; 6] = [
     "app-connections",
 ];
 /// The last failover of the Postgres cluster: what reads from Postgres (Redis down) or stops the app waits for it.
-const CLUSTER_DRILLS_LAST: &str = "postgres-leader-stopped";
+const CLUSTER_DRILLS_LAST: &str = "postgres-leader-partitioned";
 
 fn expect(alert: &'static str, severity: &'static str, detect: u64, clear: u64) -> Expect {
     Expect {
@@ -502,6 +502,20 @@ pub fn scenarios() -> Vec<Scenario> {
             after: &["postgres-sync-standby-stopped"],
             // A promotion while another drill's PatroniLeaderChanged fires would hold that one open.
             after_resolved: &["postgres-leader-killed"],
+            with: &[],
+        },
+        Scenario {
+            name: "postgres-leader-partitioned",
+            what: "cut the leading member off from etcd and the other members with nftables under write load (the \
+                   app still reaches it): it demotes itself, the synchronous standby takes over (proof: no \
+                   acknowledged write is lost, none acknowledged by the cut member; how long writes stopped)",
+            fault: Fault::PartitionLeader,
+            // The standby promotes once the leader key expires (ttl 20 s after the cut leader's last renewal).
+            expects: vec![expect("PatroniLeaderChanged", "warning", 35, 120)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            after: &["postgres-leader-stopped"],
+            after_resolved: &["postgres-leader-stopped"],
             with: &[],
         },
         Scenario {

@@ -78,6 +78,13 @@ pub struct GamedayArgs {
     /// synchronous standby there).
     #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("postgres", "rest"))]
     pub patroni: Vec<String>,
+    /// Every etcd member's client API, in member order (the partition drill cuts the leader off from their hosts).
+    #[arg(long, value_delimiter = ',', default_values_t = Topology::embedded().urls("etcd", "client"))]
+    pub etcd: Vec<String>,
+    /// The Postgres members' cgroups (v2): `<dir>/postgres-N` holds member N's Patroni and Postgres (native/env.sh's
+    /// HOST_CGROUPS). The partition drill tells a member's packets by it.
+    #[arg(long, env = "HOST_CGROUPS", default_value = "/sys/fs/cgroup/sre-stack")]
+    pub host_cgroups: PathBuf,
     /// The stack's state directory: each member's data directory is `<state-dir>/postgres-N/data` (the drill that
     /// kills a postmaster reads its pid there).
     #[arg(long, env = "STATE_DIR", default_value = "/var/tmp/sre-stack")]

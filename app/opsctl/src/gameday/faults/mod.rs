@@ -4,6 +4,7 @@
 //! discovery files and rule directory, and the app's fault-injection endpoint. This module owns the handshake.
 
 mod app;
+mod nft;
 mod patroni;
 mod pool;
 mod postgres;
@@ -61,6 +62,8 @@ pub enum Fault {
     StopLeader,
     /// Stop the synchronous standby under write load (with its proof).
     StopSyncStandby,
+    /// Partition the leader from etcd and the other members with nftables under write load (with its proof).
+    PartitionLeader,
     /// Stop one etcd member under write load (with its proof: no write fails).
     StopEtcdMember(&'static str),
     /// Two SIGTERMs to the app under load (with its proof).
@@ -135,6 +138,7 @@ impl Fault {
             Fault::PostgresDown
                 | Fault::KillLeaderPostmaster
                 | Fault::StopLeader
+                | Fault::PartitionLeader
                 | Fault::PoolExhaustion
                 | Fault::PgConnections
                 | Fault::SloBurn
@@ -210,6 +214,7 @@ impl Fault {
             Fault::KillLeaderPostmaster => patroni::kill_leader_postmaster(h).await,
             Fault::StopLeader => patroni::stop_member(h, true).await,
             Fault::StopSyncStandby => patroni::stop_member(h, false).await,
+            Fault::PartitionLeader => patroni::partition_leader(h).await,
             Fault::StopEtcdMember(program) => patroni::stop_etcd_member(h, program).await,
             Fault::AppSigterm => app::sigterm(h).await,
             Fault::SloBurn => slo::burn(h).await,

@@ -1,13 +1,15 @@
 //! Faults of the Postgres cluster (Patroni on every member, etcd as its DCS), each under write load through the
-//! app: the leader's postmaster killed, the leader stopped, the synchronous standby stopped, an etcd member
-//! stopped. Each proves that no acknowledged write is lost and reports how long writes stopped.
+//! app: the leader's postmaster killed, the leader stopped, the leader partitioned, the synchronous standby
+//! stopped, an etcd member stopped. Each proves that no acknowledged write is lost and reports how long writes
+//! stopped.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
-use super::{Handle, Phase};
+use super::{nft, Handle, Phase};
 use crate::gameday::error::Error;
 use crate::gameday::proofs::{Proof, Writers};
 use crate::gameday::stack::{now_ms, Ctx};
@@ -43,14 +45,20 @@ impl Role {
     }
 }
 
+/// Whether member `i` (0-based) answers that it is in `role`.
+async fn is(ctx: &Ctx, i: usize, role: Role) -> bool {
+    let url = format!("{}/{}", ctx.args.patroni[i].trim_end_matches('/'), role.path());
+    match ctx.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
 /// The member (0-based) in `role`, if one answers so.
 async fn member(ctx: &Ctx, role: Role) -> Option<usize> {
-    for (i, url) in ctx.args.patroni.iter().enumerate() {
-        let url = format!("{}/{}", url.trim_end_matches('/'), role.path());
-        if let Ok(r) = ctx.http.get(&url).timeout(Duration::from_secs(2)).send().await {
-            if r.status().is_success() {
-                return Some(i);
-            }
+    for i in 0..ctx.args.patroni.len() {
+        if is(ctx, i, role).await {
+            return Some(i);
         }
     }
     None
@@ -219,4 +227,280 @@ pub(super) async fn stop_etcd_member(h: &mut Handle, program: &'static str) -> R
         .await;
     h.cleared(Ok(removed));
     Ok(vec![proof])
+}
+
+/// The nftables table of the leader's partition: its own, as the Alertmanager and HAProxy cuts may run meanwhile.
+const PARTITION_TABLE: &str = "sre_stack_gameday_postgres";
+
+/// Where nftables resolves a `socket cgroupv2` path.
+const NFT_CGROUP_BASE: &str = "/sys/fs/cgroup";
+
+/// One Postgres member as the partition sees it: its host address, and its cgroup as nftables names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberHost {
+    pub address: String,
+    /// The cgroup's path under /sys/fs/cgroup.
+    pub cgroup: String,
+    /// The cgroup's depth in the cgroup2 hierarchy (`socket cgroupv2 level N` compares the ancestor there).
+    pub level: usize,
+}
+
+/// `dir`'s path under /sys/fs/cgroup and its depth below the cgroup2 mount that holds it, from /proc/self/mounts'
+/// text; `None` when no cgroup2 mount holds it or nftables cannot name it.
+pub fn nft_cgroup(mounts: &str, dir: &Path) -> Option<(String, usize)> {
+    let mount = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let point = fields.nth(1)?;
+            (fields.next()? == "cgroup2").then(|| Path::new(point))
+        })
+        .filter(|point| dir.starts_with(point))
+        .max_by_key(|point| point.components().count())?;
+    let level = dir.strip_prefix(mount).ok()?.components().count();
+    let under = dir.strip_prefix(NFT_CGROUP_BASE).ok()?;
+    Some((under.to_str()?.to_owned(), level))
+}
+
+/// Each member's address (from its Patroni URL) and cgroup; an error if a member's cgroup holds no process (its
+/// Patroni was started outside it, and the partition would cut nothing).
+fn member_hosts(ctx: &Ctx) -> Result<Vec<MemberHost>, Error> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| Error::Cluster(format!("read /proc/self/mounts: {e}")))?;
+    let mut hosts = Vec::new();
+    for (i, url) in ctx.args.patroni.iter().enumerate() {
+        let address = host_of(url)?;
+        let dir = ctx.args.host_cgroups.join(format!("postgres-{}", i + 1));
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            return Err(Error::Cluster(format!(
+                "{} holds no process: postgres-{} runs outside its cgroup (native/env.sh's HOST_CGROUPS; `make down` \
+                 and `make up` start it there)",
+                dir.display(),
+                i + 1
+            )));
+        }
+        let (cgroup, level) = nft_cgroup(&mounts, &dir).ok_or_else(|| {
+            Error::Cluster(format!(
+                "{} is not in a cgroup2 hierarchy under {NFT_CGROUP_BASE}",
+                dir.display()
+            ))
+        })?;
+        hosts.push(MemberHost { address, cgroup, level });
+    }
+    Ok(hosts)
+}
+
+/// The host of a URL (`127.0.4.1` of `http://127.0.4.1:2379`).
+fn host_of(url: &str) -> Result<String, Error> {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .ok_or_else(|| Error::BadUrl(url.to_owned()))
+}
+
+/// The nftables script that partitions member `cut` from every etcd member and the other Postgres members, both
+/// ways: nothing its processes send reaches them, nothing they send reaches its processes. Packets are told by the
+/// sending or receiving socket's cgroup (on one machine every member dials from 127.0.0.1): the app, Prometheus and
+/// the game day are in none of these cgroups and still reach every member.
+pub fn partition_rules(hosts: &[MemberHost], cut: usize, etcd: &[String]) -> String {
+    let me = &hosts[cut];
+    let group = |h: &MemberHost| format!("socket cgroupv2 level {} \"{}\"", h.level, h.cgroup);
+    let apart: Vec<&str> = etcd
+        .iter()
+        .map(String::as_str)
+        .chain(
+            hosts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != cut)
+                .map(|(_, h)| h.address.as_str()),
+        )
+        .collect();
+    let apart = apart.join(", ");
+    let (mut output, mut input) = (
+        format!("    {} ip daddr {{ {apart} }} drop\n", group(me)),
+        format!("    {} ip saddr {{ {apart} }} drop\n", group(me)),
+    );
+    for (_, other) in hosts.iter().enumerate().filter(|(i, _)| *i != cut) {
+        output.push_str(&format!("    {} ip daddr {} drop\n", group(other), me.address));
+        input.push_str(&format!("    {} ip saddr {} drop\n", group(other), me.address));
+    }
+    format!(
+        "table inet {PARTITION_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n\
+         {output}  }}\n  chain input {{\n    type filter hook input priority 0; policy accept;\n{input}  }}\n}}\n"
+    )
+}
+
+/// Whether member `i`'s Postgres takes a session that can write (it accepts the connection and is not in
+/// recovery), asked on the member's own address as the game day's Postgres user. Patroni's `/primary` is no
+/// measure here: it answers from Patroni's view, which lags a demotion by seconds.
+async fn writable(ctx: &Ctx, i: usize) -> bool {
+    let Ok(host) = host_of(&ctx.args.patroni[i]) else {
+        return false;
+    };
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&host)
+        .port(ctx.pg.get_ports().first().copied().unwrap_or(5432))
+        .dbname(ctx.pg.get_dbname().unwrap_or("postgres"))
+        .connect_timeout(Duration::from_secs(1));
+    if let Some(user) = ctx.pg.get_user() {
+        pg.user(user);
+    }
+    if let Some(password) = ctx.pg.get_password() {
+        pg.password(password);
+    }
+    let ask = async {
+        let (client, connection) = pg.connect(tokio_postgres::NoTls).await.ok()?;
+        tokio::spawn(connection);
+        let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
+        Some(!row.get::<_, bool>(0))
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), ask).await, Ok(Some(true)))
+}
+
+/// What a client outside the partition saw of the failover, asking every member's Postgres.
+#[derive(Debug, Default)]
+struct Failover {
+    /// When the cut member stopped taking sessions that can write.
+    demoted: Option<Duration>,
+    /// Which member took writes next, and when it first did.
+    elected: Option<(usize, Duration)>,
+    /// Polls at which the cut member and another both took sessions that can write.
+    two_writable: u32,
+}
+
+/// Polls (bounded) until the cut member has stopped taking writes and another takes them.
+async fn watch_failover(ctx: &Ctx, cut: usize, since: Instant, within: Duration) -> Failover {
+    let mut seen = Failover::default();
+    while since.elapsed() < within && (seen.demoted.is_none() || seen.elected.is_none()) {
+        let old = writable(ctx, cut).await;
+        if !old && seen.demoted.is_none() {
+            seen.demoted = Some(since.elapsed());
+        }
+        for i in (0..ctx.args.patroni.len()).filter(|&i| i != cut) {
+            if writable(ctx, i).await {
+                seen.two_writable += u32::from(old);
+                seen.elected.get_or_insert((i, since.elapsed()));
+            }
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+    seen
+}
+
+/// Partitions the leader from etcd and the other members under write load (the app still reaches it). It cannot
+/// renew its leader key, so it must demote itself within retry_timeout, before the key expires (ttl) and the
+/// synchronous standby takes over; meanwhile its commits wait for a standby they cannot reach. Healed to clear: it
+/// rejoins as a standby, rewound if it needs to be.
+pub(super) async fn partition_leader(h: &mut Handle) -> Result<Vec<Proof>, Error> {
+    let ctx = h.ctx.clone();
+    wait_whole(&ctx).await?;
+    let leader = wait_member(&ctx, Role::Leader, Duration::from_secs(60)).await?;
+    let hosts = member_hosts(&ctx)?;
+    let etcd = ctx
+        .args
+        .etcd
+        .iter()
+        .map(|u| host_of(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writers = writers(&ctx);
+    sleep(Duration::from_secs(3)).await;
+    nft::load(&partition_rules(&hosts, leader, &etcd)).await?;
+    let cut_at = Instant::now();
+    ctx.say(&format!(
+        "partition: postgres-{} (the leader) cut off from etcd and the other members",
+        leader + 1
+    ));
+    h.ready();
+    let seen = watch_failover(&ctx, leader, cut_at, Duration::from_secs(90)).await;
+    h.until(Phase::Clear).await;
+    nft::load(&format!("delete table inet {PARTITION_TABLE}\n")).await?;
+    let removed = now_ms();
+    ctx.say("partition: healed");
+    let after = wait_member(&ctx, Role::Leader, Duration::from_secs(60)).await?;
+    wait_member(&ctx, Role::SyncStandby, Duration::from_secs(90)).await?;
+    sleep(Duration::from_secs(5)).await;
+    let secs = |d: Option<Duration>| d.map_or("never (90 s)".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    let mut proof = writers
+        .stop_commit_waits(format!(
+            "the leader (postgres-{}) partitioned from etcd and the other members under write load: it demotes \
+             itself before another member leads, and every acknowledged write is on the leader afterwards \
+             (postgres-{}; a write only the cut member held would have been rewound away)",
+            leader + 1,
+            after + 1
+        ))
+        .await;
+    proof.figures.push_str(&format!(
+        "; after the cut, postgres-{} stopped taking writes at {}, postgres-{} took them at {}; polls with two \
+         writable members: {}",
+        leader + 1,
+        secs(seen.demoted),
+        seen.elected.map_or("none".to_owned(), |(i, _)| (i + 1).to_string()),
+        secs(seen.elected.map(|(_, d)| d)),
+        seen.two_writable
+    ));
+    let in_order = matches!((seen.demoted, seen.elected), (Some(d), Some((_, e))) if d <= e);
+    if !in_order || seen.two_writable > 0 {
+        proof.passed = false;
+    }
+    h.cleared(Ok(removed));
+    Ok(vec![proof])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTS: &str = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                          cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                          cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+
+    #[test]
+    fn a_cgroup_is_named_under_sys_fs_cgroup_with_its_depth_below_the_cgroup2_mount() {
+        let dir = Path::new("/sys/fs/cgroup/unified/sre-stack/postgres-2");
+        assert_eq!(
+            nft_cgroup(MOUNTS, dir),
+            Some(("unified/sre-stack/postgres-2".to_owned(), 2))
+        );
+        let pure = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        assert_eq!(
+            nft_cgroup(pure, Path::new("/sys/fs/cgroup/sre-stack/postgres-1")),
+            Some(("sre-stack/postgres-1".to_owned(), 2))
+        );
+        // Not in a cgroup2 hierarchy (a v1 controller's), or none mounted.
+        assert_eq!(nft_cgroup(MOUNTS, Path::new("/sys/fs/cgroup/cpu/x")), None);
+        assert_eq!(nft_cgroup("", dir), None);
+    }
+
+    #[test]
+    fn the_partition_cuts_the_member_off_both_ways_by_cgroup() {
+        let hosts: Vec<MemberHost> = (1..=3)
+            .map(|i| MemberHost {
+                address: format!("127.0.5.{i}"),
+                cgroup: format!("unified/sre-stack/postgres-{i}"),
+                level: 2,
+            })
+            .collect();
+        let etcd = vec!["127.0.4.1".to_owned(), "127.0.4.2".to_owned()];
+        let rules = partition_rules(&hosts, 1, &etcd);
+        let g = |i: usize| format!("socket cgroupv2 level 2 \"unified/sre-stack/postgres-{i}\"");
+        for line in [
+            format!(
+                "{} ip daddr {{ 127.0.4.1, 127.0.4.2, 127.0.5.1, 127.0.5.3 }} drop",
+                g(2)
+            ),
+            format!(
+                "{} ip saddr {{ 127.0.4.1, 127.0.4.2, 127.0.5.1, 127.0.5.3 }} drop",
+                g(2)
+            ),
+            format!("{} ip daddr 127.0.5.2 drop", g(1)),
+            format!("{} ip saddr 127.0.5.2 drop", g(3)),
+        ] {
+            assert!(rules.contains(&line), "{line} missing from:\n{rules}");
+        }
+        // Nothing else is dropped: the app and Prometheus are in none of these cgroups.
+        assert_eq!(rules.matches(" drop").count(), 6, "{rules}");
+        assert!(rules.starts_with(&format!("table inet {PARTITION_TABLE} {{")));
+    }
 }

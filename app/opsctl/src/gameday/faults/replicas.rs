@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::sleep;
 
-use super::{Handle, Phase};
+use super::{nft, Handle, Phase};
 use crate::gameday::duplicates;
 use crate::gameday::error::Error;
 use crate::gameday::peer_outages::alertmanager_peers;
@@ -200,7 +200,7 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
     // The others count the cut peer out only after their failure detector gives up on it: until then they wait
     // for it when it is ahead of them.
     let out = ctx.peer_outages.begin(1, now_ms);
-    nft(&partition_rules(&cut, ctx.args.alertmanager_cluster_port)).await?;
+    nft::load(&partition_rules(&cut, ctx.args.alertmanager_cluster_port)).await?;
     ctx.say(&format!("partition: the other peers cannot reach {cut}'s gossip"));
     let proof = hold_for_pages(
         h,
@@ -209,7 +209,7 @@ pub(super) async fn partition(h: &mut Handle, peer: usize) -> Result<Vec<Proof>,
         Delivery::AtLeastOnce,
     )
     .await;
-    let healed = nft(&format!("delete table inet {NFT_TABLE}\n")).await;
+    let healed = nft::load(&format!("delete table inet {NFT_TABLE}\n")).await;
     drop(out);
     ctx.say("partition: healed");
     let proof = proof?;
@@ -239,11 +239,11 @@ pub(super) async fn cut_off(h: &mut Handle, replicas: &'static [usize]) -> Resul
         };
         targets.push((host.to_string(), port));
     }
-    nft(&cut_off_rules(&targets)).await?;
+    nft::load(&cut_off_rules(&targets)).await?;
     ctx.say(&format!("cut-off: HAProxy cannot reach {targets:?}"));
     h.ready();
     h.until(Phase::Clear).await;
-    nft(&format!("delete table inet {NFT_TABLE}\n")).await?;
+    nft::load(&format!("delete table inet {NFT_TABLE}\n")).await?;
     // Cleared once HAProxy sends to them again: a scenario that starts next must not meet its 503s.
     for &i in replicas {
         ctx.wait_replica_in_rotation(&format!("app-{}", i + 1), Duration::from_secs(30))
@@ -264,31 +264,6 @@ pub fn cut_off_rules(targets: &[(String, u16)]) -> String {
     format!(
         "table inet {NFT_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
     )
-}
-
-/// Loads an nftables script (`nft -f -`, the script on stdin).
-async fn nft(script: &str) -> Result<(), Error> {
-    use tokio::io::AsyncWriteExt;
-    let failed = |e: std::io::Error| Error::Nft(e.to_string());
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(failed)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await.map_err(failed)?;
-    }
-    let output = child.wait_with_output().await.map_err(failed)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Nft(format!(
-            "{} (script: {script:?})",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
 }
 
 /// `app-1` of `app:app-1`.
