@@ -15,7 +15,7 @@ supervisorctl_ shutdown >/dev/null || true
 for _ in $(seq 1 150); do
   if ! kill -0 "$pid" 2>/dev/null; then
     # The members' cgroups (native/env.sh), empty once their processes are gone.
-    rmdir "$HOST_CGROUPS"/*/ "$HOST_CGROUPS" 2>/dev/null || true
+    if [ -n "$HOST_CGROUPS" ]; then rmdir "$HOST_CGROUPS"/*/ "$HOST_CGROUPS" 2>/dev/null || true; fi
     log "stopped"
     exit 0
   fi

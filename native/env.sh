@@ -47,7 +47,9 @@ PROMETHEUS_PASSWORD_FILE=$SECRETS_DIR/web.password
 # Each Postgres member runs in a cgroup (v2) of its own, named for its host: $HOST_CGROUPS/postgres-1 ... On one
 # machine every loopback dial leaves from 127.0.0.1, so a member's address says nothing of the packets it sends; its
 # cgroup does (nftables' `socket cgroupv2`), which is how the game day cuts one member off (docs/postgres-ha.md).
-HOST_CGROUPS=${HOST_CGROUPS:-$(awk '$3 == "cgroup2" { print $2 "/sre-stack"; exit }' /proc/self/mounts)}
+# Named for the state directory, so that two stacks on one machine (make up, make test) never share one.
+HOST_CGROUPS=${HOST_CGROUPS:-$(awk -v stack="${STATE_DIR##*/}" '$3 == "cgroup2" { print $2 "/" stack; exit }' \
+  /proc/self/mounts 2>/dev/null || true)}
 
 export REPO_ROOT STATE_DIR TEST_STATE_DIR SECRETS_DIR STACK_SECRETS_DIR PROMETHEUS_PASSWORD_FILE HOST_CGROUPS \
   PG_BIN CARGO_TARGET_DIR BIN_DIR APP_BIN_DIR APP_ADMIN_TOKEN_FILE APP_LOG_FORMAT \

@@ -128,6 +128,13 @@ struct WriterTally {
     other: Vec<String>,
 }
 
+/// Writers left behind by a drill that failed half-way stop with it, rather than write for the rest of the game day.
+impl Drop for Writers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 impl Writers {
     /// Writers through the app's public endpoint (HAProxy).
     pub fn start(ctx: Arc<Ctx>, rate: f64) -> Self {

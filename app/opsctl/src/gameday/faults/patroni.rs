@@ -229,7 +229,7 @@ pub(super) async fn stop_etcd_member(h: &mut Handle, program: &'static str) -> R
     Ok(vec![proof])
 }
 
-/// The nftables table of the leader's partition: its own, as the Alertmanager and HAProxy cuts may run meanwhile.
+/// The nftables table of the leader's partition: its own, as HAProxy's cut-off may run meanwhile.
 const PARTITION_TABLE: &str = "sre_stack_gameday_postgres";
 
 /// Where nftables resolves a `socket cgroupv2` path.
@@ -241,23 +241,32 @@ pub struct MemberHost {
     pub address: String,
     /// The cgroup's path under /sys/fs/cgroup.
     pub cgroup: String,
-    /// The cgroup's depth in the cgroup2 hierarchy (`socket cgroupv2 level N` compares the ancestor there).
+    /// The cgroup's depth in the cgroup2 hierarchy, from its root (`socket cgroupv2 level N` compares the socket's
+    /// ancestor at that depth).
     pub level: usize,
 }
 
-/// `dir`'s path under /sys/fs/cgroup and its depth below the cgroup2 mount that holds it, from /proc/self/mounts'
-/// text; `None` when no cgroup2 mount holds it or nftables cannot name it.
-pub fn nft_cgroup(mounts: &str, dir: &Path) -> Option<(String, usize)> {
-    let mount = mounts
+/// `dir`'s path under /sys/fs/cgroup and its depth in the cgroup2 hierarchy, from /proc/self/mountinfo's text:
+/// the depth below the mount plus that of the subtree the mount shows (field 4, `/` unless a subtree is bind
+/// mounted). `None` when no cgroup2 mount holds `dir` or nftables cannot name it. (Inside a cgroup namespace a
+/// kernel before 6.11 counts from the host's root instead: the drill's dropped-packet count then says nothing
+/// was cut.)
+pub fn nft_cgroup(mountinfo: &str, dir: &Path) -> Option<(String, usize)> {
+    let (root, mount) = mountinfo
         .lines()
         .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let point = fields.nth(1)?;
-            (fields.next()? == "cgroup2").then(|| Path::new(point))
+            let (mount, fs) = line.split_once(" - ")?;
+            if fs.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            let mut fields = mount.split_whitespace();
+            let root = fields.nth(3)?;
+            Some((Path::new(root), Path::new(fields.next()?)))
         })
-        .filter(|point| dir.starts_with(point))
-        .max_by_key(|point| point.components().count())?;
-    let level = dir.strip_prefix(mount).ok()?.components().count();
+        .filter(|(_, point)| dir.starts_with(point))
+        .max_by_key(|(_, point)| point.components().count())?;
+    let below = |p: &Path, base: &str| p.strip_prefix(base).ok().map(|r| r.components().count());
+    let level = below(root, "/")? + below(dir, mount.to_str()?)?;
     let under = dir.strip_prefix(NFT_CGROUP_BASE).ok()?;
     Some((under.to_str()?.to_owned(), level))
 }
@@ -265,8 +274,8 @@ pub fn nft_cgroup(mounts: &str, dir: &Path) -> Option<(String, usize)> {
 /// Each member's address (from its Patroni URL) and cgroup; an error if a member's cgroup holds no process (its
 /// Patroni was started outside it, and the partition would cut nothing).
 fn member_hosts(ctx: &Ctx) -> Result<Vec<MemberHost>, Error> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")
-        .map_err(|e| Error::Cluster(format!("read /proc/self/mounts: {e}")))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::Cluster(format!("read /proc/self/mountinfo: {e}")))?;
     let mut hosts = Vec::new();
     for (i, url) in ctx.args.patroni.iter().enumerate() {
         let address = host_of(url)?;
@@ -300,7 +309,8 @@ fn host_of(url: &str) -> Result<String, Error> {
 }
 
 /// The nftables script that partitions member `cut` from every etcd member and the other Postgres members, both
-/// ways: nothing its processes send reaches them, nothing they send reaches its processes. Packets are told by the
+/// ways: nothing its processes send reaches them, nothing they send reaches its processes. Each rule counts what
+/// it drops (the drill reports the sum: a cut that matched nothing would show 0). Packets are told by the
 /// sending or receiving socket's cgroup (on one machine every member dials from 127.0.0.1): the app, Prometheus and
 /// the game day are in none of these cgroups and still reach every member.
 pub fn partition_rules(hosts: &[MemberHost], cut: usize, etcd: &[String]) -> String {
@@ -319,15 +329,16 @@ pub fn partition_rules(hosts: &[MemberHost], cut: usize, etcd: &[String]) -> Str
         .collect();
     let apart = apart.join(", ");
     let (mut output, mut input) = (
-        format!("    {} ip daddr {{ {apart} }} drop\n", group(me)),
-        format!("    {} ip saddr {{ {apart} }} drop\n", group(me)),
+        format!("    {} ip daddr {{ {apart} }} counter drop\n", group(me)),
+        format!("    {} ip saddr {{ {apart} }} counter drop\n", group(me)),
     );
     for (_, other) in hosts.iter().enumerate().filter(|(i, _)| *i != cut) {
-        output.push_str(&format!("    {} ip daddr {} drop\n", group(other), me.address));
-        input.push_str(&format!("    {} ip saddr {} drop\n", group(other), me.address));
+        output.push_str(&format!("    {} ip daddr {} counter drop\n", group(other), me.address));
+        input.push_str(&format!("    {} ip saddr {} counter drop\n", group(other), me.address));
     }
+    // The first two lines replace a table an interrupted game day left behind, in the same atomic load.
     format!(
-        "table inet {PARTITION_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n\
+        "table inet {PARTITION_TABLE}\ndelete table inet {PARTITION_TABLE}\ntable inet {PARTITION_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n\
          {output}  }}\n  chain input {{\n    type filter hook input priority 0; policy accept;\n{input}  }}\n}}\n"
     )
 }
@@ -370,20 +381,25 @@ struct Failover {
     two_writable: u32,
 }
 
-/// Polls (bounded) until the cut member has stopped taking writes and another takes them.
+/// Polls (bounded) until the cut member has stopped taking writes and another takes them. A cut member that takes
+/// writes again (one refused connection was not its demotion) is not demoted yet.
 async fn watch_failover(ctx: &Ctx, cut: usize, since: Instant, within: Duration) -> Failover {
     let mut seen = Failover::default();
     while since.elapsed() < within && (seen.demoted.is_none() || seen.elected.is_none()) {
         let old = writable(ctx, cut).await;
-        if !old && seen.demoted.is_none() {
-            seen.demoted = Some(since.elapsed());
+        if old {
+            seen.demoted = None;
+        } else {
+            seen.demoted.get_or_insert(since.elapsed());
         }
+        let mut others = 0;
         for i in (0..ctx.args.patroni.len()).filter(|&i| i != cut) {
             if writable(ctx, i).await {
-                seen.two_writable += u32::from(old);
+                others += 1;
                 seen.elected.get_or_insert((i, since.elapsed()));
             }
         }
+        seen.two_writable += u32::from(old && others > 0);
         sleep(Duration::from_millis(250)).await;
     }
     seen
@@ -404,6 +420,13 @@ pub(super) async fn partition_leader(h: &mut Handle) -> Result<Vec<Proof>, Error
         .iter()
         .map(|u| host_of(u))
         .collect::<Result<Vec<_>, _>>()?;
+    // The watcher below reads "not writable" as demoted: it must see the leader writable first.
+    if !writable(&ctx, leader).await {
+        return Err(Error::Cluster(format!(
+            "postgres-{} leads, but a session of the game day's Postgres user there is refused or read-only",
+            leader + 1
+        )));
+    }
     let writers = writers(&ctx);
     sleep(Duration::from_secs(3)).await;
     nft::load(&partition_rules(&hosts, leader, &etcd)).await?;
@@ -415,7 +438,10 @@ pub(super) async fn partition_leader(h: &mut Handle) -> Result<Vec<Proof>, Error
     h.ready();
     let seen = watch_failover(&ctx, leader, cut_at, Duration::from_secs(90)).await;
     h.until(Phase::Clear).await;
+    let dropped = nft::counted(PARTITION_TABLE).await;
+    // Healed on every path; an error after this stops the writers too (they stop when dropped).
     nft::load(&format!("delete table inet {PARTITION_TABLE}\n")).await?;
+    let dropped = dropped?;
     let removed = now_ms();
     ctx.say("partition: healed");
     let after = wait_member(&ctx, Role::Leader, Duration::from_secs(60)).await?;
@@ -433,7 +459,7 @@ pub(super) async fn partition_leader(h: &mut Handle) -> Result<Vec<Proof>, Error
         .await;
     proof.figures.push_str(&format!(
         "; after the cut, postgres-{} stopped taking writes at {}, postgres-{} took them at {}; polls with two \
-         writable members: {}",
+         writable members: {}; packets the partition dropped: {dropped}",
         leader + 1,
         secs(seen.demoted),
         seen.elected.map_or("none".to_owned(), |(i, _)| (i + 1).to_string()),
@@ -441,7 +467,7 @@ pub(super) async fn partition_leader(h: &mut Handle) -> Result<Vec<Proof>, Error
         seen.two_writable
     ));
     let in_order = matches!((seen.demoted, seen.elected), (Some(d), Some((_, e))) if d <= e);
-    if !in_order || seen.two_writable > 0 {
+    if !in_order || seen.two_writable > 0 || dropped == 0 {
         proof.passed = false;
     }
     h.cleared(Ok(removed));
@@ -452,24 +478,30 @@ pub(super) async fn partition_leader(h: &mut Handle) -> Result<Vec<Proof>, Error
 mod tests {
     use super::*;
 
-    const MOUNTS: &str = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                          cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
-                          cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+    const MOUNTINFO: &str = "30 1 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                             31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+                             35 30 0:31 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
 
     #[test]
-    fn a_cgroup_is_named_under_sys_fs_cgroup_with_its_depth_below_the_cgroup2_mount() {
+    fn a_cgroup_is_named_under_sys_fs_cgroup_with_its_depth_in_the_hierarchy() {
         let dir = Path::new("/sys/fs/cgroup/unified/sre-stack/postgres-2");
         assert_eq!(
-            nft_cgroup(MOUNTS, dir),
+            nft_cgroup(MOUNTINFO, dir),
             Some(("unified/sre-stack/postgres-2".to_owned(), 2))
         );
-        let pure = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        let pure = "35 1 0:31 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
         assert_eq!(
             nft_cgroup(pure, Path::new("/sys/fs/cgroup/sre-stack/postgres-1")),
             Some(("sre-stack/postgres-1".to_owned(), 2))
         );
+        // A bind-mounted subtree: its own depth counts too.
+        let subtree = "35 1 0:31 /ci/job-7 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            nft_cgroup(subtree, Path::new("/sys/fs/cgroup/sre-stack/postgres-1")),
+            Some(("sre-stack/postgres-1".to_owned(), 4))
+        );
         // Not in a cgroup2 hierarchy (a v1 controller's), or none mounted.
-        assert_eq!(nft_cgroup(MOUNTS, Path::new("/sys/fs/cgroup/cpu/x")), None);
+        assert_eq!(nft_cgroup(MOUNTINFO, Path::new("/sys/fs/cgroup/cpu/x")), None);
         assert_eq!(nft_cgroup("", dir), None);
     }
 
@@ -487,20 +519,22 @@ mod tests {
         let g = |i: usize| format!("socket cgroupv2 level 2 \"unified/sre-stack/postgres-{i}\"");
         for line in [
             format!(
-                "{} ip daddr {{ 127.0.4.1, 127.0.4.2, 127.0.5.1, 127.0.5.3 }} drop",
+                "{} ip daddr {{ 127.0.4.1, 127.0.4.2, 127.0.5.1, 127.0.5.3 }} counter drop",
                 g(2)
             ),
             format!(
-                "{} ip saddr {{ 127.0.4.1, 127.0.4.2, 127.0.5.1, 127.0.5.3 }} drop",
+                "{} ip saddr {{ 127.0.4.1, 127.0.4.2, 127.0.5.1, 127.0.5.3 }} counter drop",
                 g(2)
             ),
-            format!("{} ip daddr 127.0.5.2 drop", g(1)),
-            format!("{} ip saddr 127.0.5.2 drop", g(3)),
+            format!("{} ip daddr 127.0.5.2 counter drop", g(1)),
+            format!("{} ip saddr 127.0.5.2 counter drop", g(3)),
         ] {
             assert!(rules.contains(&line), "{line} missing from:\n{rules}");
         }
         // Nothing else is dropped: the app and Prometheus are in none of these cgroups.
         assert_eq!(rules.matches(" drop").count(), 6, "{rules}");
-        assert!(rules.starts_with(&format!("table inet {PARTITION_TABLE} {{")));
+        assert!(rules.contains(&format!(
+            "delete table inet {PARTITION_TABLE}\ntable inet {PARTITION_TABLE} {{"
+        )));
     }
 }
