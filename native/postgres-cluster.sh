@@ -36,13 +36,13 @@ prepare_cluster_state() {
   local host addr
   while read -r host addr; do install -d -m 0700 "$STATE_DIR/$host" "$STATE_DIR/$host/data"; done < <(hosts_of etcd)
   if [ -z "$HOST_CGROUPS" ]; then
+    # The supervisor's command makes and joins each member's cgroup under it (native/supervisord.conf).
     log "no cgroup2 hierarchy is mounted (see /proc/self/mounts): each Postgres member runs in a cgroup of its own"
     return 1
   fi
   while read -r host addr; do
     install -d -m 0700 -o postgres -g postgres "$(member_dir "$host")"
     write_patroni_config "$host" "$addr"
-    mkdir -p "$HOST_CGROUPS/$host"
   done < <(hosts_of postgres)
   ETCD_INITIAL_CLUSTER=$(etcd_initial_cluster)
   export ETCD_INITIAL_CLUSTER

@@ -41,6 +41,14 @@ pub fn slo_requests() -> &'static str {
     &::stack::slo::spec().requests.selector
 }
 
+/// The host of a URL (`127.0.4.1` of `http://127.0.4.1:2379`).
+pub fn host_of(url: &str) -> Result<String, Error> {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .ok_or_else(|| Error::BadUrl(url.to_owned()))
+}
+
 /// Unix time in milliseconds: the inbox stamps notifications with the same clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -211,16 +219,7 @@ impl Ctx {
 
     /// The host address of every Alertmanager peer (from `--alertmanager`), in order.
     pub fn alertmanager_addresses(&self) -> Result<Vec<String>, Error> {
-        self.args
-            .alertmanager
-            .iter()
-            .map(|u| {
-                reqwest::Url::parse(u)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_string))
-                    .ok_or_else(|| Error::BadUrl(u.clone()))
-            })
-            .collect()
+        self.args.alertmanager.iter().map(|u| host_of(u)).collect()
     }
 
     /// The id of the newest notification in the inbox (0 when empty): later ones are the game day's.

@@ -5,40 +5,37 @@ use crate::gameday::error::Error;
 
 /// Loads an nftables script (`nft -f -`, the script on stdin).
 pub async fn load(script: &str) -> Result<(), Error> {
-    use tokio::io::AsyncWriteExt;
-    let failed = |e: std::io::Error| Error::Nft(e.to_string());
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(failed)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await.map_err(failed)?;
-    }
-    let output = child.wait_with_output().await.map_err(failed)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Nft(format!(
-            "{} (script: {script:?})",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
+    nft(&["-f", "-"], script)
+        .await
+        .map(drop)
+        .map_err(|e| Error::Nft(format!("{e} (script: {script:?})")))
 }
 
 /// The packets the `counter` rules of `table` (inet) have counted, summed.
 pub async fn counted(table: &str) -> Result<u64, Error> {
-    let output = tokio::process::Command::new("nft")
-        .args(["list", "table", "inet", table])
-        .output()
-        .await
-        .map_err(|e| Error::Nft(e.to_string()))?;
-    if !output.status.success() {
-        return Err(Error::Nft(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
+    let listing = nft(&["list", "table", "inet", table], "").await.map_err(Error::Nft)?;
+    Ok(packets(&listing))
+}
+
+/// Runs `nft ARGS` with `stdin`; its standard output, or why it failed.
+async fn nft(args: &[&str], stdin: &str) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).await.map_err(|e| e.to_string())?;
     }
-    Ok(packets(&String::from_utf8_lossy(&output.stdout)))
+    let output = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
 }
 
 /// The sum of every `counter packets N` in `nft list` output.

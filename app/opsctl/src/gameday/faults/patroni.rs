@@ -12,7 +12,7 @@ use tokio::time::sleep;
 use super::{nft, Handle, Phase};
 use crate::gameday::error::Error;
 use crate::gameday::proofs::{Proof, Writers};
-use crate::gameday::stack::{now_ms, Ctx};
+use crate::gameday::stack::{host_of, now_ms, Ctx};
 
 /// The write rate of the drills' writers (requests/s over four clients).
 const WRITE_RATE: f64 = 20.0;
@@ -298,14 +298,6 @@ fn member_hosts(ctx: &Ctx) -> Result<Vec<MemberHost>, Error> {
         hosts.push(MemberHost { address, cgroup, level });
     }
     Ok(hosts)
-}
-
-/// The host of a URL (`127.0.4.1` of `http://127.0.4.1:2379`).
-fn host_of(url: &str) -> Result<String, Error> {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .ok_or_else(|| Error::BadUrl(url.to_owned()))
 }
 
 /// The nftables script that partitions member `cut` from every etcd member and the other Postgres members, both
