@@ -164,11 +164,16 @@ secure_etcd() {
   fi
 }
 
-# The address of the member that leads (Patroni's /primary answers 200 there only), or nothing.
+# The member that leads and takes writes (host and address), or nothing. Patroni's /primary alone is not enough:
+# a member that held the leader key when the stack went down uncleanly starts "as readonly because i had the session
+# lock" and /primary answers 200 there until Patroni promotes it (make up then failed: ALTER ROLE in a read-only
+# transaction). So its Postgres is asked too, over its socket, as the postgres OS user.
 cluster_leader() {
   local host addr
   while read -r host addr; do
-    if curl -fs -o /dev/null --max-time 1 "http://$addr:$PATRONI_PORT/primary"; then
+    if curl -fs -o /dev/null --max-time 1 "http://$addr:$PATRONI_PORT/primary" &&
+      [ "$(runuser -u postgres -- psql -h "$(member_dir "$host")" -p "$PG_PORT" -U postgres -d postgres -qAtX \
+        -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; then
       echo "$host $addr"
       return 0
     fi

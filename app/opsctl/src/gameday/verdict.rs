@@ -155,11 +155,14 @@ pub fn judge(observed: &Observed, bounds: Bounds, clear_on: ClearOn, notifies: b
     }
 }
 
-/// Whether the fire phase is over: every alert fired, and those that notify also reached the inbox unless the
-/// fault itself stops delivery.
+/// Whether the fire phase is over: every alert fired in the game day's Prometheus, and those that notify also
+/// reached the inbox unless the fault itself stops delivery. A notification alone does not end it: the other
+/// Prometheus replica may fire first (their scrapes and evaluations are up to an interval apart each), and its
+/// notification can arrive before this one's alert is seen firing (on CI: PostgresDown notified at 70 s, the fault
+/// removed at once, and "never fired").
 pub fn fire_phase_done(clear_on: ClearOn, notifies: bool, fired: bool, notified: bool) -> bool {
     match (clear_on, notifies) {
-        (ClearOn::Delivered, true) => notified,
+        (ClearOn::Delivered, true) => fired && notified,
         _ => fired,
     }
 }
@@ -381,6 +384,8 @@ mod tests {
     fn the_fire_phase_waits_for_delivery_only_when_delivery_works() {
         assert!(!fire_phase_done(ClearOn::Delivered, true, true, false));
         assert!(fire_phase_done(ClearOn::Delivered, true, true, true));
+        // Delivered from the other Prometheus replica before this one fires: not done yet.
+        assert!(!fire_phase_done(ClearOn::Delivered, true, false, true));
         assert!(fire_phase_done(ClearOn::Firing, true, true, false));
         assert!(fire_phase_done(ClearOn::Delivered, false, true, false));
         assert!(!fire_phase_done(ClearOn::Delivered, false, false, false));
