@@ -82,12 +82,6 @@ pub const NOT_LIVE: &[NotLive] = &[
                  the other synchronous within a loop, which that drill proves; promtool tests cover the rule",
     },
     NotLive {
-        alert: "PostgresReplicationLagHigh",
-        severity: "warning",
-        reason: "needs a standby 16 MiB behind for 2 minutes (replay paused under heavy writes); not drilled yet, \
-                 promtool tests cover the rule",
-    },
-    NotLive {
         alert: "EtcdNoLeader",
         severity: "critical",
         reason: "needs two of the three etcd members down, which also takes the leader key from Patroni (a write \
@@ -531,6 +525,21 @@ pub fn scenarios() -> Vec<Scenario> {
             // Beside redis-down (reads only) and the Alertmanager partition: no failover, writes go on.
             after: &[CLUSTER_DRILLS_LAST],
             after_resolved: &[],
+            with: &[],
+        },
+        Scenario {
+            name: "postgres-replica-lagging",
+            what: "stop WAL replay on the asynchronous standby (SIGSTOP to its startup process) and switch the \
+                   leader's WAL segments until it is 32 MiB behind (proof: once replay goes on, it catches up)",
+            fault: Fault::StopReplay,
+            // The lag shows at the next scrape of Patroni's metrics once the WAL switches are done.
+            expects: vec![expect("PostgresReplicationLagHigh", "warning", 10, 10)],
+            inhibited: vec![],
+            clear_on: ClearOn::Delivered,
+            // Writes are not touched, so it runs beside the drills after the cluster's, once the last failover has
+            // ended and its cut member is a standby again.
+            after: &["etcd-member-down"],
+            after_resolved: &[CLUSTER_DRILLS_LAST],
             with: &[],
         },
         Scenario {

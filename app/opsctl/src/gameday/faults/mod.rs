@@ -10,6 +10,7 @@ mod pool;
 mod postgres;
 mod prometheus;
 mod redis;
+mod replay;
 mod replicas;
 mod slo;
 mod supervisor;
@@ -66,6 +67,9 @@ pub enum Fault {
     PartitionLeader,
     /// Stop one etcd member under write load (with its proof: no write fails).
     StopEtcdMember(&'static str),
+    /// SIGSTOP the asynchronous standby's WAL replay while the leader's WAL moves on (with its proof: it catches up
+    /// once replay goes on).
+    StopReplay,
     /// Two SIGTERMs to the app under load (with its proof).
     AppSigterm,
     SloBurn,
@@ -216,6 +220,7 @@ impl Fault {
             Fault::StopSyncStandby => patroni::stop_member(h, false).await,
             Fault::PartitionLeader => patroni::partition_leader(h).await,
             Fault::StopEtcdMember(program) => patroni::stop_etcd_member(h, program).await,
+            Fault::StopReplay => replay::stop_replay(h).await,
             Fault::AppSigterm => app::sigterm(h).await,
             Fault::SloBurn => slo::burn(h).await,
             Fault::PoolExhaustion => pool::exhaustion(h).await,

@@ -31,7 +31,7 @@ fn writers(ctx: &Arc<Ctx>) -> Writers {
 /// A member's role, as its Patroni answers: `/primary` is 200 on the leader only, `/sync` on the synchronous
 /// standby only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     Leader,
     SyncStandby,
 }
@@ -46,7 +46,7 @@ impl Role {
 }
 
 /// Whether member `i` (0-based) answers that it is in `role`.
-async fn is(ctx: &Ctx, i: usize, role: Role) -> bool {
+pub(super) async fn is(ctx: &Ctx, i: usize, role: Role) -> bool {
     let url = format!("{}/{}", ctx.args.patroni[i].trim_end_matches('/'), role.path());
     match ctx.http.get(&url).timeout(Duration::from_secs(2)).send().await {
         Ok(r) => r.status().is_success(),
@@ -65,7 +65,7 @@ async fn member(ctx: &Ctx, role: Role) -> Option<usize> {
 }
 
 /// Waits (bounded) until a member is in `role`; the error names what did not happen.
-async fn wait_member(ctx: &Ctx, role: Role, within: Duration) -> Result<usize, Error> {
+pub(super) async fn wait_member(ctx: &Ctx, role: Role, within: Duration) -> Result<usize, Error> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(i) = member(ctx, role).await {
@@ -84,7 +84,7 @@ async fn wait_member(ctx: &Ctx, role: Role, within: Duration) -> Result<usize, E
 
 /// Waits (bounded) until every member runs (Patroni's `/health`: Postgres up, leading or streaming) and the
 /// leader has its synchronous standby: each drill starts from a whole cluster, whatever the one before left.
-async fn wait_whole(ctx: &Ctx) -> Result<(), Error> {
+pub(super) async fn wait_whole(ctx: &Ctx) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let mut running = 0;
@@ -335,13 +335,10 @@ pub fn partition_rules(hosts: &[MemberHost], cut: usize, etcd: &[String]) -> Str
     )
 }
 
-/// Whether member `i`'s Postgres takes a session that can write (it accepts the connection and is not in
-/// recovery), asked on the member's own address as the game day's Postgres user. Patroni's `/primary` is no
-/// measure here: it answers from Patroni's view, which lags a demotion by seconds.
-async fn writable(ctx: &Ctx, i: usize) -> bool {
-    let Ok(host) = host_of(&ctx.args.patroni[i]) else {
-        return false;
-    };
+/// A session on member `i`'s own Postgres (its address from its Patroni URL), as the game day's Postgres user,
+/// whatever its role.
+pub(super) fn member_session(ctx: &Ctx, i: usize) -> Result<tokio_postgres::Config, Error> {
+    let host = host_of(&ctx.args.patroni[i])?;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&host)
         .port(ctx.pg.get_ports().first().copied().unwrap_or(5432))
@@ -353,6 +350,16 @@ async fn writable(ctx: &Ctx, i: usize) -> bool {
     if let Some(password) = ctx.pg.get_password() {
         pg.password(password);
     }
+    Ok(pg)
+}
+
+/// Whether member `i`'s Postgres takes a session that can write (it accepts the connection and is not in
+/// recovery), asked on the member's own address as the game day's Postgres user. Patroni's `/primary` is no
+/// measure here: it answers from Patroni's view, which lags a demotion by seconds.
+async fn writable(ctx: &Ctx, i: usize) -> bool {
+    let Ok(pg) = member_session(ctx, i) else {
+        return false;
+    };
     let ask = async {
         let (client, connection) = pg.connect(tokio_postgres::NoTls).await.ok()?;
         tokio::spawn(connection);
