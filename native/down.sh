@@ -9,6 +9,7 @@ if ! supervisorctl_ pid >/dev/null 2>&1; then
   exit 0
 fi
 pid=$(cat "$pidfile")
+continue_members
 supervisorctl_ stop all >/dev/null || true
 supervisorctl_ shutdown >/dev/null || true
 # shutdown returns before the supervisor has exited; wait so nothing is left behind.

@@ -10,6 +10,8 @@ umask 077
 load_secrets
 cd "$REPO_ROOT"
 [ -x "$BIN_DIR/opsctl" ] || cargo build --quiet --workspace --bins
+# A game day killed during the replica-lag drill left a standby's replay stopped.
+continue_members
 # shellcheck disable=SC2086 # GAMEDAY_ARGS is a list of options
 exec "$BIN_DIR/opsctl" gameday \
   --app "http://127.0.0.1:$APP_PORT" --replica-api "$(urls_of app APP_REPLICA_PORT)" \

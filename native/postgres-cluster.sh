@@ -164,6 +164,14 @@ secure_etcd() {
   fi
 }
 
+# SIGCONT to every process of the Postgres members (their cgroups, native/env.sh). The game day's replica-lag drill
+# stops a standby's startup process (SIGSTOP) and lets it go on at the end; a game day killed meanwhile leaves it
+# stopped, and that member can neither replay nor shut down. To a running process SIGCONT does nothing.
+continue_members() {
+  [ -n "$HOST_CGROUPS" ] || return 0
+  cat "$HOST_CGROUPS"/postgres-*/cgroup.procs 2>/dev/null | xargs -r kill -CONT 2>/dev/null || true
+}
+
 # The member that leads and takes writes (host and address), or nothing. Patroni's /primary alone is not enough:
 # a member that held the leader key when the stack went down uncleanly starts "as readonly because i had the session
 # lock" and /primary answers 200 there until Patroni promotes it (make up then failed: ALTER ROLE in a read-only
@@ -172,8 +180,8 @@ cluster_leader() {
   local host addr
   while read -r host addr; do
     if curl -fs -o /dev/null --max-time 1 "http://$addr:$PATRONI_PORT/primary" &&
-      [ "$(runuser -u postgres -- psql -h "$(member_dir "$host")" -p "$PG_PORT" -U postgres -d postgres -qAtX \
-        -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; then
+      [ "$(runuser -u postgres -- env PGCONNECT_TIMEOUT=2 psql -h "$(member_dir "$host")" -p "$PG_PORT" -U postgres \
+        -d postgres -wqAtX -c 'SELECT pg_is_in_recovery()' 2>/dev/null </dev/null)" = f ]; then
       echo "$host $addr"
       return 0
     fi

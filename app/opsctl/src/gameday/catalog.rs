@@ -35,7 +35,7 @@ pub struct Inhibited {
 /// When the fault is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClearOn {
-    /// Once every expected alert has reached its receiver.
+    /// Once every expected alert fires in the game day's Prometheus and has reached its receiver.
     Delivered,
     /// Once every expected alert fires in Prometheus: the fault itself stops delivery (Alertmanager or the inbox
     /// is down), so the notification can only arrive after the fault is removed.
@@ -532,8 +532,12 @@ pub fn scenarios() -> Vec<Scenario> {
             what: "stop WAL replay on the asynchronous standby (SIGSTOP to its startup process) and switch the \
                    leader's WAL segments until it is 32 MiB behind (proof: once replay goes on, it catches up)",
             fault: Fault::StopReplay,
-            // The lag shows at the next scrape of Patroni's metrics once the WAL switches are done.
-            expects: vec![expect("PostgresReplicationLagHigh", "warning", 10, 10)],
+            // The lag shows at the next scrape of Patroni's metrics once the WAL switches are done (the ramp: the
+            // wait for a whole cluster and the switches count on top of the bound).
+            expects: vec![Expect {
+                after_ramp: true,
+                ..expect("PostgresReplicationLagHigh", "warning", 10, 10)
+            }],
             inhibited: vec![],
             clear_on: ClearOn::Delivered,
             // Writes are not touched, so it runs beside the drills after the cluster's, once the last failover has

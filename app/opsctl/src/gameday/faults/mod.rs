@@ -248,6 +248,19 @@ impl Active {
     }
 }
 
+/// Sends `sig` to `pid`, a process of the stack that `what` names in the error.
+fn signal(pid: i32, sig: i32, what: &str) -> Result<(), Error> {
+    // SAFETY: kill(2) shares no memory; the pid is the process's own report (Postgres's pid file or its
+    // pg_stat_activity), read just before.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(Error::Cluster(format!(
+            "kill -{sig} {pid} ({what}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
 /// Starts `opsctl load` in the background; `true` on the returned sender stops it.
 pub fn background_load(args: LoadArgs) -> (watch::Sender<bool>, JoinHandle<load::stats::Report>) {
     let (tx, mut rx) = watch::channel(false);

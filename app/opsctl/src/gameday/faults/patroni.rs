@@ -134,14 +134,11 @@ pub(super) async fn kill_leader_postmaster(h: &mut Handle) -> Result<Vec<Proof>,
         .next()
         .and_then(|l| l.trim().parse().ok())
         .ok_or_else(|| Error::Cluster(format!("{} names no pid", pid_file.display())))?;
-    // SAFETY: kill(2) with a pid read from Postgres's own pid file; no memory is shared.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
-        return Err(Error::Cluster(format!(
-            "kill -KILL {pid} (postmaster of postgres-{}): {}",
-            leader + 1,
-            std::io::Error::last_os_error()
-        )));
-    }
+    super::signal(
+        pid,
+        libc::SIGKILL,
+        &format!("the postmaster of postgres-{}", leader + 1),
+    )?;
     ctx.say(&format!("killed the postmaster of postgres-{} (pid {pid})", leader + 1));
     h.ready();
     h.until(Phase::Clear).await;

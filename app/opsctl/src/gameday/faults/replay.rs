@@ -5,95 +5,117 @@
 //! the leader only. `pg_wal_replay_pause()` cannot hold the fault: Patroni 3.0.2 resumes a paused replay on
 //! Postgres 14+ at its next loop unless the cluster is in maintenance mode (measured: "Resuming paused WAL replay
 //! for PostgreSQL 14+" 4 s after a pause, and the alert never fired).
+//!
+//! While replay is stopped the standby is asked nothing: the stopped process may hold a lock that its sessions'
+//! snapshots wait for. The leader's `pg_stat_replication` tells which standby is asynchronous and how far behind it
+//! replays (its walreceiver reports the frozen position).
 
 use std::time::{Duration, Instant};
 
-use tokio::time::sleep;
+use tokio::time::{sleep, timeout};
 use tokio_postgres::Client;
 
 use super::patroni::{self, Role};
 use super::postgres::pg_connect;
-use super::{Handle, Phase};
+use super::{signal, Handle, Phase};
 use crate::gameday::error::Error;
 use crate::gameday::proofs::Proof;
 use crate::gameday::stack::now_ms;
 
-/// How far behind the paused standby is put: past the alert's threshold (one 16 MiB WAL segment) by a segment,
-/// so the app's own WAL on the leader or a late scrape cannot hold it under.
+/// How far behind the stopped standby is put: the alert's threshold (one 16 MiB WAL segment, strictly more) and a
+/// segment of margin.
 const BEHIND_BYTES: i64 = 2 * 16 * 1024 * 1024;
 
 /// How long the standby may take to catch up once replay goes on (the skipped segments are empty).
 const CATCH_UP: Duration = Duration::from_secs(30);
 
+/// A bound on each question to a member, so that no answer can hold the drill (and the stopped replay) forever.
+const ASK: Duration = Duration::from_secs(5);
+
 fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |source| Error::Postgres { what, source }
 }
 
-/// The leader's current WAL position, as text (`pg_lsn`).
-async fn leader_lsn(leader: &Client) -> Result<String, Error> {
-    let row = leader
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .map_err(sql("read the leader's WAL position"))?;
-    Ok(row.get(0))
+/// One row of `query`, within [`ASK`].
+async fn ask(
+    client: &Client,
+    query: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    what: &'static str,
+) -> Result<Option<tokio_postgres::Row>, Error> {
+    match timeout(ASK, client.query_opt(query, params)).await {
+        Ok(row) => row.map_err(sql(what)),
+        Err(_) => Err(Error::Cluster(format!("{what}: no answer within {} s", ASK.as_secs()))),
+    }
 }
 
-/// Bytes of WAL up to `lsn` that the standby has not replayed.
-async fn behind(standby: &Client, lsn: &str) -> Result<i64, Error> {
-    let row = standby
-        .query_one(
-            "SELECT pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())::bigint",
-            &[&lsn],
+/// The streaming standby the leader replicates to asynchronously (0-based member index), once there is one (a
+/// member that rejoined after the drills before may take a while). Patroni names members `postgres-N`, which is
+/// each standby's `application_name`.
+async fn async_standby(primary: &Client, members: usize, leader: usize) -> Result<usize, Error> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = ask(
+            primary,
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'async' \
+             ORDER BY application_name LIMIT 1",
+            &[],
+            "find the asynchronous standby",
         )
-        .await
-        .map_err(sql("read the standby's replayed WAL position"))?;
-    Ok(row.get(0))
-}
-
-/// The member that neither leads nor is the synchronous standby (Patroni names one synchronous standby).
-async fn async_standby(h: &Handle, leader: usize) -> Result<usize, Error> {
-    for i in (0..h.ctx.args.patroni.len()).filter(|&i| i != leader) {
-        if !patroni::is(&h.ctx, i, Role::SyncStandby).await {
-            return Ok(i);
+        .await?;
+        let member = row.and_then(|r| {
+            let name: String = r.get(0);
+            let n: usize = name.strip_prefix("postgres-")?.parse().ok()?;
+            (1..=members).contains(&n).then_some(n - 1)
+        });
+        match member {
+            Some(i) if i != leader => return Ok(i),
+            _ if Instant::now() > deadline => {
+                return Err(Error::Cluster(
+                    "the leader streams to no asynchronous standby named postgres-N after 60 s".to_owned(),
+                ))
+            }
+            _ => sleep(Duration::from_millis(500)).await,
         }
     }
-    Err(Error::Cluster(
-        "every standby answers /sync: no asynchronous standby to stop".to_owned(),
-    ))
+}
+
+/// Bytes of WAL the leader has written that member `name` has not replayed, as the leader sees it.
+async fn behind_on_leader(primary: &Client, name: &str) -> Result<i64, Error> {
+    let row = ask(
+        primary,
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint FROM pg_stat_replication \
+         WHERE application_name = $1 AND replay_lsn IS NOT NULL",
+        &[&name],
+        "read the standby's replay position on the leader",
+    )
+    .await?;
+    row.map(|r| r.get(0))
+        .ok_or_else(|| Error::Cluster(format!("the leader no longer streams to {name}")))
 }
 
 /// The standby's startup process, stopped (SIGSTOP) until [`Stopped::resume`] or drop: a drill that fails half-way
-/// still lets replay go on.
+/// still lets replay go on. (A game day killed meanwhile cannot; `native/gameday.sh` and `native/down.sh` send
+/// SIGCONT to every process of the Postgres members.)
 struct Stopped(i32);
 
 impl Stopped {
     fn stop(pid: i32) -> Result<Stopped, Error> {
-        signal(pid, libc::SIGSTOP)?;
+        signal(pid, libc::SIGSTOP, "the standby's startup process")?;
         Ok(Stopped(pid))
     }
 
     fn resume(self) -> Result<(), Error> {
         let pid = self.0;
         std::mem::forget(self);
-        signal(pid, libc::SIGCONT)
+        signal(pid, libc::SIGCONT, "the standby's startup process")
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        let _ = signal(self.0, libc::SIGCONT);
+        let _ = signal(self.0, libc::SIGCONT, "the standby's startup process");
     }
-}
-
-fn signal(pid: i32, sig: i32) -> Result<(), Error> {
-    // SAFETY: kill(2) with a pid Postgres reported for its own startup process; no memory is shared.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(Error::Cluster(format!(
-            "signal {sig} to the standby's startup process (pid {pid}): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
 }
 
 /// Stops replay on the asynchronous standby and moves the leader's WAL on until that standby is [`BEHIND_BYTES`]
@@ -102,26 +124,47 @@ pub(super) async fn stop_replay(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let ctx = h.ctx.clone();
     patroni::wait_whole(&ctx).await?;
     let leader = patroni::wait_member(&ctx, Role::Leader, Duration::from_secs(60)).await?;
-    let lagging = async_standby(h, leader).await?;
     let primary = pg_connect(&patroni::member_session(&ctx, leader)?).await?;
+    let lagging = async_standby(&primary, ctx.args.patroni.len(), leader).await?;
+    let name = format!("postgres-{}", lagging + 1);
     let standby = pg_connect(&patroni::member_session(&ctx, lagging)?).await?;
-    let row = standby
-        .query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup'", &[])
-        .await
-        .map_err(sql("find the standby's startup process"))?;
-    let stopped = Stopped::stop(row.get(0))?;
-    let held = fall_behind_and_hold(h, &primary, &standby).await;
+    let pid: i32 = ask(
+        &standby,
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup'",
+        &[],
+        "find the standby's startup process",
+    )
+    .await?
+    .map(|r| r.get(0))
+    .ok_or_else(|| Error::Cluster(format!("{name} has no startup process: is it a standby?")))?;
+    let stopped = Stopped::stop(pid)?;
+    let held = fall_behind_and_hold(h, &primary, &name).await;
     let resumed = stopped.resume();
     let removed = now_ms();
     let lag = held?;
     resumed?;
-    ctx.say(&format!("replica-lag: replay goes on on postgres-{}", lagging + 1));
+    ctx.say(&format!("replica-lag: replay goes on on {name}"));
 
-    // Caught up: replayed at least what the leader had written when replay went on.
-    let target = leader_lsn(&primary).await?;
+    // Caught up: the standby itself has replayed at least what the leader had written when replay went on.
+    let target: String = ask(
+        &primary,
+        "SELECT pg_current_wal_lsn()::text",
+        &[],
+        "read the leader's WAL position",
+    )
+    .await?
+    .map(|r| r.get(0))
+    .unwrap_or_default();
     let started = Instant::now();
     let caught_up = loop {
-        if behind(&standby, &target).await? <= 0 {
+        let row = ask(
+            &standby,
+            "SELECT pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn()) <= 0",
+            &[&target],
+            "read the standby's replay position",
+        )
+        .await?;
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) {
             break Some(started.elapsed());
         }
         if started.elapsed() > CATCH_UP {
@@ -133,9 +176,8 @@ pub(super) async fn stop_replay(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
     Ok(vec![Proof {
         claim: format!(
-            "replay stopped on the asynchronous standby (postgres-{}) while the leader's (postgres-{}) WAL moved on: \
-             once it goes on, the standby catches up",
-            lagging + 1,
+            "replay stopped on the asynchronous standby ({name}) while the leader's (postgres-{}) WAL moved on: once \
+             it goes on, the standby catches up",
             leader + 1
         ),
         passed: caught_up.is_some(),
@@ -150,33 +192,37 @@ pub(super) async fn stop_replay(h: &mut Handle) -> Result<Vec<Proof>, Error> {
     }])
 }
 
-/// Switches the leader's WAL segments until the stopped standby is [`BEHIND_BYTES`] behind (each switch moves the
+/// Switches the leader's WAL segments until standby `name` is [`BEHIND_BYTES`] behind (each switch moves the
 /// leader's WAL position to the next segment; the message before it is the WAL a switch needs to move at all),
 /// reports the fault in place and holds it. Returns how far behind the standby was.
-async fn fall_behind_and_hold(h: &mut Handle, primary: &Client, standby: &Client) -> Result<i64, Error> {
+async fn fall_behind_and_hold(h: &mut Handle, primary: &Client, name: &str) -> Result<i64, Error> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let lag = loop {
-        primary
-            .batch_execute(
-                "SELECT pg_logical_emit_message(false, 'sre-stack-gameday', 'replica lag drill'); \
-                 SELECT pg_switch_wal();",
-            )
-            .await
-            .map_err(sql("switch the leader's WAL segment"))?;
-        let lag = behind(standby, &leader_lsn(primary).await?).await?;
+        let switch = primary.batch_execute(
+            "SELECT pg_logical_emit_message(false, 'sre-stack-gameday', 'replica lag drill'); \
+             SELECT pg_switch_wal();",
+        );
+        match timeout(ASK, switch).await {
+            Ok(done) => done.map_err(sql("switch the leader's WAL segment"))?,
+            Err(_) => {
+                return Err(Error::Cluster(
+                    "the leader's WAL switch did not answer within 5 s".to_owned(),
+                ))
+            }
+        }
+        let lag = behind_on_leader(primary, name).await?;
         if lag >= BEHIND_BYTES {
             break lag;
         }
         if Instant::now() > deadline {
             return Err(Error::Cluster(format!(
-                "the standby is only {lag} bytes behind after 30 s of WAL switches: does its replay go on?"
+                "{name} is only {lag} bytes behind after 30 s of WAL switches: does its replay go on?"
             )));
         }
         sleep(Duration::from_millis(200)).await;
     };
     h.ctx.say(&format!(
-        "replica-lag: standby replay stopped, {} bytes behind the leader",
-        lag
+        "replica-lag: {name}'s replay stopped, {lag} bytes behind the leader"
     ));
     h.ready();
     h.until(Phase::Clear).await;
